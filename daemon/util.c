@@ -1,4 +1,5 @@
 /* util: allocation wrappers, bounded buffers, string helpers. */
+#define _GNU_SOURCE 1
 #include "daemon/util.h"
 
 #include <ctype.h>

@@ -1,0 +1,100 @@
+/* serve: run the configured server (mox serve), shared with localserve. */
+#define _GNU_SOURCE 1
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cmd/cmd.h"
+#include "daemon/log.h"
+#include "daemon/privdrop.h"
+#include "daemon/server.h"
+#include "daemon/stub.h"
+
+static void
+register_handlers(struct server *srv)
+{
+	server_register(srv, SVC_SMTP, &stub_smtp_handler);
+	server_register(srv, SVC_SUBMISSION, &stub_smtp_handler);
+	server_register(srv, SVC_SUBMISSIONS, &stub_smtp_handler);
+	server_register(srv, SVC_IMAP, &stub_imap_handler);
+	server_register(srv, SVC_IMAPS, &stub_imap_handler);
+	server_register(srv, SVC_HTTP, &stub_http_handler);
+	server_register(srv, SVC_HTTPS, &stub_http_handler);
+	server_register(srv, SVC_METRICS, &stub_http_handler);
+}
+
+int
+serve_run(struct config *cfg, bool drop)
+{
+	struct server *srv;
+	char err[1024];
+	int rc = 1;
+
+	cmd_apply_log_levels(cfg);
+	if (mkdir_p(cfg->data_dir, 0770) < 0) {
+		log_error("serve", 0, "cannot create data directory", "dir", cfg->data_dir, "err", strerror(errno));
+		return 1;
+	}
+	srv = server_new(cfg);
+	if (srv == NULL) {
+		log_error("serve", 0, "cannot create event loop");
+		return 1;
+	}
+	register_handlers(srv);
+	if (server_bind(srv, err, sizeof(err)) < 0) {
+		log_error("serve", 0, "cannot start", "err", err);
+		fprintf(stderr, "mox: %s\n", err);
+		goto out;
+	}
+	if (drop && geteuid() == 0) {
+		uid_t uid;
+		gid_t gid;
+		if (privdrop_lookup(cfg->st.user, &uid, &gid, err, sizeof(err)) < 0)
+			goto fail;
+		if (!cfg->st.no_fix_permissions && privdrop_fix_ownership(cfg->data_dir, uid, gid, err, sizeof(err)) < 0)
+			goto fail;
+		if (privdrop_switch(uid, gid, err, sizeof(err)) < 0)
+			goto fail;
+		log_info("serve", 0, "running as unprivileged user", "user", cfg->st.user);
+	}
+	if (drop && geteuid() == 0) {
+		snprintf(err, sizeof(err), "refusing to run as root after start-up");
+		goto fail;
+	}
+	if (server_control_open(srv, err, sizeof(err)) < 0)
+		goto fail;
+	if (server_early_stop_requested()) {
+		log_info("serve", 0, "stop requested during start-up");
+		rc = 0;
+		goto out;
+	}
+	char pid[32];
+	snprintf(pid, sizeof(pid), "%d", (int)getpid());
+	log_info("serve", 0, "mox started", "version", MOX_VERSION, "pid", pid);
+	rc = server_run(srv);
+	goto out;
+fail:
+	log_error("serve", 0, "cannot start", "err", err);
+	fprintf(stderr, "mox: %s\n", err);
+out:
+	server_free(&srv);
+	return rc;
+}
+
+int
+cmd_serve(int argc, char **argv)
+{
+	struct config *cfg;
+	int rc;
+
+	if (argc != 0)
+		return cmd_usage("serve");
+	server_early_signals();
+	if (cmd_load_config(&cfg) < 0)
+		return 1;
+	rc = serve_run(cfg, true);
+	config_free(&cfg);
+	return rc;
+}

@@ -1,0 +1,177 @@
+/* server: the event loop, handlers, signals and shutdown. */
+#define _GNU_SOURCE 1
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon/log.h"
+#include "daemon/server_private.h"
+
+static volatile sig_atomic_t early_stop;
+
+static void
+early_handler(int sig)
+{
+	early_stop = 1;
+}
+
+void
+server_early_signals(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = early_handler;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+bool
+server_early_stop_requested(void)
+{
+	return early_stop != 0;
+}
+
+struct server *
+server_new(struct config *cfg)
+{
+	struct server *srv = xcalloc(1, sizeof(*srv));
+	struct timespec ts;
+
+	srv->cfg = cfg;
+	srv->base = event_base_new();
+	if (srv->base == NULL) {
+		free(srv);
+		return NULL;
+	}
+	srv->ipstate = tcmapnew();
+	/* Connection ids differ between runs, so log lines of two runs never share one. */
+	clock_gettime(CLOCK_REALTIME, &ts);
+	srv->next_cid = ((uint64_t)ts.tv_sec << 20) ^ ((uint64_t)ts.tv_nsec >> 10) ^ ((uint64_t)getpid() << 8);
+	srv->next_cid &= 0xffffffffffULL;
+	srv->started_ms = mono_ms();
+	return srv;
+}
+
+void
+server_free(struct server **srvp)
+{
+	struct server *srv = *srvp;
+
+	if (srv == NULL)
+		return;
+	control_close(srv);
+	listeners_close(srv);
+	for (size_t i = 0; i < srv->ntls; i++)
+		tls_ctx_free(&srv->tls[i]);
+	free(srv->tls);
+	if (srv->sigterm)
+		event_free(srv->sigterm);
+	if (srv->sigint)
+		event_free(srv->sigint);
+	if (srv->stop_ev)
+		event_free(srv->stop_ev);
+	free(srv->cmds);
+	tcmapdel(srv->ipstate);
+	event_base_free(srv->base);
+	free(srv);
+	*srvp = NULL;
+}
+
+struct event_base *
+server_base(struct server *srv)
+{
+	return srv->base;
+}
+
+struct config *
+server_config(struct server *srv)
+{
+	return srv->cfg;
+}
+
+void
+server_register(struct server *srv, enum config_svc svc, const struct proto_handler *h)
+{
+	srv->handlers[svc] = h;
+}
+
+uint64_t
+server_new_cid(struct server *srv)
+{
+	return ++srv->next_cid;
+}
+
+bool
+server_stopping(struct server *srv)
+{
+	return srv->stopping;
+}
+
+/* Deferred: the stop happens outside whatever callback asked for it. */
+static void
+stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *srv = arg;
+	const struct proto_handler *seen[SVC_COUNT] = {0};
+	int nseen = 0;
+
+	log_info("server", 0, "shutting down");
+	listeners_close(srv);
+	control_close(srv);
+	for (int i = 0; i < SVC_COUNT; i++) {
+		const struct proto_handler *h = srv->handlers[i];
+		bool dup = false;
+		if (h == NULL || h->shutdown == NULL)
+			continue;
+		for (int j = 0; j < nseen; j++)
+			dup |= seen[j] == h;
+		if (dup)
+			continue;
+		seen[nseen++] = h;
+		h->shutdown(srv);
+	}
+	/* Give handlers a moment to flush goodbyes, then leave the loop. */
+	struct timeval tv = {0, 200000};
+	event_base_loopexit(srv->base, &tv);
+}
+
+void
+server_stop(struct server *srv)
+{
+	if (srv->stopping)
+		return;
+	srv->stopping = true;
+	if (srv->stop_ev == NULL)
+		srv->stop_ev = evtimer_new(srv->base, stop_cb, srv);
+	struct timeval tv = {0, 0};
+	evtimer_add(srv->stop_ev, &tv);
+}
+
+static void
+signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct server *srv = arg;
+
+	log_info("server", 0, "signal received, stopping", "signal", sig == SIGTERM ? "TERM" : "INT");
+	server_stop(srv);
+}
+
+int
+server_run(struct server *srv)
+{
+	srv->sigterm = evsignal_new(srv->base, SIGTERM, signal_cb, srv);
+	srv->sigint = evsignal_new(srv->base, SIGINT, signal_cb, srv);
+	evsignal_add(srv->sigterm, NULL);
+	evsignal_add(srv->sigint, NULL);
+	/* A signal that came during start-up, before libevent took over. */
+	if (server_early_stop_requested())
+		server_stop(srv);
+	event_base_dispatch(srv->base);
+	log_info("server", 0, "stopped");
+	return 0;
+}

@@ -1,0 +1,58 @@
+/* server internals shared by server.c, listener.c and control.c. */
+#ifndef MOX_SERVER_PRIVATE_H
+#define MOX_SERVER_PRIVATE_H
+
+#include <event2/listener.h>
+#include <tcutil.h>
+
+#include "daemon/server.h"
+#include "daemon/tls.h"
+
+struct listen_sock {
+	struct server *srv;
+	struct evconnlistener *evl;
+	const struct config_listener *listener;
+	enum config_svc svc;
+	struct tls_ctx *tls;
+	char addr[80];
+};
+
+struct control_cmd {
+	const char *name;
+	const char *usage;
+	control_fn fn;
+};
+
+struct server {
+	struct event_base *base;
+	struct config *cfg;
+	const struct proto_handler *handlers[SVC_COUNT];
+	struct tls_ctx **tls; /* per listener, NULL where no TLS */
+	size_t ntls;
+	struct listen_sock **socks;
+	size_t nsocks;
+	struct event *sigterm, *sigint, *sigpipe;
+	struct event *stop_ev;
+	bool stopping;
+	uint64_t next_cid;
+	int64_t started_ms;
+	/* limits */
+	TCMAP *ipstate;   /* ipkey -> struct ip_state */
+	size_t nconns;
+	/* control socket */
+	struct evconnlistener *ctl;
+	char *ctl_path;
+	struct control_cmd *cmds;
+	size_t ncmds;
+};
+
+struct ip_state {
+	uint32_t conns;       /* open now */
+	uint32_t new_count;   /* new in the current minute */
+	int64_t window_start; /* ms */
+};
+
+void control_close(struct server *srv);
+void listeners_close(struct server *srv);
+
+#endif
