@@ -1431,16 +1431,22 @@ smtp_data_init(struct smtp_data *d, enum smtp_data_mode mode, uint64_t max_size)
 	d->state = DS_BOL;
 }
 
-/* Account for an outgoing chunk; suppress it once over the limit. */
+/* Account for an outgoing chunk; cut it at the limit and suppress what
+ * follows, so the output does not depend on how the input was split. */
 static void
 data_emit(struct smtp_data *d, const char *p, size_t n, const char **chunk_r,
 	  size_t *chunk_len_r)
 {
+	uint64_t before = d->size;
+
 	d->size += n;
-	if (d->max_size > 0 && d->size > d->max_size)
-		d->over_limit = true;
 	*chunk_r = p;
-	*chunk_len_r = d->over_limit ? 0 : n;
+	*chunk_len_r = n;
+	if (d->max_size > 0 && d->size > d->max_size) {
+		d->over_limit = true;
+		*chunk_len_r = before < d->max_size ?
+			       (size_t)(d->max_size - before) : 0;
+	}
 }
 
 size_t
@@ -1495,7 +1501,9 @@ smtp_data_parse(struct smtp_data *d, const char *buf, size_t len,
 			d->state = DS_TEXT;
 			d->line_len++;
 			data_emit(d, "\r", 1, chunk_r, chunk_len_r);
-			return i;
+			if (*chunk_len_r > 0)
+				return i;
+			break; /* over the limit: nothing to hand out */
 		case DS_CR:
 			if (ch == '\n') {
 				i++;

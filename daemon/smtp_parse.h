@@ -316,14 +316,16 @@ void smtp_data_init(struct smtp_data *d, enum smtp_data_mode mode,
 
 /*
  * Consume message bytes from buf[0..len) (resumable: any split of the input
- * gives the same output). Sets *chunk_r and *chunk_len_r to the next bytes of the
- * message to write to the spool: a slice of buf, or a static string (a CR
- * held back after "." at the start of a line, or a CRLF for a bare LF in
- * SMTP_DATA_FIX_LF mode). The chunk may be empty. Returns the bytes consumed
- * (0 only when a chunk is returned or len is 0); loop until len is used up
- * or d->done. When d->done, the end-of-data line has been consumed and
- * bytes after it belong to the next command (pipelining). Once over_limit is
- * set, no more chunks are returned but input is consumed to the end.
+ * gives the same output). Sets *chunk_r and *chunk_len_r to the next bytes
+ * of the message to write to the spool: a slice of buf, or a static string
+ * (a CR held back after "." at the start of a line, or a CRLF for a bare LF
+ * in SMTP_DATA_FIX_LF mode). The chunk may be empty. Returns the bytes
+ * consumed: 0 only when len is 0, d->done was already set, or the chunk is
+ * a non-empty held-back byte; so loop until len is used up or d->done.
+ * When d->done, the end-of-data line has been consumed and bytes after it
+ * belong to the next command (pipelining). The output stops at max_size
+ * octets: then over_limit is set and input is still consumed to the end
+ * (answer 552 5.3.4 then, and discard the spool file).
  * The message bytes include the CRLF before the final ".".
  */
 size_t smtp_data_parse(struct smtp_data *d, const char *buf, size_t len,
