@@ -555,6 +555,9 @@ parse_args(struct imap_parser *p, const char *line, size_t n, size_t pos)
 				continue;
 			}
 			if (p->need_sep) {
+				if ((unsigned char)c >= 0x80)
+					return fail(p, IMAP_PARSE_ERR_SYNTAX,
+					    "8-bit character outside quoted string");
 				if (c != ' ')
 					return fail(p, IMAP_PARSE_ERR_SYNTAX, "expected space");
 				pos++;
