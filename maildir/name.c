@@ -58,10 +58,65 @@ static int parse_size(const char *p, size_t len, uint64_t *v_r)
 	return 1;
 }
 
+/* Parse the fields name[start..end) (each starting with ','): S= and W=. */
+static int parse_fields(const char *name, size_t start, size_t end, struct maildir_name *n_r,
+			char *err, size_t errlen)
+{
+	size_t i, fend;
+
+	for (i = start; i < end; i = fend) {
+		size_t fs = i + 1; /* name[i] == ',' */
+		uint64_t v;
+
+		for (fend = fs; fend < end && name[fend] != ','; fend++)
+			;
+		if (fend - fs < 2 || name[fs + 1] != '=' || (name[fs] != 'S' && name[fs] != 'W'))
+			continue;
+		if (parse_size(name + fs + 2, fend - fs - 2, &v) < 0) {
+			seterr(err, errlen, "bad %c= size in file name", name[fs]);
+			return -1;
+		}
+		if (name[fs] == 'S' && !n_r->has_size) {
+			n_r->has_size = true;
+			n_r->size = v;
+		} else if (name[fs] == 'W' && !n_r->has_vsize) {
+			n_r->has_vsize = true;
+			n_r->vsize = v;
+		}
+	}
+	return 0;
+}
+
+/* Parse the info (the text after ':'). */
+static void parse_info(const char *info, size_t info_len, struct maildir_name *n_r)
+{
+	size_t i;
+
+	if (info_len < 2 || info[0] != '2' || info[1] != ',') {
+		n_r->other_info = info;
+		n_r->other_info_len = info_len;
+		return;
+	}
+	n_r->has_info = true;
+	n_r->flagstr = info + 2;
+	n_r->flagstr_len = info_len - 2;
+	for (i = 0; i < n_r->flagstr_len; i++) {
+		unsigned char c = (unsigned char)n_r->flagstr[i];
+		unsigned bit = std_flag_bit(c);
+
+		if (bit != 0)
+			n_r->flags |= bit;
+		else if (c >= 'a' && c <= 'z')
+			n_r->keywords |= UINT32_C(1) << (c - 'a');
+		else
+			n_r->has_unknown = true;
+	}
+}
+
 int maildir_name_parse(const char *name, size_t len, struct maildir_name *n_r,
 		       char *err, size_t errlen)
 {
-	size_t i, fstart, fend, colon;
+	size_t i, colon;
 
 	memset(n_r, 0, sizeof(*n_r));
 	if (len == 0) {
@@ -80,7 +135,6 @@ int maildir_name_parse(const char *name, size_t len, struct maildir_name *n_r,
 		seterr(err, errlen, "file name contains '/' or NUL");
 		return -1;
 	}
-
 	for (i = 0; i < len && name[i] != ',' && name[i] != ':'; i++)
 		;
 	if (i == 0) {
@@ -89,63 +143,15 @@ int maildir_name_parse(const char *name, size_t len, struct maildir_name *n_r,
 	}
 	n_r->base = name;
 	n_r->base_len = i;
-
-	/* Fields run up to the first ':'. */
-	fstart = i;
+	/* Fields run from the base up to the first ':'. */
 	for (colon = i; colon < len && name[colon] != ':'; colon++)
 		;
-	n_r->fields = name + fstart;
-	n_r->fields_len = colon - fstart;
-	for (i = fstart; i < colon;) {
-		/* name[i] == ','; one field is (i, fend). */
-		size_t fs = i + 1;
-
-		for (fend = fs; fend < colon && name[fend] != ','; fend++)
-			;
-		if (fend - fs >= 2 && name[fs + 1] == '=' &&
-		    (name[fs] == 'S' || name[fs] == 'W')) {
-			bool is_s = name[fs] == 'S';
-			uint64_t v;
-
-			if (parse_size(name + fs + 2, fend - fs - 2, &v) < 0) {
-				seterr(err, errlen, "bad %c= size in file name", name[fs]);
-				return -1;
-			}
-			if (is_s && !n_r->has_size) {
-				n_r->has_size = true;
-				n_r->size = v;
-			} else if (!is_s && !n_r->has_vsize) {
-				n_r->has_vsize = true;
-				n_r->vsize = v;
-			}
-		}
-		i = fend;
-	}
-
-	if (colon < len) {
-		const char *info = name + colon + 1;
-		size_t info_len = len - colon - 1;
-
-		if (info_len >= 2 && info[0] == '2' && info[1] == ',') {
-			n_r->has_info = true;
-			n_r->flagstr = info + 2;
-			n_r->flagstr_len = info_len - 2;
-			for (i = 0; i < n_r->flagstr_len; i++) {
-				unsigned char c = (unsigned char)n_r->flagstr[i];
-				unsigned bit = std_flag_bit(c);
-
-				if (bit != 0)
-					n_r->flags |= bit;
-				else if (c >= 'a' && c <= 'z')
-					n_r->keywords |= UINT32_C(1) << (c - 'a');
-				else
-					n_r->has_unknown = true;
-			}
-		} else {
-			n_r->other_info = info;
-			n_r->other_info_len = info_len;
-		}
-	}
+	n_r->fields = name + i;
+	n_r->fields_len = colon - i;
+	if (parse_fields(name, i, colon, n_r, err, errlen) < 0)
+		return -1;
+	if (colon < len)
+		parse_info(name + colon + 1, len - colon - 1, n_r);
 	return 1;
 }
 
