@@ -64,8 +64,8 @@ struct maildir_name {
 	/* The flag characters after ":2," verbatim (unsorted, may repeat). */
 	const char *flagstr;
 	size_t flagstr_len;
-	/* Text after ':' when it is not "2,..." (e.g. ":1,foo"); preserved by
-	 * nothing: a flag change replaces it with ":2,<flags>". */
+	/* Text after ':' when it is not "2,..." (e.g. ":1,foo"); a flag
+	 * change replaces it with ":2,<flags>". */
 	const char *other_info;
 	size_t other_info_len;
 	unsigned flags;    /* MAILDIR_FLAG_* */
@@ -349,7 +349,8 @@ int maildir_syncfs(const char *path, char *err, size_t errlen);
 int maildir_syncfs_fd(int fd, char *err, size_t errlen);
 
 /*
- * Find a message in folderdir by name: tries new/name and cur/name, then
+ * Find a message in folderdir by name (a full file name or just its base):
+ * tries new/name and cur/name (cur/ first when name has ":2,"), then
  * (renamed by another tool) searches cur/ and new/ for a file with the same
  * base (part before the first ',' or ':'). Writes the current name into
  * name_r and its place into *sub_r (may be NULL).
