@@ -695,6 +695,9 @@ scram_client_first(struct sasl_server *s, const char *in, size_t inlen,
 				    "account has no SCRAM-SHA-256 secret", out);
 	if (r == 0 && scram_fake_record(s, out) != SASL_CONTINUE)
 		return SASL_ERROR;
+	if (rec->salt_len == 0 || rec->salt_len > SASL_SALT_MAX ||
+	    rec->iterations == 0 || rec->iterations > SASL_SCRAM_ITERATIONS_MAX)
+		return server_error(s, "invalid stored SCRAM secret", out);
 
 	s->gs2_header_len = (size_t)(bare - in);
 	s->gs2_header = xstrndup(in, s->gs2_header_len);
@@ -844,7 +847,9 @@ sasl_step(struct sasl_server *s, const char *in, size_t inlen,
 	if (s->state == ST_DONE)
 		return fail(s, s->fail_kind != SASL_FAIL_NONE ? s->fail_kind :
 								SASL_FAIL_PROTOCOL,
-			    "exchange already finished", out);
+			    s->reason[0] != '\0' ? s->reason :
+						    "exchange already finished",
+			    out);
 	if (in != NULL && inlen > SASL_MAX_MESSAGE)
 		return fail(s, SASL_FAIL_PROTOCOL, "message too long", out);
 	/* Client-first mechanisms: no initial response gets an empty challenge. */

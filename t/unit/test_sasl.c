@@ -50,6 +50,10 @@ test_lookup(void *arg, const char *username, struct sasl_secrets *r)
 		return -1;
 	if (strcmp(username, "nosecret") == 0)
 		return 1;
+	if (strcmp(username, "badrec") == 0) {
+		r->flags = SASL_SECRET_SCRAM_SHA256; /* salt and iterations 0 */
+		return 1;
+	}
 	if (strcmp(username, "user") == 0)
 		pw = "pencil";
 	else if (strcmp(username, "tim") == 0)
@@ -993,6 +997,14 @@ test_misc(void **state)
 	sasl_server_free(&s);
 	s = sasl_server_new(SASL_MECH_COUNT, &set);
 	assert_int_equal(sasl_step(s, NULL, 0, &out), SASL_FAIL);
+	assert_string_equal(sasl_server_reason(s), "unknown mechanism");
+	sasl_server_free(&s);
+	/* A broken stored record is the server's problem. */
+	s = sasl_server_new(SASL_MECH_SCRAM_SHA_256, &set);
+	assert_int_equal(step_str(s, "n,,n=badrec,r=abc", &out), SASL_ERROR);
+	sasl_server_free(&s);
+	s = sasl_server_new(SASL_MECH_PLAIN, &set);
+	assert_int_equal(sasl_step(s, "\0badrec\0pencil", 14, &out), SASL_ERROR);
 	sasl_server_free(&s);
 	/* Output buffer too small is a server error. */
 	mbuf_clear(&out);
