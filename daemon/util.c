@@ -255,8 +255,16 @@ mkdir_p(const char *path, unsigned mode)
 			return -1;
 		*p = '/';
 	}
-	if (mkdir(tmp, mode) < 0 && errno != EEXIST)
-		return -1;
+	if (mkdir(tmp, mode) < 0) {
+		struct stat st;
+		/* EEXIST is success only when what exists is a directory. */
+		if (errno != EEXIST || stat(tmp, &st) < 0)
+			return -1;
+		if (!S_ISDIR(st.st_mode)) {
+			errno = ENOTDIR;
+			return -1;
+		}
+	}
 	return 0;
 }
 
