@@ -62,11 +62,37 @@ smtp_accept(struct server *srv, struct bufferevent *bev, struct conn_info *ci)
 	stub_accept(srv, bev, ci, "421 4.3.2 SMTP service not available (cid %llx)\r\n");
 }
 
+/* HTTP clients speak first: answer once the request head is in, so closing
+ * does not reset the connection under an unread request. */
+static void
+http_read(struct bufferevent *bev, void *arg)
+{
+	struct stub_conn *sc = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+
+	if (end.pos < 0 && evbuffer_get_length(in) < 16384)
+		return;
+	evbuffer_drain(in, evbuffer_get_length(in));
+	bufferevent_disable(bev, EV_READ);
+	bufferevent_setcb(bev, NULL, stub_write, stub_event, sc);
+	evbuffer_add_printf(bufferevent_get_output(bev), "HTTP/1.1 503 Service Unavailable\r\n"
+	    "Content-Type: text/plain\r\nConnection: close\r\n\r\nservice not available (cid %llx)\n",
+	    (unsigned long long)sc->ci->cid);
+}
+
 static void
 http_accept(struct server *srv, struct bufferevent *bev, struct conn_info *ci)
 {
-	stub_accept(srv, bev, ci, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
-	    "Connection: close\r\n\r\nservice not available (cid %llx)\n");
+	struct stub_conn *sc = xcalloc(1, sizeof(*sc));
+	struct timeval tv = {30, 0};
+
+	sc->srv = srv;
+	sc->ci = ci;
+	sc->bev = bev;
+	bufferevent_set_timeouts(bev, &tv, &tv);
+	bufferevent_setcb(bev, http_read, NULL, stub_event, sc);
+	bufferevent_enable(bev, EV_READ | EV_WRITE);
 }
 
 const struct proto_handler stub_imap_handler = {"imap", imap_accept, NULL, NULL};
