@@ -906,11 +906,11 @@ params_parse(TCMPOOL *pool, const char *p, const char *e, struct mime_param **ou
 		}
 		merge_2231(pool, rp, n, i, blen, &v[nv]);
 		rp[i].used = 1; /* a lone section without section 0 */
-		bool dup = false;
-		for (uint32_t k = 0; k < nv; k++)
+		bool dup = v[nv].name == NULL;
+		for (uint32_t k = 0; k < nv && !dup; k++)
 			if (strcasecmp(v[k].name, v[nv].name) == 0)
 				dup = true;
-		if (!dup && v[nv].name != NULL)
+		if (!dup)
 			nv++;
 	}
 	tcfree(rp);
@@ -972,6 +972,9 @@ header_scan(const struct mime_ctx *c, size_t start, size_t end, struct part_hdr 
 				if (h->f[i] == NULL && ieq_n(f, nl, hdr_names[i])) {
 					h->f[i] = colon + 1;
 					h->flen[i] = (size_t)(f + flen - (colon + 1));
+					/* a giant folded field is cut, not copied whole */
+					if (h->flen[i] > c->lim.max_header)
+						h->flen[i] = c->lim.max_header;
 					break;
 				}
 			}
@@ -1149,20 +1152,16 @@ delim_next(const struct mime_ctx *c, size_t from, size_t end, const char *bd, si
 {
 	const char *b = c->buf;
 	size_t d = from;
+	if (d < end && (d == 0 || b[d - 1] == '\n') && delim_at(c, d, end, bd, bl, close_r, le_r))
+		return d;
 	while (d < end) {
-		if ((d == 0 || b[d - 1] == '\n') && delim_at(c, d, end, bd, bl, close_r, le_r))
-			return d;
 		const char *nl = memchr(b + d, '\n', end - d);
 		if (nl == NULL)
-			break;
+			return SIZE_MAX;
 		d = (size_t)(nl - b) + 1;
-		/* jump to the next line starting with "--" */
-		while (d + 1 < end && !(b[d] == '-' && b[d + 1] == '-')) {
-			nl = memchr(b + d, '\n', end - d);
-			if (nl == NULL)
-				return SIZE_MAX;
-			d = (size_t)(nl - b) + 1;
-		}
+		if (d + 1 < end && b[d] == '-' && b[d + 1] == '-' &&
+		    delim_at(c, d, end, bd, bl, close_r, le_r))
+			return d;
 	}
 	return SIZE_MAX;
 }

@@ -436,10 +436,14 @@ has_8bit(const char *s)
 	return false;
 }
 
+/* default_charset: a text part without charset gets the RFC 2045 default,
+ * as common servers write it. */
 static void
-write_params(TCXSTR *out, const struct mime_param *v, uint32_t n, unsigned flags)
+write_params(TCXSTR *out, const struct mime_param *v, uint32_t n, unsigned flags,
+	     bool default_charset)
 {
-	if (n == 0) {
+	bool seen_charset = false;
+	if (n == 0 && !default_charset) {
 		tcxstrcat(out, "NIL", 3);
 		return;
 	}
@@ -447,6 +451,8 @@ write_params(TCXSTR *out, const struct mime_param *v, uint32_t n, unsigned flags
 	for (uint32_t i = 0; i < n; i++) {
 		if (i > 0)
 			tcxstrcat(out, " ", 1);
+		if (strcasecmp(v[i].name, "charset") == 0)
+			seen_charset = true;
 		if (!(flags & MIME_IMAP_UTF8) && has_8bit(v[i].value) && !has_8bit(v[i].name)) {
 			/* without UTF8=ACCEPT re-encode as RFC 2231 so the value stays ASCII */
 			TCXSTR *nm = tcxstrnew2(v[i].name), *val = tcxstrnew2("utf-8''");
@@ -473,6 +479,8 @@ write_params(TCXSTR *out, const struct mime_param *v, uint32_t n, unsigned flags
 		tcxstrcat(out, " ", 1);
 		str(out, v[i].value, flags);
 	}
+	if (default_charset && !seen_charset)
+		tcxstrcat2(out, n > 0 ? " \"charset\" \"us-ascii\"" : "\"charset\" \"us-ascii\"");
 	tcxstrcat(out, ")", 1);
 }
 
@@ -485,7 +493,7 @@ write_ext_common(TCXSTR *out, const struct mime_part *p, unsigned flags)
 		tcxstrcat(out, "(", 1);
 		str(out, p->disposition, flags);
 		tcxstrcat(out, " ", 1);
-		write_params(out, p->disp_params, p->ndisp_params, flags);
+		write_params(out, p->disp_params, p->ndisp_params, flags, false);
 		tcxstrcat(out, ")", 1);
 	} else {
 		tcxstrcat(out, "NIL", 3);
@@ -557,28 +565,35 @@ mime_imap_bodystructure(const struct mime_part *p, bool ext, unsigned flags, TCX
 	bool multi = strcmp(p->type, "multipart") == 0;
 	bool msg = p->env != NULL && p->nchildren == 1;
 	tcxstrcat(out, "(", 1);
-	if (multi && p->nchildren > 0) {
+	if (multi) {
 		for (uint32_t i = 0; i < p->nchildren; i++)
 			mime_imap_bodystructure(&p->children[i], ext, flags, out);
+		/* the grammar needs a part: an unparsed multipart shows an empty one */
+		if (p->nchildren == 0)
+			tcxstrcat2(out, ext ? "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL "
+					      "\"7bit\" 0 0 NIL NIL NIL NIL)"
+					    : "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL "
+					      "\"7bit\" 0 0)");
 		tcxstrcat(out, " ", 1);
 		str(out, p->subtype, flags);
 		if (ext) {
 			tcxstrcat(out, " ", 1);
-			write_params(out, p->params, p->nparams, flags);
+			write_params(out, p->params, p->nparams, flags, false);
 			write_ext_common(out, p, flags);
 		}
 		tcxstrcat(out, ")", 1);
 		return;
 	}
-	/* a multipart or message that was not parsed is reported as opaque data */
-	bool opaque = multi || (strcmp(p->type, "message") == 0 && !msg &&
-				(strcmp(p->subtype, "rfc822") == 0 ||
-				 strcmp(p->subtype, "global") == 0));
+	/* a message that was not parsed (encoded, or beyond a limit) is reported
+	 * as opaque data: its type would make clients expect an envelope */
+	bool opaque = strcmp(p->type, "message") == 0 && !msg &&
+		      (strcmp(p->subtype, "rfc822") == 0 || strcmp(p->subtype, "global") == 0);
+	bool text = !opaque && strcmp(p->type, "text") == 0;
 	str(out, opaque ? "application" : p->type, flags);
 	tcxstrcat(out, " ", 1);
 	str(out, opaque ? "octet-stream" : p->subtype, flags);
 	tcxstrcat(out, " ", 1);
-	write_params(out, p->params, p->nparams, flags);
+	write_params(out, p->params, p->nparams, flags, text);
 	tcxstrcat(out, " ", 1);
 	str(out, p->id, flags);
 	tcxstrcat(out, " ", 1);
@@ -592,7 +607,7 @@ mime_imap_bodystructure(const struct mime_part *p, bool ext, unsigned flags, TCX
 		tcxstrcat(out, " ", 1);
 		mime_imap_bodystructure(&p->children[0], ext, flags, out);
 		put_num(out, " ", p->body_lines, "");
-	} else if (!opaque && strcmp(p->type, "text") == 0) {
+	} else if (text) {
 		put_num(out, " ", p->body_lines, "");
 	}
 	if (ext) {

@@ -268,8 +268,9 @@ test_mixed_nested(void **state)
 		"(NIL \"inner\" ((\"Inner\" NIL \"inner\" \"example.net\")) "
 		"((\"Inner\" NIL \"inner\" \"example.net\")) "
 		"((\"Inner\" NIL \"inner\" \"example.net\")) NIL NIL NIL NIL NIL) "
-		"((\"text\" \"plain\" NIL NIL NIL \"7bit\" 10 0)(\"text\" \"html\" NIL NIL NIL "
-		"\"7bit\" 12 0) \"alternative\") 13) \"mixed\")");
+		"((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 10 0)(\"text\" "
+		"\"html\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 12 0) \"alternative\") 13) "
+		"\"mixed\")");
 	assert_string_equal(m->base_subject, "report");
 	roundtrip(m);
 	mime_msg_free(&m);
@@ -313,6 +314,14 @@ test_rfc2231(void **state)
 			    "\"a \\\"q\\\" b\") NIL NIL \"7bit\" 1)");
 	roundtrip(m);
 	mime_msg_free(&m);
+
+	/* a continuation without section 0 is dropped */
+	m = parse("Content-Type: text/plain; a*1=x; b*0=y; b*2=z; charset=\"utf-8\"\r\n\r\n");
+	assert_int_equal(m->root.nparams, 2);
+	assert_string_equal(m->root.params[0].name, "b");
+	assert_string_equal(m->root.params[0].value, "y");
+	assert_string_equal(m->root.params[1].name, "charset");
+	mime_msg_free(&m);
 }
 
 static void
@@ -326,7 +335,7 @@ test_missing_end_boundary(void **state)
 	assert_string_equal(slice(msg, p2->body_off, p2->body_len), "two\r\n");
 	assert_string_equal(bs(&m->root, false, 0),
 			    "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 3 0)"
-			    "(\"text\" \"html\" NIL NIL NIL \"7bit\" 5 1) \"mixed\")");
+			    "(\"text\" \"html\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 5 1) \"mixed\")");
 	mime_msg_free(&m);
 
 	/* no delimiter at all: an opaque body, still valid BODYSTRUCTURE */
@@ -334,8 +343,9 @@ test_missing_end_boundary(void **state)
 	m = parse(msg);
 	assert_int_equal(m->root.nchildren, 0);
 	assert_true(m->root.flags & MIME_PART_OPAQUE);
-	assert_string_equal(bs(&m->root, false, 0), "(\"application\" \"octet-stream\" "
-						    "(\"boundary\" \"zz\") NIL NIL \"7bit\" 15)");
+	assert_string_equal(bs(&m->root, true, 0),
+			    "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0 NIL NIL "
+			    "NIL NIL) \"mixed\" (\"boundary\" \"zz\") NIL NIL NIL)");
 	roundtrip(m);
 	mime_msg_free(&m);
 
@@ -569,6 +579,19 @@ test_digest(void **state)
 	/* section 1.1 of a non-multipart encapsulated message is its body */
 	const struct mime_part *p11 = find(m, "1.1", NULL);
 	assert_string_equal(slice(msg, p11->body_off, p11->body_len), "body one");
+	mime_msg_free(&m);
+
+	/* an encoded message/rfc822 cannot be parsed in place: opaque data */
+	msg = "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+	      "Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+	      "U3ViamVjdDogeA0KDQp5\r\n--b--\r\n";
+	m = parse(msg);
+	p1 = find(m, "1", NULL);
+	assert_true(p1->flags & MIME_PART_OPAQUE);
+	assert_int_equal(p1->nchildren, 0);
+	assert_null(p1->env);
+	assert_string_equal(bs(&m->root, false, 0),
+			    "((\"application\" \"octet-stream\" NIL NIL NIL \"base64\" 20) \"mixed\")");
 	mime_msg_free(&m);
 }
 
