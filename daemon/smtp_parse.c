@@ -16,6 +16,7 @@
 #include "daemon/smtp_parse.h"
 
 #include <arpa/inet.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -167,6 +168,8 @@ smtp_line_find(const char *buf, size_t len, const struct smtp_limits *lim,
 		max = SMTP_CMD_MAX_LINE;
 	if (auth_cont || starts_auth(buf, len))
 		max = lim->max_auth_line;
+	if (max > INT_MAX)
+		max = INT_MAX; /* the length is returned as an int */
 
 	lf = memchr(buf, '\n', len);
 	if (lf == NULL) {
@@ -1342,8 +1345,11 @@ int
 smtp_cmd_parse(const char *line, size_t len, const struct smtp_parse_opts *opts,
 	       struct smtp_cmd *c)
 {
+	static const struct smtp_parse_opts no_opts = {0, false};
 	size_t vlen = 0;
 
+	if (opts == NULL)
+		opts = &no_opts;
 	/* The scratch need not be cleared: every use writes before reading. */
 	memset(c, 0, offsetof(struct smtp_cmd, scratch));
 	c->scratch[0] = '\0';

@@ -257,6 +257,14 @@ struct smtp_cmd {
  * Non-ASCII in addresses/parameter values needs SMTPUTF8 in effect (the MAIL
  * parameter on the same line, or opts->smtputf8 for RCPT) and the extension
  * advertised, else 553 5.6.7.
+ * opts NULL means no extensions and no SMTPUTF8 transaction.
+ * Errors (in cmd_r->code/ecode): 500 5.5.1 unknown verb; 500 5.5.2 empty
+ * line, control characters, line too long; 501 5.5.4 bad arguments or
+ * parameter syntax; 501 5.1.7 / 5.1.3 bad sender / recipient address;
+ * 501 5.5.2 bad base64 in AUTH; 555 5.5.4 unknown parameter or one of an
+ * extension not in opts->ext; 553 5.6.7 non-ASCII without SMTPUTF8.
+ * Choosing 502/503/504 (verb not offered, bad sequence, mechanism not
+ * supported) is the caller's job.
  * The struct is fully reset first. Slices point into line (valid while the
  * line is) or into cmd_r->scratch (valid while *cmd_r is unchanged).
  * Returns 1 on success; -1 on error with cmd_r->verb (when recognised),

@@ -181,6 +181,10 @@ test_verbs(void **state)
 		assert_int_equal(cmd.code, 500);
 	}
 
+	assert_int_equal(smtp_cmd_parse("MAIL FROM:<a@b.example>", 23, NULL, &cmd), 1);
+	assert_int_equal(smtp_cmd_parse("MAIL FROM:<a@b.example> SIZE=1", 30, NULL, &cmd), -1);
+	assert_int_equal(cmd.code, 555);
+
 	smtp_cmd_set_too_long(&cmd);
 	assert_int_equal(cmd.code, 500);
 	assert_string_equal(cmd.ecode, "5.5.2");
