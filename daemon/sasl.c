@@ -595,93 +595,127 @@ scram_server_nonce(struct sasl_server *s, struct mbuf *nonce, struct mbuf *out)
 	return SASL_CONTINUE;
 }
 
+/* The parts of a client-first message (slices into the message). */
+struct scram_first {
+	char flag;            /* gs2 channel binding flag: 'n', 'y' or 'p' */
+	const char *cbname;   /* after "p=" */
+	size_t cbname_len;
+	const char *authzid;  /* saslname after "a=", NULL if absent */
+	size_t authzid_len;
+	const char *bare;     /* client-first-bare: to the end of the message */
+	const char *user;     /* saslname after "n=" */
+	size_t user_len;
+	const char *cnonce;
+	size_t cnonce_len;
+};
+
+static bool
+cbname_valid(const char *p, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if (!((p[i] >= 'a' && p[i] <= 'z') || (p[i] >= 'A' && p[i] <= 'Z') ||
+		      (p[i] >= '0' && p[i] <= '9') || p[i] == '.' || p[i] == '-'))
+			return false;
+	return len > 0;
+}
+
+/*
+ * Parse client-first (RFC 5802 section 7): gs2-header then
+ * "n=" saslname ",r=" nonce [extensions]. Returns NULL, or the reason the
+ * message is malformed.
+ */
+static const char *
+scram_parse_first(const char *in, size_t inlen, struct scram_first *f)
+{
+	const char *p = in, *end = in + inlen;
+
+	memset(f, 0, sizeof(*f));
+	if (memchr(in, '\0', inlen) != NULL)
+		return "NUL in SCRAM message";
+	if (inlen < 3)
+		return "short client-first message";
+	f->flag = *p;
+	if (f->flag == 'n' || f->flag == 'y') {
+		p++;
+	} else if (f->flag == 'p' && p[1] == '=') {
+		f->cbname = p + 2;
+		f->cbname_len = attr_len(f->cbname, end);
+		if (!cbname_valid(f->cbname, f->cbname_len))
+			return "bad channel binding name";
+		p = f->cbname + f->cbname_len;
+	} else {
+		return "bad gs2 channel binding flag";
+	}
+	if (p >= end || *p != ',')
+		return "bad gs2 header";
+	p++;
+	if (end - p >= 2 && p[0] == 'a' && p[1] == '=') {
+		f->authzid = p + 2;
+		f->authzid_len = attr_len(f->authzid, end);
+		p = f->authzid + f->authzid_len;
+	}
+	if (p >= end || *p != ',')
+		return "bad gs2 header";
+	f->bare = ++p;
+	if (end - p < 2 || p[0] != 'n' || p[1] != '=')
+		return p < end && p[0] == 'm' ? "mandatory extension" :
+						"missing username";
+	f->user = p + 2;
+	f->user_len = attr_len(f->user, end);
+	p = f->user + f->user_len;
+	if (end - p < 3 || p[0] != ',' || p[1] != 'r' || p[2] != '=')
+		return "missing client nonce";
+	f->cnonce = p + 3;
+	f->cnonce_len = attr_len(f->cnonce, end);
+	p = f->cnonce + f->cnonce_len;
+	if (!nonce_valid(f->cnonce, f->cnonce_len, false))
+		return "bad client nonce";
+	if (!extensions_valid(p, end))
+		return "bad extension";
+	return NULL;
+}
+
+/* Decode and check the identities; sets s->username. */
+static const char *
+scram_identities(struct sasl_server *s, const struct scram_first *f)
+{
+	const char *why = NULL;
+	struct mbuf name;
+
+	mbuf_init(&name, SASL_MAX_USERNAME);
+	if (!saslname_decode(f->user, f->user_len, &name)) {
+		why = "invalid username";
+	} else {
+		s->username = xstrndup(name.data, name.len);
+		if (f->authzid != NULL &&
+		    (!saslname_decode(f->authzid, f->authzid_len, &name) ||
+		     strcmp(name.data, s->username) != 0))
+			why = "authorization identity differs from username";
+	}
+	mbuf_clear(&name);
+	return why;
+}
+
 static enum sasl_result
 scram_client_first(struct sasl_server *s, const char *in, size_t inlen,
 		   struct mbuf *out)
 {
-	const char *p = in, *end = in + inlen, *cbname = NULL, *authzid = NULL;
-	const char *bare, *user, *cnonce, *why;
-	size_t cbname_len = 0, authzid_len = 0, user_len, cnonce_len;
 	struct sasl_scram_secret *rec = scram_record(s);
-	struct mbuf name, nonce;
+	const char *end = in + inlen, *why;
+	struct scram_first f;
 	enum sasl_result res;
-	char flag;
+	struct mbuf nonce;
 	int r;
 
-	if (memchr(in, '\0', inlen) != NULL)
-		return fail(s, SASL_FAIL_PROTOCOL, "NUL in SCRAM message", out);
-	/* gs2-header: cbind-flag "," [ "a=" saslname ] "," */
-	if (inlen < 3)
-		return fail(s, SASL_FAIL_PROTOCOL, "short client-first message", out);
-	flag = *p;
-	if (flag == 'n' || flag == 'y') {
-		p++;
-	} else if (flag == 'p' && p[1] == '=') {
-		cbname = p + 2;
-		cbname_len = attr_len(cbname, end);
-		for (size_t i = 0; i < cbname_len; i++) {
-			char c = cbname[i];
-			if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-			      (c >= '0' && c <= '9') || c == '.' || c == '-'))
-				return fail(s, SASL_FAIL_PROTOCOL,
-					    "bad channel binding name", out);
-		}
-		if (cbname_len == 0)
-			return fail(s, SASL_FAIL_PROTOCOL,
-				    "bad channel binding name", out);
-		p = cbname + cbname_len;
-	} else {
-		return fail(s, SASL_FAIL_PROTOCOL, "bad gs2 channel binding flag", out);
-	}
-	if (p >= end || *p != ',')
-		return fail(s, SASL_FAIL_PROTOCOL, "bad gs2 header", out);
-	p++;
-	if (end - p >= 2 && p[0] == 'a' && p[1] == '=') {
-		authzid = p + 2;
-		authzid_len = attr_len(authzid, end);
-		p = authzid + authzid_len;
-	}
-	if (p >= end || *p != ',')
-		return fail(s, SASL_FAIL_PROTOCOL, "bad gs2 header", out);
-	p++;
-	bare = p;
-
-	/* client-first-bare: "n=" saslname ",r=" nonce [extensions] */
-	if (end - p < 2 || p[0] != 'n' || p[1] != '=')
-		return fail(s, SASL_FAIL_PROTOCOL,
-			    p < end && p[0] == 'm' ? "mandatory extension" :
-						     "missing username", out);
-	user = p + 2;
-	user_len = attr_len(user, end);
-	p = user + user_len;
-	if (end - p < 3 || p[0] != ',' || p[1] != 'r' || p[2] != '=')
-		return fail(s, SASL_FAIL_PROTOCOL, "missing client nonce", out);
-	cnonce = p + 3;
-	cnonce_len = attr_len(cnonce, end);
-	p = cnonce + cnonce_len;
-	if (!nonce_valid(cnonce, cnonce_len, false))
-		return fail(s, SASL_FAIL_PROTOCOL, "bad client nonce", out);
-	if (!extensions_valid(p, end))
-		return fail(s, SASL_FAIL_PROTOCOL, "bad extension", out);
-
-	why = check_cb_flag(s, flag, cbname, cbname_len);
+	why = scram_parse_first(in, inlen, &f);
+	if (why == NULL)
+		why = check_cb_flag(s, f.flag, f.cbname, f.cbname_len);
+	if (why == NULL)
+		why = scram_identities(s, &f);
 	if (why != NULL)
 		return fail(s, SASL_FAIL_PROTOCOL, why, out);
-
-	mbuf_init(&name, SASL_MAX_USERNAME);
-	if (!saslname_decode(user, user_len, &name)) {
-		mbuf_clear(&name);
-		return fail(s, SASL_FAIL_PROTOCOL, "invalid username", out);
-	}
-	s->username = xstrndup(name.data, name.len);
-	if (authzid != NULL &&
-	    (!saslname_decode(authzid, authzid_len, &name) ||
-	     strcmp(name.data, s->username) != 0)) {
-		mbuf_clear(&name);
-		return fail(s, SASL_FAIL_PROTOCOL,
-			    "authorization identity differs from username", out);
-	}
-	mbuf_clear(&name);
 
 	r = lookup(s);
 	if (r < 0)
@@ -699,10 +733,10 @@ scram_client_first(struct sasl_server *s, const char *in, size_t inlen,
 	    rec->iterations == 0 || rec->iterations > SASL_SCRAM_ITERATIONS_MAX)
 		return server_error(s, "invalid stored SCRAM secret", out);
 
-	s->gs2_header_len = (size_t)(bare - in);
+	s->gs2_header_len = (size_t)(f.bare - in);
 	s->gs2_header = xstrndup(in, s->gs2_header_len);
 	mbuf_init(&nonce, 2 * NONCE_MAX);
-	mbuf_add(&nonce, cnonce, cnonce_len);
+	mbuf_add(&nonce, f.cnonce, f.cnonce_len);
 	res = scram_server_nonce(s, &nonce, out);
 	if (res != SASL_CONTINUE) {
 		mbuf_clear(&nonce);
@@ -715,7 +749,7 @@ scram_client_first(struct sasl_server *s, const char *in, size_t inlen,
 	    sasl_base64_encode(rec->salt, rec->salt_len, out) < 0 ||
 	    mbuf_printf(out, ",i=%u", (unsigned)rec->iterations) < 0)
 		return out_full(s, out);
-	if (mbuf_add(&s->auth_message, bare, (size_t)(end - bare)) < 0 ||
+	if (mbuf_add(&s->auth_message, f.bare, (size_t)(end - f.bare)) < 0 ||
 	    mbuf_add(&s->auth_message, ",", 1) < 0 ||
 	    mbuf_add(&s->auth_message, out->data, out->len) < 0 ||
 	    mbuf_add(&s->auth_message, ",", 1) < 0)
@@ -740,18 +774,55 @@ cbind_matches(const struct sasl_server *s, const struct mbuf *got)
 				      s->set.cb_data, s->set.cb_data_len) == 0;
 }
 
+/*
+ * Check the client proof against the AuthMessage collected so far and, when
+ * it holds, put server-final ("v=" ServerSignature) in out.
+ */
+static enum sasl_result
+scram_verify_proof(struct sasl_server *s, const uint8_t *proof,
+		   struct mbuf *out)
+{
+	struct sasl_scram_secret *rec = scram_record(s);
+	uint8_t sig[32], key[32], stored[32];
+	const uint8_t *am = (const uint8_t *)s->auth_message.data;
+	size_t amlen = s->auth_message.len, klen, i;
+	const EVP_MD *md = scram_md(s, &klen);
+	unsigned int hlen;
+	bool ok;
+
+	/* ClientKey = proof XOR HMAC(StoredKey, AuthMessage); H(ClientKey) == StoredKey */
+	ok = HMAC(md, rec->stored_key, (int)klen, am, amlen, sig, &hlen) != NULL &&
+	     hlen == klen;
+	for (i = 0; ok && i < klen; i++)
+		key[i] = proof[i] ^ sig[i];
+	ok = ok && EVP_Digest(key, klen, stored, &hlen, md, NULL) == 1 &&
+	     hlen == klen;
+	OPENSSL_cleanse(key, sizeof(key));
+	if (!ok)
+		return server_error(s, "HMAC failed", out);
+	if (!s->user_known)
+		return fail(s, SASL_FAIL_CREDENTIALS, "unknown user", out);
+	if (CRYPTO_memcmp(stored, rec->stored_key, klen) != 0)
+		return fail(s, SASL_FAIL_CREDENTIALS, "invalid proof", out);
+
+	if (HMAC(md, rec->server_key, (int)klen, am, amlen, sig, &hlen) == NULL ||
+	    hlen != klen)
+		return server_error(s, "HMAC failed", out);
+	if (mbuf_adds(out, "v=") < 0 || sasl_base64_encode(sig, klen, out) < 0)
+		return out_full(s, out);
+	return succeed(s);
+}
+
 static enum sasl_result
 scram_client_final(struct sasl_server *s, const char *in, size_t inlen,
 		   struct mbuf *out)
 {
 	const char *p = in, *end = in + inlen, *cval, *nonce, *proof_at = NULL;
-	size_t clen, nlen, n, klen, i;
-	const EVP_MD *md = scram_md(s, &klen);
-	struct sasl_scram_secret *rec = scram_record(s);
-	uint8_t sig[32], key[32], stored[32];
-	unsigned int hlen;
+	size_t clen, nlen, n, klen;
+	enum sasl_result res;
 	struct mbuf dec;
-	bool ok;
+
+	scram_md(s, &klen);
 
 	if (memchr(in, '\0', inlen) != NULL)
 		return fail(s, SASL_FAIL_PROTOCOL, "NUL in SCRAM message", out);
@@ -799,30 +870,9 @@ scram_client_final(struct sasl_server *s, const char *in, size_t inlen,
 		return server_error(s, "auth message too long", out);
 	}
 
-	/* ClientKey = proof XOR HMAC(StoredKey, AuthMessage); H(ClientKey) == StoredKey */
-	ok = HMAC(md, rec->stored_key, (int)klen,
-		  (const uint8_t *)s->auth_message.data, s->auth_message.len, sig,
-		  &hlen) != NULL && hlen == klen;
-	for (i = 0; ok && i < klen; i++)
-		key[i] = (uint8_t)dec.data[i] ^ sig[i];
+	res = scram_verify_proof(s, (const uint8_t *)dec.data, out);
 	mbuf_clear(&dec);
-	ok = ok && EVP_Digest(key, klen, stored, &hlen, md, NULL) == 1 &&
-	     hlen == klen;
-	OPENSSL_cleanse(key, sizeof(key));
-	if (!ok)
-		return server_error(s, "HMAC failed", out);
-	if (!s->user_known)
-		return fail(s, SASL_FAIL_CREDENTIALS, "unknown user", out);
-	if (CRYPTO_memcmp(stored, rec->stored_key, klen) != 0)
-		return fail(s, SASL_FAIL_CREDENTIALS, "invalid proof", out);
-
-	if (HMAC(md, rec->server_key, (int)klen,
-		 (const uint8_t *)s->auth_message.data, s->auth_message.len,
-		 sig, &hlen) == NULL || hlen != klen)
-		return server_error(s, "HMAC failed", out);
-	if (mbuf_adds(out, "v=") < 0 || sasl_base64_encode(sig, klen, out) < 0)
-		return out_full(s, out);
-	return succeed(s);
+	return res;
 }
 
 static enum sasl_result
