@@ -7,6 +7,11 @@
  * matched exactly (case-sensitive, as in the Go mox's config), and scalars are
  * converted by the field's type. libyaml marks are 0-based; messages are
  * 1-based.
+ *
+ * The loader replaces an explicit tag such as !!str with the very tag an
+ * untagged node gets and drops anchors, so a first pass over the events
+ * records where nodes with properties (tags, anchors) start; visit() refuses
+ * such a node by its start mark.
  */
 #include "daemon/cfg.h"
 
@@ -23,11 +28,22 @@
 #define TAG_SEQ "tag:yaml.org,2002:seq"
 #define TAG_MAP "tag:yaml.org,2002:map"
 
+/* A node written with a tag or an anchor, found by scan_props(). */
+struct prop {
+	size_t index;
+	yaml_mark_t mark;
+	yaml_node_type_t type;
+	bool tag;
+};
+
 struct ctx {
 	yaml_document_t *doc;
 	const char *file;
 	unsigned char *visited;
 	size_t nnodes;
+	struct prop *props; /* sorted by index */
+	size_t nprops;
+	size_t depth;       /* elements in path */
 	char path[512];
 	char *err;
 	size_t errlen;
@@ -64,6 +80,7 @@ path_push(struct ctx *c, const char *elem, size_t idx, int is_index)
 		snprintf(c->path + old, room, "[%zu]", idx);
 	else
 		snprintf(c->path + old, room, "%s%s", old ? "." : "", elem);
+	c->depth++;
 	return old;
 }
 
@@ -71,6 +88,7 @@ static void
 path_pop(struct ctx *c, size_t old)
 {
 	c->path[old] = '\0';
+	c->depth--;
 }
 
 int
@@ -204,18 +222,92 @@ set_scalar(struct ctx *c, const yaml_node_t *n, const struct cfg_field *f, void 
 }
 
 static int parse_struct(struct ctx *c, const struct cfg_schema *s, void *out, yaml_node_t *n, bool visited);
+static int apply_default(const struct cfg_field *f, void *out, char *err, size_t errlen);
+
+/*
+ * Record the start of every node with a tag or an anchor. Returns 1, or 0
+ * when the events stop early (a syntax error, reported by the loader).
+ */
+static int
+scan_props(struct ctx *c, const char *buf, size_t len)
+{
+	yaml_parser_t parser;
+	yaml_event_t ev;
+	size_t cap = 0;
+	int r = 0;
+
+	if (!yaml_parser_initialize(&parser))
+		return 0;
+	yaml_parser_set_input_string(&parser, (const unsigned char *)buf, len);
+	for (;;) {
+		yaml_char_t *tag = NULL, *anchor = NULL;
+		yaml_node_type_t type = YAML_NO_NODE;
+
+		if (!yaml_parser_parse(&parser, &ev))
+			break;
+		if (ev.type == YAML_STREAM_END_EVENT) {
+			yaml_event_delete(&ev);
+			r = 1;
+			break;
+		}
+		if (ev.type == YAML_SCALAR_EVENT) {
+			tag = ev.data.scalar.tag;
+			anchor = ev.data.scalar.anchor;
+			type = YAML_SCALAR_NODE;
+		} else if (ev.type == YAML_SEQUENCE_START_EVENT) {
+			tag = ev.data.sequence_start.tag;
+			anchor = ev.data.sequence_start.anchor;
+			type = YAML_SEQUENCE_NODE;
+		} else if (ev.type == YAML_MAPPING_START_EVENT) {
+			tag = ev.data.mapping_start.tag;
+			anchor = ev.data.mapping_start.anchor;
+			type = YAML_MAPPING_NODE;
+		}
+		if (tag != NULL || anchor != NULL) {
+			if (c->nprops == cap) {
+				cap = cap ? cap * 2 : 16;
+				c->props = xrealloc(c->props, cap * sizeof(*c->props));
+			}
+			c->props[c->nprops++] = (struct prop){ev.start_mark.index, ev.start_mark, type, tag != NULL};
+		}
+		yaml_event_delete(&ev);
+	}
+	yaml_parser_delete(&parser);
+	return r;
+}
+
+static const char *
+prop_problem(const struct prop *p)
+{
+	return p->tag ? "explicit tags are not allowed" : "anchors and aliases are not allowed";
+}
 
 static int
 visit(struct ctx *c, yaml_node_t *n)
 {
 	size_t id = (size_t)(n - c->doc->nodes.start);
 	const char *want = NULL;
+	size_t lo = 0, hi = c->nprops;
 
 	if (id >= c->nnodes)
 		return -1;
 	if (c->visited[id]) {
 		set_err(c, n, "aliases are not allowed");
 		return -1;
+	}
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (c->props[mid].index < n->start_mark.index)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	/* A mapping and its first key can start at the same mark; the type tells them apart. */
+	for (; lo < c->nprops && c->props[lo].index == n->start_mark.index; lo++) {
+		if (c->props[lo].type == n->type) {
+			set_err(c, n, "%s", prop_problem(&c->props[lo]));
+			return -1;
+		}
 	}
 	c->visited[id] = 1;
 	if (++c->items > CFG_MAX_ITEMS) {
@@ -254,6 +346,17 @@ scalar(struct ctx *c, yaml_node_t *n)
 	return (const char *)n->data.scalar.value;
 }
 
+/* A scalar's text, or NULL with msg as the error when n is not a scalar. */
+static const char *
+scalar_as(struct ctx *c, yaml_node_t *n, const char *msg)
+{
+	if (n->type != YAML_SCALAR_NODE) {
+		set_err(c, n, "%s", msg);
+		return NULL;
+	}
+	return scalar(c, n);
+}
+
 /* An empty plain scalar ("Key:" with nothing after it) stands for an empty collection. */
 static bool
 is_empty(yaml_node_t *n)
@@ -265,14 +368,45 @@ is_empty(yaml_node_t *n)
 static int
 check_depth(struct ctx *c, yaml_node_t *n)
 {
-	size_t depth = 0;
-
-	for (const char *p = c->path; *p; p++)
-		if (*p == '.' || *p == '[')
-			depth++;
-	if (depth >= CFG_MAX_DEPTH) {
+	/* Counted, not derived from the path: keys such as domain names hold dots. */
+	if (c->depth >= CFG_MAX_DEPTH) {
 		set_err(c, n, "nested too deeply");
 		return -1;
+	}
+	return 1;
+}
+
+static void
+set_mark(struct ctx *c, const struct cfg_field *f, void *base, const yaml_node_t *n)
+{
+	struct cfg_mark *m;
+
+	if (f->mark_offset == 0)
+		return;
+	m = (struct cfg_mark *)((char *)base + f->mark_offset);
+	m->file = c->file;
+	m->line = (int)n->start_mark.line + 1;
+	m->col = (int)n->start_mark.column + 1;
+}
+
+/*
+ * Fill a struct for a mapping n without the field's keys (absent or an empty
+ * value): required keys are missing, the others take their defaults and mark
+ * n, so later checks can point at the mapping that lacks the key.
+ */
+static int
+fill_missing(struct ctx *c, const struct cfg_schema *s, void *out, const yaml_node_t *n, const unsigned char *seen)
+{
+	for (size_t i = 0; i < s->nfields; i++) {
+		if (seen != NULL && seen[i])
+			continue;
+		if (s->fields[i].flags & CFG_REQUIRED) {
+			set_err(c, n, "missing required key \"%s\"", s->fields[i].key);
+			return -1;
+		}
+		set_mark(c, &s->fields[i], out, n);
+		if (apply_default(&s->fields[i], out, c->err, c->errlen) < 0)
+			return -1;
 	}
 	return 1;
 }
@@ -285,12 +419,7 @@ parse_value(struct ctx *c, const struct cfg_field *f, void *base, yaml_node_t *n
 
 	if (visit(c, n) < 0 || check_depth(c, n) < 0)
 		return -1;
-	if (f->mark_offset != 0) {
-		struct cfg_mark *m = (struct cfg_mark *)((char *)base + f->mark_offset);
-		m->file = c->file;
-		m->line = (int)n->start_mark.line + 1;
-		m->col = (int)n->start_mark.column + 1;
-	}
+	set_mark(c, f, base, n);
 	switch (f->type) {
 	case CFG_STRING:
 	case CFG_INT:
@@ -346,10 +475,8 @@ parse_value(struct ctx *c, const struct cfg_field *f, void *base, yaml_node_t *n
 			const char *ks, *vs;
 			if (visit(c, k) < 0)
 				return -1;
-			if ((ks = scalar(c, k)) == NULL) {
-				set_err(c, k, "keys must be strings");
+			if ((ks = scalar_as(c, k, "keys must be strings")) == NULL)
 				return -1;
-			}
 			for (size_t i = 0; i < m->n; i++) {
 				if (strcmp(m->keys[i], ks) == 0) {
 					set_err(c, k, "duplicate key \"%.64s\"", ks);
@@ -359,10 +486,8 @@ parse_value(struct ctx *c, const struct cfg_field *f, void *base, yaml_node_t *n
 			size_t old = path_push(c, ks, 0, 0);
 			if (visit(c, v) < 0)
 				return -1;
-			if ((vs = scalar(c, v)) == NULL) {
-				set_err(c, v, "expected a string");
+			if ((vs = scalar_as(c, v, "expected a string")) == NULL)
 				return -1;
-			}
 			path_pop(c, old);
 			m->keys = xrealloc(m->keys, (m->n + 1) * sizeof(char *));
 			m->vals = xrealloc(m->vals, (m->n + 1) * sizeof(char *));
@@ -373,7 +498,7 @@ parse_value(struct ctx *c, const struct cfg_field *f, void *base, yaml_node_t *n
 	}
 	case CFG_STRUCT:
 		if (is_empty(n))
-			return cfg_defaults(f->sub, p, c->err, c->errlen);
+			return fill_missing(c, f->sub, p, n, NULL);
 		return parse_struct(c, f->sub, p, n, true);
 	case CFG_STRUCTMAP: {
 		struct cfg_array *a = (struct cfg_array *)p;
@@ -389,10 +514,8 @@ parse_value(struct ctx *c, const struct cfg_field *f, void *base, yaml_node_t *n
 			char *item;
 			if (visit(c, k) < 0)
 				return -1;
-			if ((ks = scalar(c, k)) == NULL) {
-				set_err(c, k, "keys must be strings");
+			if ((ks = scalar_as(c, k, "keys must be strings")) == NULL)
 				return -1;
-			}
 			for (size_t i = 0; i < a->n; i++) {
 				if (strcmp(*(char **)((char *)a->v + i * f->sub->size), ks) == 0) {
 					set_err(c, k, "duplicate key \"%.64s\"", ks);
@@ -407,7 +530,7 @@ parse_value(struct ctx *c, const struct cfg_field *f, void *base, yaml_node_t *n
 			size_t old = path_push(c, ks, 0, 0);
 			int r;
 			if (is_empty(v)) {
-				r = visit(c, v) < 0 ? -1 : cfg_defaults(f->sub, item, c->err, c->errlen);
+				r = visit(c, v) < 0 ? -1 : fill_missing(c, f->sub, item, v, NULL);
 			} else {
 				r = parse_struct(c, f->sub, item, v, false);
 			}
@@ -513,10 +636,8 @@ parse_struct(struct ctx *c, const struct cfg_schema *s, void *out, yaml_node_t *
 
 		if (visit(c, k) < 0)
 			return -1;
-		if ((ks = scalar(c, k)) == NULL) {
-			set_err(c, k, "keys must be strings");
+		if ((ks = scalar_as(c, k, "keys must be strings")) == NULL)
 			return -1;
-		}
 		for (i = 0; i < s->nfields; i++)
 			if (strcmp(s->fields[i].key, ks) == 0)
 				break;
@@ -540,17 +661,7 @@ parse_struct(struct ctx *c, const struct cfg_schema *s, void *out, yaml_node_t *
 			return -1;
 		path_pop(c, old);
 	}
-	for (size_t i = 0; i < s->nfields; i++) {
-		if (seen[i])
-			continue;
-		if (s->fields[i].flags & CFG_REQUIRED) {
-			set_err(c, n, "missing required key \"%s\"", s->fields[i].key);
-			return -1;
-		}
-		if (apply_default(&s->fields[i], out, c->err, c->errlen) < 0)
-			return -1;
-	}
-	return 1;
+	return fill_missing(c, s, out, n, seen);
 }
 
 int
@@ -561,6 +672,7 @@ cfg_parse(const struct cfg_schema *schema, void *out, const char *buf, size_t le
 	yaml_document_t doc, doc2;
 	struct ctx c = {0};
 	yaml_node_t *root;
+	const char *nul;
 	int r = -1;
 
 	c.file = file;
@@ -570,8 +682,15 @@ cfg_parse(const struct cfg_schema *schema, void *out, const char *buf, size_t le
 		snprintf(err, errlen, "%s: file too large (over %u bytes)", file, CFG_MAX_INPUT);
 		return -1;
 	}
-	if (memchr(buf, '\0', len) != NULL) {
-		snprintf(err, errlen, "%s: NUL byte in file", file);
+	if ((nul = memchr(buf, '\0', len)) != NULL) {
+		size_t line = 1, col = 1;
+		for (const char *p = buf; p < nul; p++, col++) {
+			if (*p == '\n') {
+				line++;
+				col = 0;
+			}
+		}
+		snprintf(err, errlen, "%s:%zu:%zu: NUL byte in file", file, line, col);
 		return -1;
 	}
 	if (!yaml_parser_initialize(&parser)) {
@@ -595,11 +714,17 @@ cfg_parse(const struct cfg_schema *schema, void *out, const char *buf, size_t le
 			goto out;
 		}
 		int more = yaml_document_get_root_node(&doc2) != NULL;
+		yaml_mark_t m2 = doc2.start_mark;
 		yaml_document_delete(&doc2);
 		if (more) {
-			snprintf(err, errlen, "%s: more than one YAML document", file);
+			snprintf(err, errlen, "%s:%zu:%zu: more than one YAML document", file, m2.line + 1, m2.column + 1);
 			goto out;
 		}
+	}
+	/* The document loaded, so the events parse too. */
+	if (!scan_props(&c, buf, len)) {
+		snprintf(err, errlen, "%s: cannot parse YAML events", file);
+		goto out;
 	}
 	c.doc = &doc;
 	c.nnodes = (size_t)(doc.nodes.top - doc.nodes.start);
@@ -620,8 +745,15 @@ cfg_parse(const struct cfg_schema *schema, void *out, const char *buf, size_t le
 			}
 		}
 	}
+	/* Properties on a node that was not visited (an empty document's root). */
+	if (r >= 0 && c.nprops > 0) {
+		snprintf(err, errlen, "%s:%zu:%zu: %s", file, c.props[0].mark.line + 1, c.props[0].mark.column + 1,
+		    prop_problem(&c.props[0]));
+		r = -1;
+	}
 	free(c.visited);
 out:
+	free(c.props);
 	yaml_document_delete(&doc);
 	yaml_parser_delete(&parser);
 	return r < 0 ? -1 : 1;
