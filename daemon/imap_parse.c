@@ -1107,7 +1107,8 @@ imap_quote(struct mbuf *b, const char *s, size_t len, unsigned flags)
 	for (i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)s[i];
 
-		if (!astring_char(c))
+		/* No '[': "BODY[" would read back as a FETCH section. */
+		if (!astring_char(c) || c == '[')
 			atom = false;
 		if (c == 0)
 			nul = true;

@@ -332,7 +332,7 @@ bool imap_utf8_valid(const char *s, size_t len);
 /*
  * Output quoting for responses. Append s to b as:
  * - an atom when IMAP_QUOTE_ATOM is given and s is a non-empty run of
- *   ASTRING-CHARs (not "NIL");
+ *   ASTRING-CHARs without '[' (not "NIL");
  * - else a quoted string when s has no NUL, CR, LF and no 8-bit bytes (8-bit
  *   allowed with IMAP_QUOTE_UTF8 when s is valid UTF-8) and is at most 1024
  *   bytes;

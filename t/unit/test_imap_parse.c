@@ -12,6 +12,9 @@
 
 #include "daemon/imap_parse.h"
 
+/* A string literal and its length (it may hold NUL). */
+#define SZ(s) s, sizeof(s) - 1
+
 /* Canonical text of an argument tree, to compare parses. */
 static void
 dump_args(struct mbuf *b, const struct imap_arg *a)
@@ -265,9 +268,9 @@ test_literals(void **state)
 	CMD("a X ({3}\r\nabc)\r\n", "a X (L:3:abc)");
 	CMD("a X ({3}\r\nabc {1}\r\n()\r\n", "a X (L:3:abc L:1:()");
 	CMD("a X {2}\r\n\r\n\r\n", "a X L:2:\\x0d\\x0a");
-	expect_cmd("A1 APPEND INBOX ~{5+}\r\na\0b\0c\r\n", sizeof("A1 APPEND INBOX ~{5+}\r\na\0b\0c\r\n") - 1, false, false,
+	expect_cmd(SZ("A1 APPEND INBOX ~{5+}\r\na\0b\0c\r\n"), false, false,
 	    "A1 APPEND A:INBOX L8:5:a\\x00b\\x00c");
-	expect_cmd("A1 APPEND INBOX ~{5}\r\na\0b\0c\r\n", sizeof("A1 APPEND INBOX ~{5}\r\na\0b\0c\r\n") - 1, false, false,
+	expect_cmd(SZ("A1 APPEND INBOX ~{5}\r\na\0b\0c\r\n"), false, false,
 	    "A1 APPEND A:INBOX L8:5:a\\x00b\\x00c");
 
 	/* Synchronizing literals each need one continuation. */
@@ -360,7 +363,7 @@ test_syntax_errors(void **state)
 	/* The error is in the second fragment, after a literal. */
 	BAD("a LOGIN {3}\r\nabc \"x\r\n", IMAP_PARSE_ERR_SYNTAX, "unterminated");
 	/* NUL only in literal8; the rest of the command is discarded. */
-	expect_recovers(NULL, false, "a X {3+}\r\na\0b c\r\n", sizeof("a X {3+}\r\na\0b c\r\n") - 1, IMAP_PARSE_ERR_SYNTAX, "NUL");
+	expect_recovers(NULL, false, SZ("a X {3+}\r\na\0b c\r\n"), IMAP_PARSE_ERR_SYNTAX, "NUL");
 	/* A failed line announcing a non-synchronizing literal: it is skipped. */
 	BAD("a X \"\\q\" {4+}\r\nabcd (x {2+}\r\nyz\r\n", IMAP_PARSE_ERR_SYNTAX, "escape");
 	/* ... a synchronizing one ends the command (no "+ " will be sent). */
@@ -372,12 +375,12 @@ test_utf8_quoted(void **state)
 {
 	struct run r;
 
-	expect_cmd("a SELECT \"f\xc3\xa9\"\r\n", sizeof("a SELECT \"f\xc3\xa9\"\r\n") - 1, true, false, "a SELECT Q:f\xc3\xa9");
-	expect_recovers(NULL, true, "a SELECT \"f\xc3\"\r\n", sizeof("a SELECT \"f\xc3\"\r\n") - 1, IMAP_PARSE_ERR_SYNTAX,
+	expect_cmd(SZ("a SELECT \"f\xc3\xa9\"\r\n"), true, false, "a SELECT Q:f\xc3\xa9");
+	expect_recovers(NULL, true, SZ("a SELECT \"f\xc3\"\r\n"), IMAP_PARSE_ERR_SYNTAX,
 	    "UTF-8");
-	expect_recovers(NULL, true, "a SELECT \"\xc0\x80\"\r\n", sizeof("a SELECT \"\xc0\x80\"\r\n") - 1, IMAP_PARSE_ERR_SYNTAX,
+	expect_recovers(NULL, true, SZ("a SELECT \"\xc0\x80\"\r\n"), IMAP_PARSE_ERR_SYNTAX,
 	    "UTF-8");
-	parse_both(NULL, false, false, "a SELECT \"f\xc3\xa9\"\r\n", sizeof("a SELECT \"f\xc3\xa9\"\r\n") - 1, &r);
+	parse_both(NULL, false, false, SZ("a SELECT \"f\xc3\xa9\"\r\n"), &r);
 	assert_int_equal(r.first_err, IMAP_PARSE_ERR_SYNTAX);
 }
 
@@ -410,25 +413,25 @@ test_limits(void **state)
 	/* Too many literals. */
 	imap_parse_limits_default(&lim);
 	lim.max_literals = 2;
-	expect_recovers(&lim, false, "a X {1+}\r\na {1+}\r\nb {1+}\r\nc\r\n", sizeof("a X {1+}\r\na {1+}\r\nb {1+}\r\nc\r\n") - 1,
+	expect_recovers(&lim, false, SZ("a X {1+}\r\na {1+}\r\nb {1+}\r\nc\r\n"),
 	    IMAP_PARSE_ERR_TOO_MANY_LITERALS, "literals");
-	expect_recovers(&lim, false, "a X {1+}\r\na {1+}\r\nb {1}\r\n", sizeof("a X {1+}\r\na {1+}\r\nb {1}\r\n") - 1,
+	expect_recovers(&lim, false, SZ("a X {1+}\r\na {1+}\r\nb {1}\r\n"),
 	    IMAP_PARSE_ERR_TOO_MANY_LITERALS, NULL);
 
 	/* One literal too big: synchronizing ends the command at once. */
 	imap_parse_limits_default(&lim);
 	lim.max_literal = 10;
-	expect_recovers(&lim, false, "a LOGIN {11}\r\n", sizeof("a LOGIN {11}\r\n") - 1, IMAP_PARSE_ERR_LITERAL_TOO_BIG,
+	expect_recovers(&lim, false, SZ("a LOGIN {11}\r\n"), IMAP_PARSE_ERR_LITERAL_TOO_BIG,
 	    "too big");
-	expect_recovers(&lim, false, "a LOGIN {11+}\r\nhello world x\r\n", sizeof("a LOGIN {11+}\r\nhello world x\r\n") - 1,
+	expect_recovers(&lim, false, SZ("a LOGIN {11+}\r\nhello world x\r\n"),
 	    IMAP_PARSE_ERR_LITERAL_TOO_BIG, NULL);
-	expect_cmd("a LOGIN {10+}\r\nhelloworld x\r\n", sizeof("a LOGIN {10+}\r\nhelloworld x\r\n") - 1, false, false,
+	expect_cmd(SZ("a LOGIN {10+}\r\nhelloworld x\r\n"), false, false,
 	    "a LOGIN L:10:helloworld A:x");
 
 	/* Total of literals. */
 	imap_parse_limits_default(&lim);
 	lim.max_literal_total = 10;
-	expect_recovers(&lim, false, "a LOGIN {6+}\r\nhello! {6+}\r\nworld!\r\n", sizeof("a LOGIN {6+}\r\nhello! {6+}\r\nworld!\r\n") - 1,
+	expect_recovers(&lim, false, SZ("a LOGIN {6+}\r\nhello! {6+}\r\nworld!\r\n"),
 	    IMAP_PARSE_ERR_LITERALS_TOO_BIG, NULL);
 	/* ... but external literals do not count. */
 	{
@@ -453,22 +456,22 @@ test_limits2(void **state)
 
 	imap_parse_limits_default(&lim);
 	lim.max_depth = 3;
-	parse_both(&lim, false, false, "a X (((a)))\r\n", sizeof("a X (((a)))\r\n") - 1, &r);
+	parse_both(&lim, false, false, SZ("a X (((a)))\r\n"), &r);
 	assert_int_equal(r.state, IMAP_PARSE_ST_DONE);
-	expect_recovers(&lim, false, "a X ((((a))))\r\n", sizeof("a X ((((a))))\r\n") - 1, IMAP_PARSE_ERR_TOO_DEEP, "deep");
-	expect_recovers(&lim, false, "a X (((BODY[1])))\r\n", sizeof("a X (((BODY[1])))\r\n") - 1, IMAP_PARSE_ERR_TOO_DEEP,
+	expect_recovers(&lim, false, SZ("a X ((((a))))\r\n"), IMAP_PARSE_ERR_TOO_DEEP, "deep");
+	expect_recovers(&lim, false, SZ("a X (((BODY[1])))\r\n"), IMAP_PARSE_ERR_TOO_DEEP,
 	    NULL);
 
 	imap_parse_limits_default(&lim);
 	lim.max_args = 3;
-	parse_both(&lim, false, false, "a X (a b)\r\n", sizeof("a X (a b)\r\n") - 1, &r);
+	parse_both(&lim, false, false, SZ("a X (a b)\r\n"), &r);
 	assert_int_equal(r.state, IMAP_PARSE_ST_DONE);
-	expect_recovers(&lim, false, "a X (a b c)\r\n", sizeof("a X (a b c)\r\n") - 1, IMAP_PARSE_ERR_TOO_MANY_ARGS,
+	expect_recovers(&lim, false, SZ("a X (a b c)\r\n"), IMAP_PARSE_ERR_TOO_MANY_ARGS,
 	    NULL);
 
 	imap_parse_limits_default(&lim);
 	lim.max_command = 20;
-	expect_recovers(&lim, false, "a X {1+}\r\na 0123456789\r\n", sizeof("a X {1+}\r\na 0123456789\r\n") - 1,
+	expect_recovers(&lim, false, SZ("a X {1+}\r\na 0123456789\r\n"),
 	    IMAP_PARSE_ERR_COMMAND_TOO_LONG, NULL);
 }
 
@@ -507,16 +510,40 @@ test_api_state(void **state)
 	imap_parse_free(&p);
 	imap_parse_free(NULL);
 
+	/* The tag of a failed command, for "tag BAD". */
+	p = imap_parse_new(NULL);
+	assert_int_equal(imap_parse_fragment(p, SZ("t1 X (\r\n")), IMAP_PARSE_ERR_SYNTAX);
+	assert_string_equal(imap_parse_tag(p), "t1");
+	assert_true(imap_parse_failed(p));
+	assert_null(imap_parse_command(p));
+	assert_int_equal(imap_parse_fragment(p, SZ("t1 X (\r\n")), 8);
+	assert_int_equal(imap_parse_state(p), IMAP_PARSE_ST_FAILED);
+	imap_parse_reset(p);
+	assert_int_equal(imap_parse_fragment(p, SZ("t\"1 X\r\n")), IMAP_PARSE_ERR_SYNTAX);
+	assert_null(imap_parse_tag(p));
+	imap_parse_reset(p);
+	/* A failed command announcing a huge non-synchronizing literal. */
+	assert_int_equal(imap_parse_fragment(p, SZ("t X \"\\x\" {99999999999+}\r\n")),
+	    IMAP_PARSE_ERR_SYNTAX);
+	assert_int_equal(imap_parse_fragment(p, SZ("t X \"\\x\" {99999999999+}\r\n")), 25);
+	assert_int_equal(imap_parse_state(p), IMAP_PARSE_ST_LITERAL);
+	assert_int_equal(imap_parse_literal_info(p, &li), 1);
+	assert_int_equal(li.size, 99999999999ULL);
+	assert_int_equal(imap_parse_literal_external(p, 99999999998ULL), 99999999998LL);
+	assert_int_equal(imap_parse_literal(p, "xy", 2), 1);
+	assert_int_equal(imap_parse_state(p), IMAP_PARSE_ST_LINE);
+	imap_parse_free(&p);
+
 	/* Line ends lines outside commands. */
 	{
 		size_t n;
 
-		assert_int_equal(imap_line_end("DONE\r\nx", sizeof("DONE\r\nx") - 1, 100, &n), 6);
+		assert_int_equal(imap_line_end(SZ("DONE\r\nx"), 100, &n), 6);
 		assert_int_equal(n, 4);
-		assert_int_equal(imap_line_end("DONE\nx", sizeof("DONE\nx") - 1, 100, &n), 5);
+		assert_int_equal(imap_line_end(SZ("DONE\nx"), 100, &n), 5);
 		assert_int_equal(n, 4);
-		assert_int_equal(imap_line_end("DONE", sizeof("DONE") - 1, 100, &n), 0);
-		assert_int_equal(imap_line_end("DONE", sizeof("DONE") - 1, 4, &n), -1);
+		assert_int_equal(imap_line_end(SZ("DONE"), 100, &n), 0);
+		assert_int_equal(imap_line_end(SZ("DONE"), 4, &n), -1);
 	}
 }
 
@@ -586,6 +613,7 @@ test_accessors(void **state)
 	assert_int_equal(imap_args_astring(&a, &s, &len), IMAP_PARSE_ERR_SYNTAX);
 	assert_int_equal(imap_args_seqset(&a, &set), IMAP_PARSE_ERR_SYNTAX);
 	imap_seqset_clear(&set);
+	assert_int_equal(imap_args_astring(&a, &s, &len), IMAP_PARSE_ERR_SYNTAX);
 	assert_int_equal(imap_args_atom(&a, &s, &len), 1);
 	assert_string_equal(s, "BODY[1]");
 	assert_int_equal(imap_args_number64(&a, &n64), 1);
@@ -646,7 +674,7 @@ test_seqset(void **state)
 		"$,1", "**", "1 2", "-1",
 	};
 
-	assert_int_equal(imap_seqset_parse("1:5,7,9:*", sizeof("1:5,7,9:*") - 1, 100, &s, &err), 1);
+	assert_int_equal(imap_seqset_parse(SZ("1:5,7,9:*"), 100, &s, &err), 1);
 	assert_int_equal(s.n, 3);
 	assert_true(imap_seqset_contains(&s, 1, 20));
 	assert_true(imap_seqset_contains(&s, 5, 20));
@@ -666,7 +694,7 @@ test_seqset(void **state)
 	assert_false(imap_seqset_contains(&s, 21, 100));
 	imap_seqset_clear(&s);
 
-	assert_int_equal(imap_seqset_parse("5:1,3,2:4,6,10,*,8:9,4294967295", sizeof("5:1,3,2:4,6,10,*,8:9,4294967295") - 1, 100, &s,
+	assert_int_equal(imap_seqset_parse(SZ("5:1,3,2:4,6,10,*,8:9,4294967295"), 100, &s,
 	    &err), 1);
 	assert_int_equal(s.ranges[0].first, 1);
 	assert_int_equal(s.ranges[0].last, 5);
@@ -685,13 +713,13 @@ test_seqset(void **state)
 	imap_seqset_clear(&s);
 
 	/* Empty mailbox: a lone '*' drops out. */
-	assert_int_equal(imap_seqset_parse("*", sizeof("*") - 1, 100, &s, &err), 1);
+	assert_int_equal(imap_seqset_parse(SZ("*"), 100, &s, &err), 1);
 	imap_seqset_normalize(&s, 0);
 	assert_int_equal(s.n, 0);
 	assert_int_equal(imap_seqset_count(&s), 0);
 	imap_seqset_clear(&s);
 
-	assert_int_equal(imap_seqset_parse("$", sizeof("$") - 1, 100, &s, &err), 1);
+	assert_int_equal(imap_seqset_parse(SZ("$"), 100, &s, &err), 1);
 	assert_true(s.searchres);
 	assert_false(imap_seqset_contains(&s, 1, 1));
 	imap_seqset_clear(&s);
@@ -701,10 +729,10 @@ test_seqset(void **state)
 			fail_msg("accepted '%s'", bad[i]);
 		imap_seqset_clear(&s);
 	}
-	assert_int_equal(imap_seqset_parse("1,2,3", sizeof("1,2,3") - 1, 2, &s, &err), -1);
+	assert_int_equal(imap_seqset_parse(SZ("1,2,3"), 2, &s, &err), -1);
 	assert_string_equal(err, "too many ranges in sequence set");
 	imap_seqset_clear(&s);
-	assert_int_equal(imap_seqset_parse("1,2,3", sizeof("1,2,3") - 1, 3, &s, &err), 1);
+	assert_int_equal(imap_seqset_parse(SZ("1,2,3"), 3, &s, &err), 1);
 	imap_seqset_clear(&s);
 }
 
@@ -802,14 +830,14 @@ test_utf7(void **state)
 		assert_non_null(err);
 	}
 	/* Encoding rejects invalid UTF-8 and NUL. */
-	assert_int_equal(imap_utf7_encode("\xc3", sizeof("\xc3") - 1, &out), -1);
-	assert_int_equal(imap_utf7_encode("a\0b", sizeof("a\0b") - 1, &out), -1);
+	assert_int_equal(imap_utf7_encode(SZ("\xc3"), &out), -1);
+	assert_int_equal(imap_utf7_encode(SZ("a\0b"), &out), -1);
 	/* Output limit. */
 	mbuf_clear(&out);
 	mbuf_init(&out, 4);
-	assert_int_equal(imap_utf7_decode("abcde", sizeof("abcde") - 1, &out, &err), -1);
+	assert_int_equal(imap_utf7_decode(SZ("abcde"), &out, &err), -1);
 	mbuf_reset(&out);
-	assert_int_equal(imap_utf7_encode("\xc3\xa4\xc3\xa4", sizeof("\xc3\xa4\xc3\xa4") - 1, &out), -1);
+	assert_int_equal(imap_utf7_encode(SZ("\xc3\xa4\xc3\xa4"), &out), -1);
 	mbuf_clear(&out);
 }
 
@@ -858,6 +886,7 @@ test_quote(void **state)
 	QUOTE("INBOX", IMAP_QUOTE_ATOM, "INBOX");
 	QUOTE("INBOX", 0, "\"INBOX\"");
 	QUOTE("a]b", IMAP_QUOTE_ATOM, "a]b");
+	QUOTE("BODY[", IMAP_QUOTE_ATOM, "\"BODY[\"");
 	QUOTE("nil", IMAP_QUOTE_ATOM, "\"nil\"");
 	QUOTE("", IMAP_QUOTE_ATOM, "\"\"");
 	QUOTE("a b", IMAP_QUOTE_ATOM, "\"a b\"");
@@ -870,7 +899,7 @@ test_quote(void **state)
 	QUOTE("f\xc3", IMAP_QUOTE_UTF8, "{2}\r\nf\xc3");
 	quote_is(NULL, 0, 0, "NIL", 3);
 	mbuf_init(&b, 4);
-	assert_int_equal(imap_quote(&b, "abcdef", sizeof("abcdef") - 1, 0), -1);
+	assert_int_equal(imap_quote(&b, SZ("abcdef"), 0), -1);
 	mbuf_clear(&b);
 }
 
