@@ -284,7 +284,7 @@ ew_decode_bytes(char enc, const char *t, size_t n, TCXSTR *out)
 		for (size_t i = 0; i < n; i++) {
 			if (t[i] == '_') {
 				tcxstrcat(out, " ", 1);
-			} else if (t[i] == '=' && i + 2 < n + 0 && hexval((unsigned char)t[i + 1]) >= 0 &&
+			} else if (t[i] == '=' && i + 2 < n && hexval((unsigned char)t[i + 1]) >= 0 &&
 				   hexval((unsigned char)t[i + 2]) >= 0) {
 				char c = (char)(hexval((unsigned char)t[i + 1]) * 16 +
 						hexval((unsigned char)t[i + 2]));
@@ -783,7 +783,7 @@ merge_2231(TCMPOOL *pool, struct raw_param *rp, size_t n, size_t first, size_t b
 	TCXSTR *raw = tcxstrnew(), *val = tcxstrnew();
 	const char *cs = "", *lang_end;
 	size_t cslen = 0;
-	bool first_ext = false, found_any = false;
+	bool found_any = false;
 	for (long sec = 0; sec <= MAX_2231_SECTION; sec++) {
 		size_t k;
 		bool ext = false, found = false;
@@ -824,7 +824,6 @@ merge_2231(TCMPOOL *pool, struct raw_param *rp, size_t n, size_t first, size_t b
 		if (sec == 0 && ext) {
 			const char *q1 = memchr(v, '\'', vl);
 			const char *q2 = q1 ? memchr(q1 + 1, '\'', vl - (size_t)(q1 + 1 - v)) : NULL;
-			first_ext = true;
 			if (q2 != NULL) {
 				cs = v;
 				cslen = (size_t)(q1 - v);
@@ -836,7 +835,7 @@ merge_2231(TCMPOOL *pool, struct raw_param *rp, size_t n, size_t first, size_t b
 		}
 		tcxstrcat(raw, v, (int)vl);
 		for (size_t i = 0; i < vl; i++) {
-			if (ext && v[i] == '%' && i + 2 < vl + 0 && hexval((unsigned char)v[i + 1]) >= 0 &&
+			if (ext && v[i] == '%' && i + 2 < vl && hexval((unsigned char)v[i + 1]) >= 0 &&
 			    hexval((unsigned char)v[i + 2]) >= 0) {
 				char c = (char)(hexval((unsigned char)v[i + 1]) * 16 +
 						hexval((unsigned char)v[i + 2]));
@@ -862,7 +861,6 @@ merge_2231(TCMPOOL *pool, struct raw_param *rp, size_t n, size_t first, size_t b
 		out->name = nm;
 		out->value = pdup(pool, TCXSTRPTR(raw), (size_t)TCXSTRSIZE(raw));
 	}
-	(void)first_ext;
 	tcxstrdel(u);
 	tcxstrdel(raw);
 	tcxstrdel(val);

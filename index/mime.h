@@ -130,8 +130,9 @@ void mime_msg_free(struct mime_msg **msg);
 
 /*
  * Find the part for an IMAP section number list ("1.2.3" as {1,2,3}).
- * n == 0 yields the root. A non-multipart part has itself as part 1; a
- * message/rfc822 part's numbers address its encapsulated message's parts.
+ * n == 0 yields the root. A non-multipart message (the root or an
+ * encapsulated one) is its own part 1; a message/rfc822 part's numbers
+ * address its encapsulated message's parts; other leaves have no subparts.
  * Returns the part or NULL when it does not exist. *is_msg_r (may be NULL)
  * tells whether HEADER/TEXT apply (the root or a message/rfc822 part), and
  * those refer to the returned part's children[0] when it is message/rfc822.
