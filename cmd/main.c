@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/thread.h>
+
 #include "cmd/cmd.h"
 #include "daemon/log.h"
 
@@ -194,7 +196,11 @@ main(int argc, char **argv)
 		{"config", FLAG_STRING, &cmd_config_path, "configuration file"},
 		{"version", FLAG_BOOL, &version, "print the version"},
 	};
-	int i = cmd_flags("", argc - 1, argv + 1, global, ARRAY_LEN(global));
+	int i;
+
+	/* Storage threads hand results to the loop: libevent must be thread-aware. */
+	evthread_use_pthreads();
+	i = cmd_flags("", argc - 1, argv + 1, global, ARRAY_LEN(global));
 
 	if (i < 0) {
 		usage_all(stderr);

@@ -184,7 +184,7 @@ static const struct cfg_schema initial_mailboxes_schema = {"InitialMailboxes", s
 	CFG_FIELDS(initial_mailboxes_fields), NULL, NULL};
 
 static const struct cfg_field postmaster_fields[] = {
-	{.key = "Account", .type = CFG_STRING, .offset = OFF(struct config_postmaster, account), .example = "admin",
+	{.key = "Account", .type = CFG_STRING, .offset = OFF(struct config_postmaster, account), .example = "mjl",
 	    .doc = "Account that receives mail to postmaster@ of every domain."},
 	{.key = "Mailbox", .type = CFG_STRING, .offset = OFF(struct config_postmaster, mailbox), .def = "Inbox",
 	    .doc = "Mailbox for postmaster mail."},

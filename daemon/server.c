@@ -95,6 +95,25 @@ server_config(struct server *srv)
 }
 
 void
+server_set_store(struct server *srv, struct store *st, struct auth *au)
+{
+	srv->store = st;
+	srv->auth = au;
+}
+
+struct store *
+server_store(struct server *srv)
+{
+	return srv->store;
+}
+
+struct auth *
+server_auth(struct server *srv)
+{
+	return srv->auth;
+}
+
+void
 server_register(struct server *srv, enum config_svc svc, const struct proto_handler *h)
 {
 	srv->handlers[svc] = h;

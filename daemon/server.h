@@ -21,6 +21,8 @@
 
 struct server;
 struct tls_ctx;
+struct store;
+struct auth;
 
 /* What a protocol handler learns about a new connection. Owned by the handler
  * until it calls server_conn_done(). */
@@ -63,6 +65,11 @@ void server_free(struct server **srvp);
 
 struct event_base *server_base(struct server *srv);
 struct config *server_config(struct server *srv);
+
+/* The account store and authentication shared by all protocol handlers (set by serve). */
+void server_set_store(struct server *srv, struct store *st, struct auth *au);
+struct store *server_store(struct server *srv);
+struct auth *server_auth(struct server *srv);
 
 /* Register the handler for a service (all ports of that service, and its ALPN id). */
 void server_register(struct server *srv, enum config_svc svc, const struct proto_handler *h);

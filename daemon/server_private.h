@@ -34,6 +34,8 @@ struct server {
 	struct event *sigterm, *sigint, *sigpipe;
 	struct event *stop_ev;
 	bool stopping;
+	struct store *store;
+	struct auth *auth;
 	uint64_t next_cid;
 	int64_t started_ms;
 	/* limits */

@@ -1,0 +1,408 @@
+/*
+ * store: storage threads and the account registry.
+ *
+ * Each thread has a queue of jobs. A thread takes everything queued at once;
+ * consecutive "add" jobs of one account become one idx_add call (group
+ * commit). Finished jobs go to one completion queue that an event on the loop
+ * thread drains, running the done callbacks there. An account is pinned to
+ * one thread for its lifetime, which is what serializes its writes.
+ */
+#define _GNU_SOURCE 1
+#include "daemon/store.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/log.h"
+
+#define STORE_DEFAULT_THREADS 2
+/* Upper bound on messages in one group commit; more wait for the next batch. */
+#define STORE_BATCH_MAX 512
+
+enum job_kind { JOB_WORK, JOB_ADD };
+
+struct job {
+	struct job *next;
+	enum job_kind kind;
+	struct store_account *sa;
+	store_work_fn work;
+	store_done_fn done;
+	void *arg;
+	struct idx_add *items;
+	size_t nitems;
+};
+
+struct worker {
+	struct store *st;
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	struct job *head, *tail;
+	bool stop;
+	bool started;
+};
+
+struct store_account {
+	struct store *st;
+	char *name;
+	struct worker *w;
+	struct idx_account *idx; /* storage thread only */
+	char error[512];         /* storage thread only */
+	bool open_tried;         /* storage thread only */
+	int refs;                /* loop thread only */
+	struct store_account *next;
+};
+
+struct store {
+	struct event_base *base;
+	const struct config *cfg;
+	pthread_mutex_t cfgmu; /* cfg pointer, read by storage threads at account open */
+	struct worker *workers;
+	int nworkers;
+	int next_worker;
+	struct store_account *accounts; /* loop thread only */
+	/* completions */
+	pthread_mutex_t donemu;
+	struct job *done_head, *done_tail;
+	struct event *done_ev;
+};
+
+char *
+store_account_dir(const struct config *cfg, const char *name)
+{
+	return xasprintf("%s/accounts/%s", cfg->data_dir, name);
+}
+
+void
+store_account_options(const struct config *cfg, const char *name, struct idx_options *o)
+{
+	const struct config_account *acc = config_account_find(cfg, name);
+	const struct config_initial_mailboxes *im = &cfg->st.initial_mailboxes;
+
+	memset(o, 0, sizeof(*o));
+	o->host = cfg->st.hostname;
+	o->sent = im->special_use.sent;
+	o->archive = im->special_use.archive;
+	o->trash = im->special_use.trash;
+	o->drafts = im->special_use.draft;
+	o->junk = im->special_use.junk;
+	o->regular = (const char *const *)im->regular.v;
+	o->nregular = im->regular.n;
+	o->quota = acc != NULL && acc->quota_message_size > 0 ? (uint64_t)acc->quota_message_size : 0;
+}
+
+static void
+account_open(struct store_account *sa)
+{
+	struct store *st = sa->st;
+	struct idx_options opts;
+	char *dir;
+
+	sa->open_tried = true;
+	pthread_mutex_lock(&st->cfgmu);
+	dir = store_account_dir(st->cfg, sa->name);
+	store_account_options(st->cfg, sa->name, &opts);
+	if (mkdir_p(dir, 0700) < 0) {
+		snprintf(sa->error, sizeof(sa->error), "creating %s: %m", dir);
+	} else if (idx_account_open(dir, &opts, &sa->idx, sa->error, sizeof(sa->error)) < 0) {
+		sa->idx = NULL;
+	}
+	pthread_mutex_unlock(&st->cfgmu);
+	if (sa->idx == NULL)
+		log_error("store", 0, "cannot open account", "account", sa->name, "err", sa->error);
+	else
+		log_debug("store", 0, "account opened", "account", sa->name);
+	free(dir);
+}
+
+static void
+complete(struct store *st, struct job *j)
+{
+	pthread_mutex_lock(&st->donemu);
+	j->next = NULL;
+	if (st->done_tail)
+		st->done_tail->next = j;
+	else
+		st->done_head = j;
+	st->done_tail = j;
+	pthread_mutex_unlock(&st->donemu);
+	event_active(st->done_ev, EV_READ, 0);
+}
+
+/* Run a run of add jobs of one account as one idx_add. */
+static void
+run_adds(struct store_account *sa, struct job **jobs, size_t njobs)
+{
+	size_t total = 0, k = 0;
+	struct idx_add *all;
+	char err[512];
+
+	for (size_t i = 0; i < njobs; i++)
+		total += jobs[i]->nitems;
+	all = xcalloc(total ? total : 1, sizeof(*all));
+	for (size_t i = 0; i < njobs; i++) {
+		memcpy(all + k, jobs[i]->items, jobs[i]->nitems * sizeof(*all));
+		k += jobs[i]->nitems;
+	}
+	if (sa->idx == NULL || total == 0 || idx_add(sa->idx, all, total, err, sizeof(err)) < 0) {
+		const char *why = sa->idx == NULL ? sa->error : err;
+		for (size_t i = 0; i < total; i++) {
+			if (all[i].result > 0)
+				continue;
+			all[i].result = -1;
+			all[i].error = IDX_E_INTERNAL;
+			snprintf(all[i].err_r, sizeof(all[i].err_r), "%.150s", why);
+		}
+		if (total > 0)
+			log_error("store", 0, "adding messages failed", "account", sa->name, "err", why);
+	}
+	k = 0;
+	for (size_t i = 0; i < njobs; i++) {
+		memcpy(jobs[i]->items, all + k, jobs[i]->nitems * sizeof(*all));
+		k += jobs[i]->nitems;
+	}
+	free(all);
+}
+
+static void *
+worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct store *st = w->st;
+
+	for (;;) {
+		struct job *list;
+
+		pthread_mutex_lock(&w->mu);
+		while (w->head == NULL && !w->stop)
+			pthread_cond_wait(&w->cond, &w->mu);
+		list = w->head;
+		w->head = w->tail = NULL;
+		bool stop = w->stop;
+		pthread_mutex_unlock(&w->mu);
+		if (list == NULL && stop)
+			break;
+
+		while (list != NULL) {
+			struct job *j = list;
+			struct store_account *sa = j->sa;
+
+			if (!sa->open_tried)
+				account_open(sa);
+			if (j->kind == JOB_WORK) {
+				list = j->next;
+				j->work(sa, sa->idx, j->arg);
+				complete(st, j);
+				continue;
+			}
+			/* Gather the adds of this account that follow, up to the batch limit. */
+			struct job *batch[64];
+			size_t nb = 0, nitems = 0;
+			struct job **pp = &list;
+			while (*pp != NULL && nb < ARRAY_LEN(batch)) {
+				struct job *c = *pp;
+				if (c->kind == JOB_ADD && c->sa == sa && (nb == 0 || nitems + c->nitems <= STORE_BATCH_MAX)) {
+					*pp = c->next;
+					batch[nb++] = c;
+					nitems += c->nitems;
+				} else if (c->sa == sa) {
+					break; /* keep the order of an account's jobs */
+				} else {
+					pp = &c->next;
+				}
+			}
+			run_adds(sa, batch, nb);
+			for (size_t i = 0; i < nb; i++)
+				complete(st, batch[i]);
+		}
+	}
+	return NULL;
+}
+
+static void
+done_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct store *st = arg;
+	struct job *list;
+
+	pthread_mutex_lock(&st->donemu);
+	list = st->done_head;
+	st->done_head = st->done_tail = NULL;
+	pthread_mutex_unlock(&st->donemu);
+	while (list != NULL) {
+		struct job *j = list;
+		list = j->next;
+		if (j->done != NULL)
+			j->done(j->arg);
+		store_account_put(&j->sa);
+		free(j);
+	}
+}
+
+struct store *
+store_new(struct event_base *base, const struct config *cfg, int nthreads)
+{
+	struct store *st = xcalloc(1, sizeof(*st));
+
+	st->base = base;
+	st->cfg = cfg;
+	pthread_mutex_init(&st->cfgmu, NULL);
+	pthread_mutex_init(&st->donemu, NULL);
+	st->done_ev = event_new(base, -1, 0, done_cb, st);
+	if (st->done_ev == NULL) {
+		free(st);
+		return NULL;
+	}
+	st->nworkers = nthreads > 0 ? nthreads : STORE_DEFAULT_THREADS;
+	st->workers = xcalloc((size_t)st->nworkers, sizeof(*st->workers));
+	for (int i = 0; i < st->nworkers; i++) {
+		struct worker *w = &st->workers[i];
+		w->st = st;
+		pthread_mutex_init(&w->mu, NULL);
+		pthread_cond_init(&w->cond, NULL);
+		if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+			log_error("store", 0, "cannot start storage thread");
+			store_free(&st);
+			return NULL;
+		}
+		w->started = true;
+	}
+	return st;
+}
+
+void
+store_free(struct store **stp)
+{
+	struct store *st = *stp;
+
+	if (st == NULL)
+		return;
+	for (int i = 0; i < st->nworkers; i++) {
+		struct worker *w = &st->workers[i];
+		if (!w->started)
+			continue;
+		pthread_mutex_lock(&w->mu);
+		w->stop = true;
+		pthread_cond_signal(&w->cond);
+		pthread_mutex_unlock(&w->mu);
+		pthread_join(w->thread, NULL);
+	}
+	/* Completions still queued: run them so callers can release their state. */
+	done_cb(-1, 0, st);
+	for (struct store_account *sa = st->accounts, *next; sa != NULL; sa = next) {
+		next = sa->next;
+		idx_account_close(&sa->idx);
+		free(sa->name);
+		free(sa);
+	}
+	for (int i = 0; i < st->nworkers; i++) {
+		pthread_mutex_destroy(&st->workers[i].mu);
+		pthread_cond_destroy(&st->workers[i].cond);
+	}
+	free(st->workers);
+	event_free(st->done_ev);
+	pthread_mutex_destroy(&st->cfgmu);
+	pthread_mutex_destroy(&st->donemu);
+	free(st);
+	*stp = NULL;
+}
+
+void
+store_set_config(struct store *st, const struct config *cfg)
+{
+	pthread_mutex_lock(&st->cfgmu);
+	st->cfg = cfg;
+	pthread_mutex_unlock(&st->cfgmu);
+}
+
+struct store_account *
+store_account_get(struct store *st, const char *name)
+{
+	struct store_account *sa;
+
+	for (sa = st->accounts; sa != NULL; sa = sa->next) {
+		if (strcmp(sa->name, name) == 0) {
+			sa->refs++;
+			return sa;
+		}
+	}
+	if (config_account_find(st->cfg, name) == NULL)
+		return NULL;
+	sa = xcalloc(1, sizeof(*sa));
+	sa->st = st;
+	sa->name = xstrdup(name);
+	sa->w = &st->workers[st->next_worker++ % st->nworkers];
+	sa->refs = 1;
+	sa->next = st->accounts;
+	st->accounts = sa;
+	return sa;
+}
+
+void
+store_account_put(struct store_account **sap)
+{
+	struct store_account *sa = *sap;
+
+	if (sa == NULL)
+		return;
+	/* Accounts stay open (cached) until the store is freed. */
+	if (sa->refs > 0)
+		sa->refs--;
+	*sap = NULL;
+}
+
+const char *
+store_account_name(const struct store_account *sa)
+{
+	return sa->name;
+}
+
+const char *
+store_account_error(const struct store_account *sa)
+{
+	return sa->error;
+}
+
+static void
+enqueue(struct store_account *sa, struct job *j)
+{
+	struct worker *w = sa->w;
+
+	sa->refs++; /* the job holds a reference until its completion ran */
+	j->sa = sa;
+	pthread_mutex_lock(&w->mu);
+	if (w->tail)
+		w->tail->next = j;
+	else
+		w->head = j;
+	w->tail = j;
+	pthread_cond_signal(&w->cond);
+	pthread_mutex_unlock(&w->mu);
+}
+
+void
+store_submit(struct store_account *sa, store_work_fn work, store_done_fn done, void *arg)
+{
+	struct job *j = xcalloc(1, sizeof(*j));
+
+	j->kind = JOB_WORK;
+	j->work = work;
+	j->done = done;
+	j->arg = arg;
+	enqueue(sa, j);
+}
+
+void
+store_add(struct store_account *sa, struct idx_add *items, size_t n, store_done_fn done, void *arg)
+{
+	struct job *j = xcalloc(1, sizeof(*j));
+
+	j->kind = JOB_ADD;
+	j->items = items;
+	j->nitems = n;
+	j->done = done;
+	j->arg = arg;
+	enqueue(sa, j);
+}

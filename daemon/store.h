@@ -1,0 +1,73 @@
+/*
+ * store: the daemon's bridge to the account store (index/). Owns the storage
+ * threads and the registry of open accounts. Every index call runs on a
+ * storage thread, never on the event loop thread: each account belongs to
+ * one thread (so its writes are serialized and an account's reader never
+ * waits behind another account's fsync), and results come back to the loop
+ * thread through an event. Deliveries and APPENDs queued for the same account
+ * are group-committed: one idx_add (one filesystem sync, one directory fsync,
+ * one transaction) for everything that queued while the previous batch was
+ * being written.
+ * Does not: parse protocols or decide where mail goes.
+ */
+#ifndef MOX_STORE_H
+#define MOX_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <event2/event.h>
+
+#include "daemon/config.h"
+#include "index/index.h"
+
+struct store;
+struct store_account;
+
+/*
+ * Runs on the account's storage thread. a is the open index, or NULL when
+ * the account could not be opened (store_account_error says why).
+ */
+typedef void (*store_work_fn)(struct store_account *sa, struct idx_account *a, void *arg);
+/* Runs on the event loop thread after the work is done. */
+typedef void (*store_done_fn)(void *arg);
+
+/*
+ * Create the store with nthreads storage threads (0: default 2). cfg is
+ * borrowed and must outlive the store (or be replaced with
+ * store_set_config). libevent must have threading enabled
+ * (evthread_use_pthreads) before base was created. NULL on failure.
+ */
+struct store *store_new(struct event_base *base, const struct config *cfg, int nthreads);
+/* Finish queued work, stop the threads, close every account. */
+void store_free(struct store **stp);
+void store_set_config(struct store *st, const struct config *cfg);
+
+/*
+ * A reference to account name (as in domains.yaml), opened lazily on its
+ * thread by the first work. NULL when the config has no such account.
+ * Release with store_account_put (the account stays open, cached).
+ */
+struct store_account *store_account_get(struct store *st, const char *name);
+void store_account_put(struct store_account **sap);
+const char *store_account_name(const struct store_account *sa);
+/* Why the account could not be opened ("" when it is fine). Storage thread only. */
+const char *store_account_error(const struct store_account *sa);
+
+/* Queue work on the account's thread; done (may be NULL) follows on the loop thread. */
+void store_submit(struct store_account *sa, store_work_fn work, store_done_fn done, void *arg);
+
+/*
+ * Queue messages for group-committed adding (see idx_add). items stay the
+ * caller's and must remain valid until done runs; their result fields are
+ * filled by then. When the account cannot be opened every item fails with
+ * IDX_E_INTERNAL.
+ */
+void store_add(struct store_account *sa, struct idx_add *items, size_t n, store_done_fn done, void *arg);
+
+/* The directory of account name under the config's data directory (caller frees). */
+char *store_account_dir(const struct config *cfg, const char *name);
+/* Index options for account name from the config (strings borrowed from cfg). */
+void store_account_options(const struct config *cfg, const char *name, struct idx_options *opts_r);
+
+#endif
