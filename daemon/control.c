@@ -28,6 +28,8 @@ struct control_conn {
 	struct bufferevent *bev;
 	uint64_t cid;
 	bool done;
+	bool pending; /* an asynchronous command is running: wait for control_finish */
+	bool gone;    /* the client went away while pending */
 };
 
 void
@@ -99,7 +101,39 @@ cc_write(struct bufferevent *bev, void *arg)
 static void
 cc_event(struct bufferevent *bev, short what, void *arg)
 {
-	cc_free(arg);
+	struct control_conn *cc = arg;
+
+	if (cc->pending) {
+		cc->gone = true; /* freed by control_finish */
+		bufferevent_disable(bev, EV_READ | EV_WRITE);
+		return;
+	}
+	cc_free(cc);
+}
+
+void
+control_finish(struct control_conn *cc, const char *err)
+{
+	struct evbuffer *out = bufferevent_get_output(cc->bev);
+
+	cc->pending = false;
+	if (cc->gone) {
+		cc_free(cc);
+		return;
+	}
+	if (err == NULL)
+		evbuffer_add_printf(out, "ok\n");
+	else
+		evbuffer_add_printf(out, "error: %s\n", err);
+	cc->done = true;
+	bufferevent_setcb(cc->bev, NULL, cc_write, cc_event, cc);
+	bufferevent_enable(cc->bev, EV_WRITE);
+}
+
+uint64_t
+control_cid(const struct control_conn *cc)
+{
+	return cc->cid;
 }
 
 static void
@@ -134,13 +168,18 @@ cc_read(struct bufferevent *bev, void *arg)
 	}
 	for (size_t i = 0; i < srv->ncmds; i++) {
 		if (strcmp(srv->cmds[i].name, argv[0]) == 0) {
+			bufferevent_disable(bev, EV_READ);
 			r = srv->cmds[i].fn(srv, cc, argc, argv);
-			if (r >= 0)
+			if (r > 0)
 				evbuffer_add_printf(out, "ok\n");
-			else
+			else if (r < 0)
 				evbuffer_add_printf(out, "error: %s failed, see the server log (cid %llx)\n", argv[0],
 				    (unsigned long long)cc->cid);
 			free(line);
+			if (r == 0) {
+				cc->pending = true;
+				return;
+			}
 			goto done;
 		}
 	}

@@ -90,6 +90,13 @@ int server_control_open(struct server *srv, char *err, size_t errlen);
 void server_control_register(struct server *srv, const char *name, const char *usage, control_fn fn);
 /* Write one response line ("- " prefixed) to a control client. */
 void control_reply_line(struct control_conn *cc, const char *fmt, ...) MOX_PRINTF(2, 3);
+/*
+ * A control command returns > 0 (ok), < 0 (failed, see the log) or 0: the
+ * answer follows later with control_finish (err NULL for ok, else a message
+ * for the client) — e.g. after work on a storage thread.
+ */
+void control_finish(struct control_conn *cc, const char *err);
+uint64_t control_cid(const struct control_conn *cc);
 
 /* Run the event loop until server_stop or a SIGTERM/SIGINT. Returns 0. */
 int server_run(struct server *srv);

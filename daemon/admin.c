@@ -1,0 +1,190 @@
+/* admin: secrets loading and account commands on the control socket. */
+#define _GNU_SOURCE 1
+#include "daemon/admin.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/auth.h"
+#include "daemon/log.h"
+#include "daemon/sasl.h"
+#include "daemon/store.h"
+#include "index/index.h"
+
+int
+admin_set_password(struct idx_account *a, const char *password, void **blob_r, size_t *len_r, char *err,
+    size_t errlen)
+{
+	struct sasl_secrets sec;
+	struct mbuf b;
+	const char *e = NULL;
+	int r = -1;
+
+	if (sasl_secrets_derive(password, 0, &sec, &e) < 0) {
+		snprintf(err, errlen, "%s", e ? e : "cannot derive secrets");
+		return -1;
+	}
+	mbuf_init(&b, 4096);
+	if (sasl_secrets_serialize(&sec, &b) < 0) {
+		snprintf(err, errlen, "cannot serialize secrets");
+		goto out;
+	}
+	if (idx_secrets_set(a, b.data, b.len, err, errlen) < 0)
+		goto out;
+	if (blob_r != NULL) {
+		*blob_r = xmalloc(b.len);
+		memcpy(*blob_r, b.data, b.len);
+		*len_r = b.len;
+	}
+	r = 1;
+out:
+	sasl_secrets_clear(&sec);
+	if (b.data != NULL)
+		memset(b.data, 0, b.len);
+	mbuf_clear(&b);
+	return r;
+}
+
+/* Loading one account's secrets: work on its storage thread, result on the loop. */
+struct load {
+	struct server *srv;
+	struct store_account *sa;
+	bool local_default;
+	void *blob;
+	size_t len;
+	char err[256];
+	int ok;
+};
+
+static void
+load_work(struct store_account *sa, struct idx_account *a, void *arg)
+{
+	struct load *l = arg;
+
+	if (a == NULL) {
+		snprintf(l->err, sizeof(l->err), "%s", store_account_error(sa));
+		return;
+	}
+	l->ok = idx_secrets_get(a, &l->blob, &l->len, l->err, sizeof(l->err));
+	if (l->ok == 0 && l->local_default)
+		l->ok = admin_set_password(a, ADMIN_LOCALSERVE_PASSWORD, &l->blob, &l->len, l->err, sizeof(l->err));
+}
+
+static void
+load_done(void *arg)
+{
+	struct load *l = arg;
+	const char *name = store_account_name(l->sa);
+
+	if (l->ok > 0)
+		auth_set_secrets(server_auth(l->srv), name, l->blob, l->len);
+	else if (l->ok < 0 || l->err[0])
+		log_error("admin", 0, "cannot load account secrets", "account", name, "err", l->err);
+	else
+		log_debug("admin", 0, "account has no password", "account", name);
+	if (l->blob != NULL)
+		memset(l->blob, 0, l->len);
+	free(l->blob);
+	store_account_put(&l->sa);
+	free(l);
+}
+
+static void
+load_all(struct server *srv)
+{
+	const struct config *cfg = server_config(srv);
+
+	for (size_t i = 0; i < cfg->dom.accounts.n; i++) {
+		const struct config_account *acc = &((const struct config_account *)cfg->dom.accounts.v)[i];
+		struct load *l = xcalloc(1, sizeof(*l));
+		l->srv = srv;
+		l->sa = store_account_get(server_store(srv), acc->name);
+		if (l->sa == NULL) {
+			free(l);
+			continue;
+		}
+		l->local_default = cfg->st.local_serve && strcmp(acc->name, ADMIN_LOCALSERVE_ACCOUNT) == 0;
+		store_submit(l->sa, load_work, load_done, l);
+	}
+}
+
+/* setaccountpassword <account> <password> */
+struct setpw {
+	struct server *srv;
+	struct control_conn *cc;
+	struct store_account *sa;
+	char *password;
+	void *blob;
+	size_t len;
+	int ok;
+	char err[256];
+};
+
+static void
+setpw_work(struct store_account *sa, struct idx_account *a, void *arg)
+{
+	struct setpw *p = arg;
+
+	if (a == NULL) {
+		p->ok = -1;
+		snprintf(p->err, sizeof(p->err), "account cannot be opened: %s", store_account_error(sa));
+		return;
+	}
+	p->ok = admin_set_password(a, p->password, &p->blob, &p->len, p->err, sizeof(p->err));
+}
+
+static void
+setpw_done(void *arg)
+{
+	struct setpw *p = arg;
+	const char *name = store_account_name(p->sa);
+
+	if (p->ok > 0) {
+		auth_set_secrets(server_auth(p->srv), name, p->blob, p->len);
+		log_info("admin", control_cid(p->cc), "account password changed", "account", name);
+		control_finish(p->cc, NULL);
+	} else {
+		log_error("admin", control_cid(p->cc), "setting password failed", "account", name, "err", p->err);
+		control_finish(p->cc, p->err);
+	}
+	if (p->blob != NULL)
+		memset(p->blob, 0, p->len);
+	free(p->blob);
+	memset(p->password, 0, strlen(p->password));
+	free(p->password);
+	store_account_put(&p->sa);
+	free(p);
+}
+
+static int
+cmd_setaccountpassword(struct server *srv, struct control_conn *cc, int argc, char **argv)
+{
+	struct setpw *p;
+	struct store_account *sa;
+
+	if (argc != 3) {
+		control_finish(cc, "usage: setaccountpassword account password");
+		return 0;
+	}
+	sa = store_account_get(server_store(srv), argv[1]);
+	if (sa == NULL) {
+		control_finish(cc, "no such account");
+		return 0;
+	}
+	p = xcalloc(1, sizeof(*p));
+	p->srv = srv;
+	p->cc = cc;
+	p->sa = sa;
+	p->password = xstrdup(argv[2]);
+	memset(argv[2], 0, strlen(argv[2]));
+	store_submit(sa, setpw_work, setpw_done, p);
+	return 0;
+}
+
+void
+admin_init(struct server *srv)
+{
+	server_control_register(srv, "setaccountpassword", "account password", cmd_setaccountpassword);
+	load_all(srv);
+}
