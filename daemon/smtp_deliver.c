@@ -1,0 +1,793 @@
+/*
+ * smtp_deliver: recipients and local delivery for the SMTP server.
+ *
+ * RCPT resolves the address against the config (daemon/resolve.h) and
+ * refuses what it can refuse right away, because SMTP has one reply for the
+ * whole message after DATA: unknown users (550 5.1.1), foreign domains on
+ * port 25 (550 5.7.1), a declared SIZE over the account's MaxMessageSize
+ * (552 5.3.4), an account over its quota (552 5.2.2 when the message can
+ * never fit, 452 4.2.2 while the account is full). Submission to a foreign
+ * domain needs the outbound queue, which does not exist yet: 451 4.3.0,
+ * except in localserve, where every message goes to the one account as the
+ * Go mox does. localserve also fails recipients on request: localpart
+ * "temperror" (451), "permerror" (550), or a code like "452"/"554".
+ *
+ * After the message is in the spool file, each recipient's mailbox is chosen
+ * by its destination's rulesets (first match wins; else the destination's
+ * mailbox, else INBOX). A ruleset matches when all its conditions do:
+ * SMTPMailFromRegexp on the MAIL FROM address, every HeadersRegexp pair
+ * (header name pattern on the lower-cased name, value pattern on the
+ * unfolded, trimmed, lower-cased value; one header instance suffices), and
+ * VerifiedDomain, which for now never matches: there is no SPF/DKIM
+ * verification yet, so no domain counts as verified. Patterns are PCRE2,
+ * compiled once per config with JIT (falling back to the interpreter when
+ * the JIT is not available) and run with a match limit.
+ *
+ * Delivery: accounts one after another (a writer is never used by two
+ * storage threads at once): look up (or create) the target mailboxes on the
+ * account's thread, then store_add one item per distinct mailbox, which
+ * syncs and commits. Only then is the spool file removed and the client
+ * answered. Failures found only now (quota reached meanwhile, MaxMessageSize
+ * without a declared SIZE, storage errors) cannot be reported per recipient
+ * in SMTP: if at least one recipient got the message the answer is 250 and
+ * the failures are logged (there is no queue for bounce messages yet); if
+ * none did, the answer is the permanent error when every failure was
+ * permanent, else 451 4.3.0.
+ */
+#define _GNU_SOURCE 1
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include "daemon/smtp_private.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <pcre2.h>
+
+#include "daemon/log.h"
+#include "daemon/resolve.h"
+#include "daemon/store.h"
+#include "maildir/maildir.h"
+
+#define RS_MATCH_LIMIT 100000
+
+#define ITEM(arr, type, i) (&((const type *)(arr).v)[i])
+
+/* ---- rulesets: compiled once per config ---- */
+
+struct rs_compiled {
+	const struct config_ruleset *rs;
+	pcre2_code *from;
+	pcre2_code **hkey, **hval;
+	size_t nh;
+	bool bad; /* a pattern did not compile: the ruleset never matches */
+};
+
+static struct {
+	const struct config *cfg;
+	struct rs_compiled *v;
+	size_t n;
+	pcre2_match_context *mctx;
+	pcre2_match_data *md;
+} rsc;
+
+static pcre2_code *
+rs_compile(const char *pattern, bool caseless, const char *what)
+{
+	int errcode;
+	PCRE2_SIZE erroff;
+	uint32_t opts = PCRE2_UTF | PCRE2_MATCH_INVALID_UTF | (caseless ? PCRE2_CASELESS : 0);
+	pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, opts, &errcode, &erroff, NULL);
+
+	if (re == NULL) {
+		char msg[256], off[32];
+		pcre2_get_error_message(errcode, (PCRE2_UCHAR *)msg, sizeof(msg));
+		snprintf(off, sizeof(off), "%zu", (size_t)erroff);
+		log_error(SMTP_PKG, 0, "ruleset pattern does not compile, ruleset ignored", "key", what, "pattern", pattern,
+		    "err", msg, "offset", off);
+		return NULL;
+	}
+	/* W^X hardening can make the JIT fail: the interpreter still works. */
+	if (pcre2_jit_compile(re, PCRE2_JIT_COMPLETE) != 0)
+		log_debug(SMTP_PKG, 0, "pcre2 jit not available, using the interpreter", "pattern", pattern);
+	return re;
+}
+
+void
+smtp_rulesets_free(void)
+{
+	for (size_t i = 0; i < rsc.n; i++) {
+		struct rs_compiled *r = &rsc.v[i];
+		pcre2_code_free(r->from);
+		for (size_t j = 0; j < r->nh; j++) {
+			pcre2_code_free(r->hkey[j]);
+			pcre2_code_free(r->hval[j]);
+		}
+		free(r->hkey);
+		free(r->hval);
+	}
+	free(rsc.v);
+	pcre2_match_context_free(rsc.mctx);
+	pcre2_match_data_free(rsc.md);
+	memset(&rsc, 0, sizeof(rsc));
+}
+
+static void
+rulesets_compile(const struct config *cfg)
+{
+	size_t n = 0;
+
+	if (rsc.cfg == cfg)
+		return;
+	smtp_rulesets_free();
+	rsc.cfg = cfg;
+	rsc.mctx = pcre2_match_context_create(NULL);
+	pcre2_set_match_limit(rsc.mctx, RS_MATCH_LIMIT);
+	rsc.md = pcre2_match_data_create(1, NULL);
+	for (size_t i = 0; i < cfg->dom.accounts.n; i++) {
+		const struct config_account *a = ITEM(cfg->dom.accounts, struct config_account, i);
+		for (size_t j = 0; j < a->destinations.n; j++)
+			n += ITEM(a->destinations, struct config_destination, j)->rulesets.n;
+	}
+	rsc.v = xcalloc(n ? n : 1, sizeof(*rsc.v));
+	for (size_t i = 0; i < cfg->dom.accounts.n; i++) {
+		const struct config_account *a = ITEM(cfg->dom.accounts, struct config_account, i);
+		for (size_t j = 0; j < a->destinations.n; j++) {
+			const struct config_destination *d = ITEM(a->destinations, struct config_destination, j);
+			for (size_t k = 0; k < d->rulesets.n; k++) {
+				const struct config_ruleset *rs = ITEM(d->rulesets, struct config_ruleset, k);
+				struct rs_compiled *r = &rsc.v[rsc.n++];
+				r->rs = rs;
+				if (rs->smtp_mail_from_regexp != NULL && rs->smtp_mail_from_regexp[0] != '\0') {
+					r->from = rs_compile(rs->smtp_mail_from_regexp, true, "SMTPMailFromRegexp");
+					r->bad |= r->from == NULL;
+				}
+				r->nh = rs->headers_regexp.n;
+				r->hkey = xcalloc(r->nh ? r->nh : 1, sizeof(*r->hkey));
+				r->hval = xcalloc(r->nh ? r->nh : 1, sizeof(*r->hval));
+				for (size_t h = 0; h < r->nh; h++) {
+					r->hkey[h] = rs_compile(rs->headers_regexp.keys[h], false, "HeadersRegexp");
+					r->hval[h] = rs_compile(rs->headers_regexp.vals[h], false, "HeadersRegexp");
+					r->bad |= r->hkey[h] == NULL || r->hval[h] == NULL;
+				}
+			}
+		}
+	}
+}
+
+static const struct rs_compiled *
+rs_find(const struct config_ruleset *rs)
+{
+	for (size_t i = 0; i < rsc.n; i++)
+		if (rsc.v[i].rs == rs)
+			return &rsc.v[i];
+	return NULL;
+}
+
+static bool
+re_match(const pcre2_code *re, const char *s, size_t len)
+{
+	int r = pcre2_match(re, (PCRE2_SPTR)s, len, 0, 0, rsc.md, rsc.mctx);
+
+	if (r == PCRE2_ERROR_MATCHLIMIT || r == PCRE2_ERROR_DEPTHLIMIT || r == PCRE2_ERROR_HEAPLIMIT)
+		log_info(SMTP_PKG, 0, "ruleset pattern hit the match limit, taken as no match");
+	return r >= 0;
+}
+
+/* A header field of the message, lower-cased, value unfolded and trimmed. */
+struct hfield {
+	char *name;
+	char *value;
+};
+
+static void
+hfields_free(struct hfield *h, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(h[i].name);
+		free(h[i].value);
+	}
+	free(h);
+}
+
+static size_t
+hfields_parse(const char *p, size_t len, struct hfield **out_r)
+{
+	struct hfield *v = NULL;
+	size_t n = 0, cap = 0, i = 0;
+
+	while (i < len) {
+		size_t ls = i, le;
+		while (i < len && p[i] != '\n')
+			i++;
+		le = i > ls && p[i - 1] == '\r' ? i - 1 : i;
+		if (i < len)
+			i++;
+		if (le == ls)
+			break; /* the empty line ends the header */
+		if ((p[ls] == ' ' || p[ls] == '\t') && n > 0) {
+			/* continuation: unfold */
+			struct hfield *f = &v[n - 1];
+			char *nv = xasprintf("%s %.*s", f->value, (int)(le - ls), p + ls);
+			free(f->value);
+			f->value = nv;
+			continue;
+		}
+		const char *colon = memchr(p + ls, ':', le - ls);
+		if (colon == NULL)
+			continue;
+		if (n == cap) {
+			cap = cap ? 2 * cap : 16;
+			v = xrealloc(v, cap * sizeof(*v));
+		}
+		v[n].name = xstrndup(p + ls, (size_t)(colon - (p + ls)));
+		v[n].value = xstrndup(colon + 1, (size_t)(le - (size_t)(colon + 1 - p)));
+		n++;
+	}
+	for (size_t k = 0; k < n; k++) {
+		char *s = v[k].value, *e;
+		for (char *q = v[k].name; *q; q++)
+			*q = (char)tolower((unsigned char)*q);
+		while (*s == ' ' || *s == '\t')
+			s++;
+		memmove(v[k].value, s, strlen(s) + 1);
+		e = v[k].value + strlen(v[k].value);
+		while (e > v[k].value && (e[-1] == ' ' || e[-1] == '\t'))
+			*--e = '\0';
+		for (char *q = v[k].value; *q; q++)
+			*q = (char)tolower((unsigned char)*q);
+	}
+	*out_r = v;
+	return n;
+}
+
+static bool
+ruleset_match(const struct config_ruleset *rs, const char *mail_from, const struct hfield *h, size_t nh)
+{
+	const struct rs_compiled *r = rs_find(rs);
+	bool any = false;
+
+	if (r == NULL || r->bad)
+		return false;
+	if (rs->verified_domain != NULL && rs->verified_domain[0] != '\0')
+		return false; /* no SPF/DKIM verification yet: nothing is verified */
+	if (r->from != NULL) {
+		if (!re_match(r->from, mail_from, strlen(mail_from)))
+			return false;
+		any = true;
+	}
+	for (size_t k = 0; k < r->nh; k++) {
+		bool found = false;
+		for (size_t i = 0; i < nh && !found; i++)
+			found = re_match(r->hkey[k], h[i].name, strlen(h[i].name)) &&
+			    re_match(r->hval[k], h[i].value, strlen(h[i].value));
+		if (!found)
+			return false;
+		any = true;
+	}
+	return any;
+}
+
+/* ---- recipients ---- */
+
+/* localserve: the one account that takes every message. */
+static const char *
+localserve_account(const struct config *cfg)
+{
+	if (cfg->st.postmaster.account != NULL && config_account_find(cfg, cfg->st.postmaster.account) != NULL)
+		return cfg->st.postmaster.account;
+	if (cfg->dom.accounts.n > 0)
+		return ITEM(cfg->dom.accounts, struct config_account, 0)->name;
+	return NULL;
+}
+
+/* localserve error injection by localpart; returns the code or 0. */
+static int
+localserve_inject(const char *lp)
+{
+	if (strcasecmp(lp, "temperror") == 0)
+		return 451;
+	if (strcasecmp(lp, "permerror") == 0)
+		return 550;
+	if ((lp[0] == '4' || lp[0] == '5') && isdigit((unsigned char)lp[1]) && isdigit((unsigned char)lp[2]) && lp[3] == '\0')
+		return atoi(lp);
+	return 0;
+}
+
+struct rcpt_check {
+	struct smtp_conn *c;
+	struct smtp_rcpt r;
+	struct store_account *sa;
+	uint64_t quota, used;
+	bool ok;
+};
+
+static void
+rcpt_free(struct smtp_rcpt *r)
+{
+	free(r->addr);
+	free(r->localpart);
+	free(r->domain);
+	free(r->account);
+}
+
+static void
+rcpt_accept(struct smtp_conn *c, struct smtp_rcpt *r)
+{
+	struct smtp_txn *t = c->txn;
+
+	if (t->nrcpts == t->rcpt_cap) {
+		t->rcpt_cap = t->rcpt_cap ? 2 * t->rcpt_cap : 4;
+		t->rcpts = xrealloc(t->rcpts, t->rcpt_cap * sizeof(*t->rcpts));
+	}
+	t->rcpts[t->nrcpts++] = *r;
+	memset(r, 0, sizeof(*r));
+	smtp_set_state(c, SMTP_ST_RCPT);
+	smtp_reply(c, 250, "2.1.5", "OK");
+}
+
+static void
+quota_work(struct store_account *sa, struct idx_account *a, void *arg)
+{
+	struct rcpt_check *rc = arg;
+	struct idx_account_info info;
+	char err[256];
+
+	rc->ok = a != NULL && idx_account_info(a, &info, err, sizeof(err)) > 0;
+	if (rc->ok) {
+		rc->quota = info.quota;
+		rc->used = info.quota_used;
+	}
+}
+
+static void
+quota_done(void *arg)
+{
+	struct rcpt_check *rc = arg;
+	struct smtp_conn *c = rc->c;
+	struct smtp_txn *t = c->txn;
+	const struct config_account *acc = config_account_find(smtp_cfg(c), rc->r.account);
+	uint64_t quota = acc != NULL && acc->quota_message_size > 0 ? (uint64_t)acc->quota_message_size : 0;
+
+	c->flags &= ~SMTP_F_JOB;
+	store_account_put(&rc->sa);
+	if (c->flags & SMTP_F_DEAD) {
+		rcpt_free(&rc->r);
+		free(rc);
+		smtp_conn_release(c);
+		return;
+	}
+	if (rc->ok && rc->quota > 0)
+		quota = rc->quota;
+	if (!rc->ok) {
+		log_error(SMTP_PKG, c->ci->cid, "cannot read account quota", "account", rc->r.account);
+		smtp_reply(c, 451, "4.3.0", "temporary error, try again later");
+	} else if (quota > 0 && t->declared_size > quota) {
+		smtp_reply(c, 552, "5.2.2", "message larger than the mailbox quota");
+	} else if (quota > 0 && (rc->used >= quota || rc->used + t->declared_size > quota)) {
+		log_info(SMTP_PKG, c->ci->cid, "recipient over quota", "rcpt", rc->r.addr);
+		smtp_reply(c, 452, "4.2.2", "mailbox full, try again later");
+	} else {
+		rcpt_accept(c, &rc->r);
+	}
+	rcpt_free(&rc->r);
+	free(rc);
+	smtp_resume(c, t->nrcpts > 0 ? SMTP_ST_RCPT : SMTP_ST_MAIL);
+}
+
+void
+smtp_cmd_rcpt(struct smtp_conn *c, struct smtp_cmd *cmd)
+{
+	const struct config *cfg = smtp_cfg(c);
+	struct smtp_txn *t = c->txn;
+	struct smtp_rcpt r = {0};
+	struct resolved res;
+	const char *account = NULL;
+	int code;
+
+	if (t->bdat) {
+		smtp_reply(c, 503, "5.5.1", "RCPT not allowed after BDAT");
+		smtp_error(c);
+		return;
+	}
+	if (t->nrcpts >= (size_t)cfg->st.limits.smtp_max_recipients) {
+		smtp_reply(c, 452, "4.5.3", "too many recipients");
+		return;
+	}
+	r.localpart = xstrndup(cmd->path.localpart.p, cmd->path.localpart.len);
+	r.domain = xstrndup(cmd->path.domain.p, cmd->path.domain.len);
+	for (char *q = r.domain; *q; q++)
+		*q = (char)tolower((unsigned char)*q);
+	if (cmd->path.flags & SMTP_ADDR_POSTMASTER)
+		r.addr = xstrdup("postmaster");
+	else
+		r.addr = xasprintf("%.*s@%s", (int)cmd->path.localpart_canon.len, cmd->path.localpart_canon.p, r.domain);
+	log_debug(SMTP_PKG, c->ci->cid, "rcpt to", "rcpt", r.addr);
+
+	if (cfg->st.local_serve && (code = localserve_inject(r.localpart)) != 0) {
+		smtp_reply(c, code, code >= 500 ? "5.0.0" : "4.0.0", "error injected by localserve for this localpart");
+		goto out;
+	}
+	if (cmd->path.flags & SMTP_ADDR_POSTMASTER) {
+		account = cfg->st.postmaster.account;
+	} else if (cmd->path.flags & SMTP_ADDR_LITERAL) {
+		smtp_reply(c, 550, "5.7.1", "relaying not permitted");
+		goto out;
+	} else {
+		int rr = resolve_recipient(cfg, r.localpart, r.domain, &res);
+		if (rr > 0) {
+			account = res.account->name;
+		} else if (rr == 0) {
+			smtp_reply(c, 550, "5.1.1", "no such user");
+			smtp_error(c);
+			goto out;
+		} else if (!(c->flags & SMTP_F_SUBMIT)) {
+			smtp_reply(c, 550, "5.7.1", "relaying not permitted");
+			smtp_error(c);
+			goto out;
+		} else if (cfg->st.local_serve) {
+			account = localserve_account(cfg);
+			r.local_any = true;
+		} else {
+			/* The outbound queue does not exist yet. */
+			smtp_reply(c, 451, "4.3.0", "queue for remote delivery not yet available");
+			goto out;
+		}
+	}
+	const struct config_account *acc = account ? config_account_find(cfg, account) : NULL;
+	if (acc == NULL) {
+		smtp_reply(c, 550, "5.1.1", "no such user");
+		goto out;
+	}
+	r.account = xstrdup(acc->name);
+	if (acc->max_message_size > 0 && t->declared_size > (uint64_t)acc->max_message_size) {
+		smtp_reply(c, 552, "5.3.4", "message too large for this recipient");
+		goto out;
+	}
+	struct store *st = server_store(c->srv);
+	if (acc->quota_message_size > 0 && st != NULL) {
+		struct rcpt_check *rc = xcalloc(1, sizeof(*rc));
+		rc->c = c;
+		rc->r = r;
+		rc->sa = store_account_get(st, acc->name);
+		if (rc->sa == NULL) {
+			free(rc);
+			smtp_reply(c, 451, "4.3.0", "temporary error, try again later");
+			goto out;
+		}
+		c->flags |= SMTP_F_JOB;
+		smtp_set_state(c, SMTP_ST_BUSY);
+		store_submit(rc->sa, quota_work, quota_done, rc);
+		return;
+	}
+	rcpt_accept(c, &r);
+out:
+	rcpt_free(&r);
+}
+
+/* ---- mailbox choice ---- */
+
+bool
+smtp_deliver_want_header(struct smtp_conn *c)
+{
+	const struct config *cfg = smtp_cfg(c);
+	struct smtp_txn *t = c->txn;
+	struct resolved res;
+
+	for (size_t i = 0; i < t->nrcpts; i++) {
+		if (t->rcpts[i].local_any || resolve_recipient(cfg, t->rcpts[i].localpart, t->rcpts[i].domain, &res) <= 0 ||
+		    res.dest == NULL)
+			continue;
+		for (size_t k = 0; k < res.dest->rulesets.n; k++)
+			if (ITEM(res.dest->rulesets, struct config_ruleset, k)->headers_regexp.n > 0)
+				return true;
+	}
+	return false;
+}
+
+/* The mailbox for one recipient (static or config string). */
+static const char *
+choose_mailbox(const struct config *cfg, const struct smtp_txn *t, const struct smtp_rcpt *r, const struct hfield *h,
+    size_t nh)
+{
+	struct resolved res;
+
+	if (r->local_any)
+		return "INBOX";
+	if (strcmp(r->addr, "postmaster") == 0 || resolve_recipient(cfg, r->localpart, r->domain, &res) <= 0)
+		return cfg->st.postmaster.mailbox && strcmp(r->addr, "postmaster") == 0 ? cfg->st.postmaster.mailbox : "INBOX";
+	if (res.dest != NULL) {
+		for (size_t k = 0; k < res.dest->rulesets.n; k++) {
+			const struct config_ruleset *rs = ITEM(res.dest->rulesets, struct config_ruleset, k);
+			if (ruleset_match(rs, t->mail_from, h, nh))
+				return rs->mailbox && rs->mailbox[0] ? rs->mailbox : "INBOX";
+		}
+	}
+	return res.mailbox;
+}
+
+/* ---- delivery ---- */
+
+enum rcpt_result { RR_PENDING, RR_OK, RR_TEMP, RR_PERM_SIZE, RR_PERM_QUOTA };
+
+struct dacct {
+	char *account;
+	struct store_account *sa;
+	const char **mailboxes; /* distinct, config strings or static */
+	uint32_t *mbids;
+	size_t nmb;
+	struct idx_add *items;
+	size_t nitems;
+	char err[256]; /* storage thread's error, logged on the loop thread */
+};
+
+struct smtp_deliv {
+	struct smtp_conn *c;
+	struct dacct *accts;
+	size_t nacct, cur;
+	/* per recipient: account index, mailbox index, result */
+	size_t *racct, *rmb;
+	enum rcpt_result *rres;
+};
+
+void
+smtp_deliv_free(struct smtp_deliv **dp)
+{
+	struct smtp_deliv *d = *dp;
+
+	if (d == NULL)
+		return;
+	for (size_t i = 0; i < d->nacct; i++) {
+		struct dacct *a = &d->accts[i];
+		store_account_put(&a->sa);
+		free(a->account);
+		free(a->mailboxes);
+		free(a->mbids);
+		free(a->items);
+	}
+	free(d->accts);
+	free(d->racct);
+	free(d->rmb);
+	free(d->rres);
+	free(d);
+	*dp = NULL;
+}
+
+static void deliver_next(struct smtp_deliv *d);
+
+/* All accounts done: remove the spool file and answer. */
+static void
+deliver_finish(struct smtp_deliv *d)
+{
+	struct smtp_conn *c = d->c;
+	struct smtp_txn *t = c->txn;
+	size_t ok = 0, temp = 0, quota = 0, size = 0;
+	char err[256];
+
+	for (size_t i = 0; i < t->nrcpts; i++) {
+		switch (d->rres[i]) {
+		case RR_OK:
+			ok++;
+			break;
+		case RR_PERM_QUOTA:
+			quota++;
+			log_info(SMTP_PKG, c->ci->cid, "delivery failed", "rcpt", t->rcpts[i].addr, "reason", "over quota");
+			break;
+		case RR_PERM_SIZE:
+			size++;
+			log_info(SMTP_PKG, c->ci->cid, "delivery failed", "rcpt", t->rcpts[i].addr, "reason",
+			    "message too large for account");
+			break;
+		default:
+			temp++;
+			log_info(SMTP_PKG, c->ci->cid, "delivery failed", "rcpt", t->rcpts[i].addr, "reason", "temporary error");
+			break;
+		}
+	}
+	if (t->w != NULL && maildir_writer_remove(t->w, err, sizeof(err)) < 0)
+		log_error(SMTP_PKG, c->ci->cid, "removing spool file", "err", err);
+	smtp_deliv_free(&c->deliv);
+	if (ok > 0) {
+		char n[32];
+		snprintf(n, sizeof(n), "%zu", ok);
+		log_info(SMTP_PKG, c->ci->cid, "message delivered", "from", t->mail_from, "recipients", n, "remote",
+		    c->ci->remote_ip);
+		smtp_reply(c, 250, "2.0.0", "message delivered");
+	} else if (temp == 0 && quota > 0) {
+		smtp_reply(c, 552, "5.2.2", "mailbox full");
+	} else if (temp == 0 && size > 0) {
+		smtp_reply(c, 552, "5.3.4", "message too large for recipient");
+	} else {
+		smtp_reply(c, 451, "4.3.0", "error delivering message, try again later");
+	}
+	smtp_txn_free(&c->txn);
+	smtp_resume(c, SMTP_ST_READY);
+}
+
+/* The job of a dead connection finished: drop everything. */
+static bool
+deliver_dead(struct smtp_deliv *d)
+{
+	struct smtp_conn *c = d->c;
+
+	c->flags &= ~SMTP_F_JOB;
+	if (!(c->flags & SMTP_F_DEAD))
+		return false;
+	smtp_deliv_free(&c->deliv);
+	smtp_conn_release(c);
+	return true;
+}
+
+static void
+add_done(void *arg)
+{
+	struct smtp_deliv *d = arg;
+	struct dacct *a = &d->accts[d->cur];
+	struct smtp_txn *t;
+
+	if (deliver_dead(d))
+		return;
+	t = d->c->txn;
+	for (size_t i = 0; i < t->nrcpts; i++) {
+		if (d->racct[i] != d->cur || d->rres[i] != RR_PENDING)
+			continue;
+		const struct idx_add *it = NULL;
+		for (size_t k = 0; k < a->nitems; k++)
+			if (a->items[k].mailbox_id == a->mbids[d->rmb[i]])
+				it = &a->items[k];
+		if (it != NULL && it->result > 0)
+			d->rres[i] = RR_OK;
+		else if (it != NULL && it->error == IDX_E_OVERQUOTA)
+			d->rres[i] = RR_PERM_QUOTA;
+		else
+			d->rres[i] = RR_TEMP;
+		if (it != NULL && it->result <= 0 && it->error != IDX_E_OVERQUOTA)
+			log_error(SMTP_PKG, d->c->ci->cid, "adding message failed", "account", a->account, "err", it->err_r);
+	}
+	d->cur++;
+	deliver_next(d);
+}
+
+/* Storage thread: the ids of the target mailboxes, created when missing. */
+static void
+lookup_work(struct store_account *sa, struct idx_account *ia, void *arg)
+{
+	struct smtp_deliv *d = arg;
+	struct dacct *a = &d->accts[d->cur]; /* the loop thread does not touch d until done */
+
+	if (ia == NULL) {
+		snprintf(a->err, sizeof(a->err), "%s", store_account_error(sa));
+		return;
+	}
+	for (size_t i = 0; i < a->nmb; i++) {
+		struct idx_mailbox mb = {0};
+		int r = idx_mailbox_get(ia, a->mailboxes[i], &mb, a->err, sizeof(a->err));
+		if (r > 0)
+			a->mbids[i] = mb.id;
+		else if (r == 0 && idx_mailbox_create(ia, a->mailboxes[i], 0, true, &a->mbids[i], a->err,
+			     sizeof(a->err)) >= 0)
+			r = 1;
+		idx_mailbox_clear(&mb);
+		if (r <= 0)
+			a->mbids[i] = 0;
+	}
+}
+
+static void
+lookup_done(void *arg)
+{
+	struct smtp_deliv *d = arg;
+	struct smtp_conn *c = d->c;
+	struct dacct *a = &d->accts[d->cur];
+	struct smtp_txn *t;
+
+	if (deliver_dead(d))
+		return;
+	t = c->txn;
+	a->items = xcalloc(a->nmb, sizeof(*a->items));
+	for (size_t i = 0; i < a->nmb; i++) {
+		bool dup = false;
+		for (size_t k = 0; k < a->nitems; k++)
+			dup |= a->items[k].mailbox_id == a->mbids[i];
+		if (a->mbids[i] == 0 || dup)
+			continue; /* "Inbox" and "INBOX" are one mailbox: one item */
+		struct idx_add *it = &a->items[a->nitems++];
+		it->w = t->w;
+		it->mailbox_id = a->mbids[i];
+		it->prefix_len = t->prefix_len;
+	}
+	if (a->nitems == 0) {
+		log_error(SMTP_PKG, c->ci->cid, "no target mailbox", "account", a->account, "err", a->err);
+		for (size_t i = 0; i < t->nrcpts; i++)
+			if (d->racct[i] == d->cur && d->rres[i] == RR_PENDING)
+				d->rres[i] = RR_TEMP;
+		d->cur++;
+		deliver_next(d);
+		return;
+	}
+	c->flags |= SMTP_F_JOB;
+	store_add(a->sa, a->items, a->nitems, add_done, d);
+}
+
+static void
+deliver_next(struct smtp_deliv *d)
+{
+	struct smtp_conn *c = d->c;
+	struct store *st = server_store(c->srv);
+
+	while (d->cur < d->nacct) {
+		struct dacct *a = &d->accts[d->cur];
+		bool pending = false;
+		for (size_t i = 0; i < c->txn->nrcpts; i++)
+			pending |= d->racct[i] == d->cur && d->rres[i] == RR_PENDING;
+		if (pending && st != NULL && (a->sa = store_account_get(st, a->account)) != NULL) {
+			c->flags |= SMTP_F_JOB;
+			store_submit(a->sa, lookup_work, lookup_done, d);
+			return;
+		}
+		for (size_t i = 0; i < c->txn->nrcpts; i++)
+			if (d->racct[i] == d->cur && d->rres[i] == RR_PENDING)
+				d->rres[i] = RR_TEMP;
+		if (pending)
+			log_error(SMTP_PKG, c->ci->cid, "account store not available", "account", a->account);
+		d->cur++;
+	}
+	deliver_finish(d);
+}
+
+void
+smtp_deliver(struct smtp_conn *c)
+{
+	const struct config *cfg = smtp_cfg(c);
+	struct smtp_txn *t = c->txn;
+	struct smtp_deliv *d = xcalloc(1, sizeof(*d));
+	struct hfield *h = NULL;
+	size_t nh = 0;
+
+	rulesets_compile(cfg);
+	if (t->want_header)
+		nh = hfields_parse(t->header.data ? t->header.data : "", t->header.len, &h);
+	d->c = c;
+	d->accts = xcalloc(t->nrcpts, sizeof(*d->accts));
+	d->racct = xcalloc(t->nrcpts, sizeof(*d->racct));
+	d->rmb = xcalloc(t->nrcpts, sizeof(*d->rmb));
+	d->rres = xcalloc(t->nrcpts, sizeof(*d->rres));
+	for (size_t i = 0; i < t->nrcpts; i++) {
+		const struct smtp_rcpt *r = &t->rcpts[i];
+		const struct config_account *acc = config_account_find(cfg, r->account);
+		const char *mbox = choose_mailbox(cfg, t, r, h, nh);
+		size_t ai, mi;
+
+		if (acc == NULL) {
+			d->rres[i] = RR_TEMP; /* removed by a config reload meanwhile */
+			continue;
+		}
+		if (acc->max_message_size > 0 && t->size > (uint64_t)acc->max_message_size) {
+			d->rres[i] = RR_PERM_SIZE;
+			continue;
+		}
+		for (ai = 0; ai < d->nacct && strcmp(d->accts[ai].account, acc->name) != 0; ai++)
+			;
+		if (ai == d->nacct) {
+			d->accts[ai].account = xstrdup(acc->name);
+			d->accts[ai].mailboxes = xcalloc(t->nrcpts, sizeof(char *));
+			d->accts[ai].mbids = xcalloc(t->nrcpts, sizeof(uint32_t));
+			d->nacct++;
+		}
+		struct dacct *a = &d->accts[ai];
+		for (mi = 0; mi < a->nmb && strcmp(a->mailboxes[mi], mbox) != 0; mi++)
+			;
+		if (mi == a->nmb)
+			a->mailboxes[a->nmb++] = mbox;
+		d->racct[i] = ai;
+		d->rmb[i] = mi;
+		log_debug(SMTP_PKG, c->ci->cid, "delivering", "rcpt", r->addr, "account", acc->name, "mailbox", mbox);
+	}
+	hfields_free(h, nh);
+	c->deliv = d;
+	smtp_set_state(c, SMTP_ST_BUSY);
+	bufferevent_disable(c->bev, EV_READ);
+	deliver_next(d);
+}

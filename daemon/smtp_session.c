@@ -1,0 +1,559 @@
+/*
+ * smtp_session: SMTP connections, the command loop and the simple commands.
+ *
+ * Design note. Input is processed strictly in order: a command whose answer
+ * needs work elsewhere (delivery on a storage thread, the failed-auth delay,
+ * a quota look-up, the TLS handshake) puts the session in SMTP_ST_BUSY and
+ * disables reading; pipelined commands wait in the input buffer until
+ * smtp_resume. A storage job holds a pointer to the conn (SMTP_F_JOB): when
+ * the client goes away meanwhile the conn is only marked (SMTP_F_DEAD) and
+ * freed by the job's completion. The conn itself is always freed from a
+ * deferred event, never inside a bufferevent callback that may still use it.
+ * Idle memory is the conn struct and libevent's buffers: the command parse
+ * struct and reply buffers live only while a command is handled.
+ */
+#define _GNU_SOURCE 1
+#include "daemon/smtp_private.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "daemon/log.h"
+#include "maildir/maildir.h"
+
+/* The reply of any command fits; an EHLO is the longest. */
+#define SMTP_REPLY_MAX 8192
+
+static struct smtp_conn *conns; /* every live connection (loop thread) */
+static size_t nconns;
+
+static const char *const state_names[] = {
+	"init", "ready", "mail", "rcpt", "data", "bdat", "auth", "busy", "closing",
+};
+
+const struct config *
+smtp_cfg(const struct smtp_conn *c)
+{
+	return server_config(c->srv);
+}
+
+void
+smtp_set_state(struct smtp_conn *c, enum smtp_state st)
+{
+	if (c->state != st)
+		log_trace(SMTP_PKG, c->ci->cid, "state", "from", state_names[c->state], "to", state_names[st]);
+	c->state = st;
+}
+
+int
+smtp_reply(struct smtp_conn *c, int code, const char *ecode, const char *fmt, ...)
+{
+	char text[2048], suffix[48] = "";
+	struct mbuf out;
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	if (r < 0)
+		text[0] = '\0';
+	if (code >= 400)
+		snprintf(suffix, sizeof(suffix), "(cid %llx)", (unsigned long long)c->ci->cid);
+	mbuf_init(&out, SMTP_REPLY_MAX);
+	r = smtp_replyf(&out, code, ecode, suffix, "%s", text);
+	if (r > 0)
+		evbuffer_add(bufferevent_get_output(c->bev), out.data, out.len);
+	mbuf_clear(&out);
+	return r;
+}
+
+void
+smtp_close_after(struct smtp_conn *c, int code, const char *ecode, const char *text)
+{
+	smtp_reply(c, code, ecode, "%s", text);
+	smtp_set_state(c, SMTP_ST_CLOSING);
+	bufferevent_disable(c->bev, EV_READ);
+	bufferevent_enable(c->bev, EV_WRITE);
+}
+
+bool
+smtp_error(struct smtp_conn *c)
+{
+	if (++c->nerrors < (unsigned)smtp_cfg(c)->st.limits.smtp_max_errors)
+		return false;
+	log_info(SMTP_PKG, c->ci->cid, "too many errors, closing", "remote", c->ci->remote_ip);
+	smtp_close_after(c, 421, "4.7.0", "too many errors, closing connection");
+	return true;
+}
+
+void
+smtp_txn_free(struct smtp_txn **tp)
+{
+	struct smtp_txn *t = *tp;
+
+	if (t == NULL)
+		return;
+	for (size_t i = 0; i < t->nrcpts; i++) {
+		free(t->rcpts[i].addr);
+		free(t->rcpts[i].localpart);
+		free(t->rcpts[i].domain);
+		free(t->rcpts[i].account);
+	}
+	free(t->rcpts);
+	free(t->mail_from);
+	maildir_writer_free(&t->w);
+	mbuf_clear(&t->header);
+	free(t);
+	*tp = NULL;
+}
+
+static void
+ev_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_conn *c = arg;
+	void (*fn)(struct smtp_conn *) = c->ev_fn;
+
+	c->ev_fn = NULL;
+	if (fn != NULL)
+		fn(c);
+}
+
+void
+smtp_defer(struct smtp_conn *c, int64_t ms, void (*fn)(struct smtp_conn *c))
+{
+	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+
+	if (c->flags & SMTP_F_FREEING)
+		return;
+	c->ev_fn = fn;
+	evtimer_add(c->ev, &tv);
+}
+
+static void
+conn_free_now(struct smtp_conn *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	nconns--;
+	log_debug(SMTP_PKG, c->ci->cid, "connection closed", "remote", c->ci->remote_ip);
+	smtp_deliv_free(&c->deliv);
+	smtp_txn_free(&c->txn);
+	auth_session_free(&c->auth);
+	free(c->helo);
+	free(c->account);
+	bufferevent_free(c->bev);
+	event_free(c->ev);
+	server_conn_done(c->srv, c->ci);
+	free(c);
+}
+
+void
+smtp_conn_release(struct smtp_conn *c)
+{
+	if (c->flags & SMTP_F_JOB) {
+		c->flags |= SMTP_F_DEAD;
+		bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+		return;
+	}
+	if (c->flags & SMTP_F_FREEING)
+		return;
+	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+	bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+	smtp_defer(c, 0, conn_free_now);
+	c->flags |= SMTP_F_FREEING;
+}
+
+/* ---- simple commands ---- */
+
+static unsigned
+parse_ext(const struct smtp_conn *c)
+{
+	unsigned ext = SMTP_EXT_SIZE | SMTP_EXT_8BITMIME | SMTP_EXT_SMTPUTF8 | SMTP_EXT_DSN | SMTP_EXT_CHUNKING;
+
+	if (!(c->flags & SMTP_F_ESMTP))
+		return 0;
+	if (c->flags & SMTP_F_SUBMIT)
+		ext |= SMTP_EXT_AUTH;
+	if (c->flags & SMTP_F_TLS)
+		ext |= SMTP_EXT_REQUIRETLS;
+	return ext;
+}
+
+static void
+cmd_helo(struct smtp_conn *c, struct smtp_cmd *cmd)
+{
+	struct mbuf lines;
+	bool ehlo = cmd->verb == SMTP_VERB_EHLO;
+
+	smtp_txn_free(&c->txn);
+	free(c->helo);
+	c->helo = xstrndup(cmd->helo.domain.p, cmd->helo.domain.len);
+	c->flags = ehlo ? (c->flags | SMTP_F_ESMTP) : (c->flags & ~SMTP_F_ESMTP);
+	smtp_set_state(c, SMTP_ST_READY);
+	if (!ehlo) {
+		smtp_reply(c, 250, NULL, "%s", c->hostname);
+		return;
+	}
+	/* RFC 8689: REQUIRETLS only on a TLS connection. AUTH only on submission. */
+	mbuf_init(&lines, SMTP_REPLY_MAX);
+	mbuf_printf(&lines, "%s\nPIPELINING\nSIZE %lld\n8BITMIME\nSMTPUTF8\nENHANCEDSTATUSCODES\n", c->hostname,
+	    smtp_cfg(c)->st.limits.max_message_size);
+	if (smtp_starttls_offered(c))
+		mbuf_adds(&lines, "STARTTLS\n");
+	mbuf_adds(&lines, "CHUNKING\n");
+	if (smtp_auth_offered(c)) {
+		mbuf_adds(&lines, "AUTH ");
+		auth_mechs((c->flags & SMTP_F_TLS) ? c->ci->ssl : NULL,
+		    (c->flags & SMTP_F_TLS) || c->ci->listener->svc[c->ci->svc].no_require_starttls, true, "", &lines);
+		mbuf_adds(&lines, "\n");
+	}
+	if (c->flags & SMTP_F_TLS)
+		mbuf_adds(&lines, "REQUIRETLS\n");
+	mbuf_adds(&lines, "DSN");
+	smtp_reply(c, 250, NULL, "%s", lines.data);
+	mbuf_clear(&lines);
+}
+
+static void
+cmd_mail(struct smtp_conn *c, struct smtp_cmd *cmd)
+{
+	const struct config *cfg = smtp_cfg(c);
+	struct smtp_txn *t;
+
+	if ((c->flags & SMTP_F_SUBMIT) && !(c->flags & SMTP_F_AUTHED)) {
+		smtp_reply(c, 530, "5.7.0", "authentication required");
+		smtp_error(c);
+		return;
+	}
+	if ((cmd->mail.seen & SMTP_PARAM_SIZE) && cmd->mail.size > (uint64_t)cfg->st.limits.max_message_size) {
+		smtp_reply(c, 552, "5.3.4", "message too large, limit is %lld bytes", cfg->st.limits.max_message_size);
+		return;
+	}
+	if (cmd->mail.requiretls && !(c->flags & SMTP_F_TLS)) {
+		smtp_reply(c, 530, "5.7.10", "REQUIRETLS needs a TLS connection");
+		return;
+	}
+	t = xcalloc(1, sizeof(*t));
+	if (cmd->path.flags & SMTP_ADDR_NULL)
+		t->mail_from = xstrdup("");
+	else
+		t->mail_from = xasprintf("%.*s@%.*s", (int)cmd->path.localpart_canon.len, cmd->path.localpart_canon.p,
+		    (int)cmd->path.domain.len, cmd->path.domain.p);
+	t->smtputf8 = cmd->mail.smtputf8;
+	t->requiretls = cmd->mail.requiretls;
+	t->declared_size = (cmd->mail.seen & SMTP_PARAM_SIZE) ? cmd->mail.size : 0;
+	mbuf_init(&t->header, 0);
+	c->txn = t;
+	smtp_set_state(c, SMTP_ST_MAIL);
+	log_debug(SMTP_PKG, c->ci->cid, "mail from", "from", t->mail_from);
+	smtp_reply(c, 250, "2.1.0", "OK");
+}
+
+static void
+cmd_rset(struct smtp_conn *c, struct smtp_cmd *cmd)
+{
+	smtp_txn_free(&c->txn);
+	if (c->state != SMTP_ST_INIT)
+		smtp_set_state(c, SMTP_ST_READY);
+	smtp_reply(c, 250, "2.0.0", "OK");
+}
+
+static void
+cmd_noop(struct smtp_conn *c, struct smtp_cmd *cmd)
+{
+	smtp_reply(c, 250, "2.0.0", "OK");
+}
+
+static void
+cmd_quit(struct smtp_conn *c, struct smtp_cmd *cmd)
+{
+	char text[300];
+
+	snprintf(text, sizeof(text), "%s closing connection", c->hostname);
+	smtp_close_after(c, 221, "2.0.0", text);
+}
+
+static void
+cmd_vrfy(struct smtp_conn *c, struct smtp_cmd *cmd)
+{
+	/* RFC 5321 3.5.3: do not reveal which addresses exist. */
+	smtp_reply(c, 252, "2.5.0", "cannot verify user, but will accept message and attempt delivery");
+}
+
+static void
+cmd_expn(struct smtp_conn *c, struct smtp_cmd *cmd)
+{
+	smtp_reply(c, 502, "5.5.1", "EXPN not implemented");
+}
+
+static void
+cmd_help(struct smtp_conn *c, struct smtp_cmd *cmd)
+{
+	smtp_reply(c, 214, "2.0.0", "see RFC 5321; commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY "
+	    "HELP STARTTLS AUTH");
+}
+
+typedef void smtp_cmd_fn(struct smtp_conn *c, struct smtp_cmd *cmd);
+
+struct cmd_entry {
+	enum smtp_verb verb;
+	unsigned states; /* SMTP_STB bits where the verb is allowed */
+	smtp_cmd_fn *fn;
+	const char *bad_state; /* the 503 text otherwise */
+};
+
+#define ST_ANY (SMTP_STB(SMTP_ST_INIT) | SMTP_STB(SMTP_ST_READY) | SMTP_STB(SMTP_ST_MAIL) | SMTP_STB(SMTP_ST_RCPT))
+
+static const struct cmd_entry cmd_table[] = {
+	{SMTP_VERB_HELO, ST_ANY, cmd_helo, NULL},
+	{SMTP_VERB_EHLO, ST_ANY, cmd_helo, NULL},
+	{SMTP_VERB_MAIL, SMTP_STB(SMTP_ST_READY), cmd_mail, "send EHLO first, or RSET to end the transaction"},
+	{SMTP_VERB_RCPT, SMTP_STB(SMTP_ST_MAIL) | SMTP_STB(SMTP_ST_RCPT), smtp_cmd_rcpt, "send MAIL first"},
+	{SMTP_VERB_DATA, SMTP_STB(SMTP_ST_MAIL) | SMTP_STB(SMTP_ST_RCPT), smtp_cmd_data, "send MAIL and RCPT first"},
+	{SMTP_VERB_BDAT, ST_ANY, smtp_cmd_bdat, NULL},
+	{SMTP_VERB_RSET, ST_ANY, cmd_rset, NULL},
+	{SMTP_VERB_NOOP, ST_ANY, cmd_noop, NULL},
+	{SMTP_VERB_QUIT, ST_ANY, cmd_quit, NULL},
+	{SMTP_VERB_VRFY, ST_ANY, cmd_vrfy, NULL},
+	{SMTP_VERB_EXPN, ST_ANY, cmd_expn, NULL},
+	{SMTP_VERB_HELP, ST_ANY, cmd_help, NULL},
+	{SMTP_VERB_STARTTLS, SMTP_STB(SMTP_ST_INIT) | SMTP_STB(SMTP_ST_READY), smtp_cmd_starttls,
+	    "STARTTLS not allowed during a transaction"},
+	{SMTP_VERB_AUTH, SMTP_STB(SMTP_ST_READY), smtp_cmd_auth, "send EHLO first, AUTH not allowed in a transaction"},
+};
+
+static void
+dispatch(struct smtp_conn *c, const char *line, size_t len)
+{
+	struct smtp_cmd *cmd = xmalloc(sizeof(*cmd));
+	struct smtp_parse_opts opts = {parse_ext(c), c->txn != NULL && c->txn->smtputf8};
+	const struct cmd_entry *e = NULL;
+
+	if (smtp_cmd_parse(line, len, &opts, cmd) < 0) {
+		if (cmd->verb == SMTP_VERB_UNKNOWN && !(c->flags & SMTP_F_GOODCMD)) {
+			/* Not an SMTP client (an HTTP request, a port scanner): one answer, no log spam. */
+			log_debug(SMTP_PKG, c->ci->cid, "first command not smtp, closing", "remote", c->ci->remote_ip);
+			smtp_close_after(c, 500, "5.5.1", "unrecognized command, closing connection");
+		} else {
+			struct mbuf out;
+			char suffix[48];
+			snprintf(suffix, sizeof(suffix), "(cid %llx)", (unsigned long long)c->ci->cid);
+			mbuf_init(&out, SMTP_REPLY_MAX);
+			if (smtp_reply_cmd_error(&out, cmd, suffix) > 0)
+				evbuffer_add(bufferevent_get_output(c->bev), out.data, out.len);
+			mbuf_clear(&out);
+			log_debug(SMTP_PKG, c->ci->cid, "bad command", "verb", smtp_verb_name(cmd->verb), "err", cmd->msg);
+			smtp_error(c);
+		}
+		free(cmd);
+		return;
+	}
+	c->flags |= SMTP_F_GOODCMD;
+	for (size_t i = 0; i < ARRAY_LEN(cmd_table); i++)
+		if (cmd_table[i].verb == cmd->verb)
+			e = &cmd_table[i];
+	if (e == NULL) {
+		smtp_reply(c, 502, "5.5.1", "command not implemented");
+		smtp_error(c);
+	} else if (!(e->states & SMTP_STB(c->state))) {
+		smtp_reply(c, 503, "5.5.1", "bad sequence of commands: %s", e->bad_state ? e->bad_state : "");
+		smtp_error(c);
+	} else {
+		log_trace(SMTP_PKG, c->ci->cid, "command", "verb", smtp_verb_name(cmd->verb));
+		e->fn(c, cmd);
+	}
+	free(cmd);
+}
+
+/* ---- input ---- */
+
+static bool
+state_reads_lines(enum smtp_state st)
+{
+	return st <= SMTP_ST_RCPT || st == SMTP_ST_AUTH;
+}
+
+/* Handle every complete line (and message data) in the input buffer, in order. */
+static void
+process(struct smtp_conn *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+
+	while (!(c->flags & (SMTP_F_FREEING | SMTP_F_DEAD))) {
+		if (c->state == SMTP_ST_DATA || c->state == SMTP_ST_BDAT) {
+			if (!smtp_data_input(c))
+				break;
+			continue;
+		}
+		if (!state_reads_lines(c->state))
+			break;
+		size_t len = evbuffer_get_length(in);
+		if (len == 0)
+			break;
+		if (c->flags & SMTP_F_SKIPLINE) {
+			struct evbuffer_ptr p = evbuffer_search(in, "\n", 1, NULL);
+			if (p.pos < 0) {
+				evbuffer_drain(in, len);
+				break;
+			}
+			evbuffer_drain(in, (size_t)p.pos + 1);
+			c->flags &= ~SMTP_F_SKIPLINE;
+			continue;
+		}
+		size_t n = len < c->lim.max_auth_line + 2 ? len : c->lim.max_auth_line + 2;
+		const char *buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+		struct smtp_line line;
+		int r = smtp_line_find(buf, n, &c->lim, c->state == SMTP_ST_AUTH, &line);
+		if (r == SMTP_LINE_NEED_MORE)
+			break;
+		if (r == SMTP_LINE_TOO_LONG) {
+			evbuffer_drain(in, line.skip);
+			if (!line.complete)
+				c->flags |= SMTP_F_SKIPLINE;
+			if (c->state == SMTP_ST_AUTH) {
+				auth_session_free(&c->auth);
+				smtp_set_state(c, SMTP_ST_READY);
+			}
+			smtp_reply(c, 500, "5.5.2", "line too long");
+			smtp_error(c);
+			continue;
+		}
+		/* Copy the line out: a handler may drain the input (STARTTLS). */
+		char *copy = xstrndup(line.text.p, line.text.len);
+		size_t clen = line.text.len;
+		evbuffer_drain(in, (size_t)r);
+		if (c->state == SMTP_ST_AUTH)
+			smtp_auth_line(c, copy, clen);
+		else
+			dispatch(c, copy, clen);
+		free(copy);
+	}
+	/* While waiting for work do not read on (libevent would buffer without bound). */
+	if (!(c->flags & (SMTP_F_FREEING | SMTP_F_DEAD)) && (c->state == SMTP_ST_BUSY || c->state == SMTP_ST_CLOSING))
+		bufferevent_disable(c->bev, EV_READ);
+}
+
+void
+smtp_resume(struct smtp_conn *c, enum smtp_state st)
+{
+	if (c->flags & (SMTP_F_FREEING | SMTP_F_DEAD))
+		return;
+	smtp_set_state(c, st);
+	if (c->state == SMTP_ST_CLOSING)
+		return;
+	if (server_stopping(c->srv)) {
+		smtp_close_after(c, 421, "4.3.2", "shutting down");
+		return;
+	}
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	process(c);
+}
+
+static void
+read_cb(struct bufferevent *bev, void *arg)
+{
+	process(arg);
+}
+
+static void
+write_cb(struct bufferevent *bev, void *arg)
+{
+	struct smtp_conn *c = arg;
+
+	if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+		return;
+	if (c->state == SMTP_ST_CLOSING)
+		smtp_conn_release(c);
+	else if (c->flags & SMTP_F_STARTTLS)
+		smtp_starttls_go(c);
+}
+
+static void
+event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct smtp_conn *c = arg;
+
+	if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && c->state != SMTP_ST_CLOSING) {
+		log_info(SMTP_PKG, c->ci->cid, "timeout, closing", "remote", c->ci->remote_ip, "state",
+		    state_names[c->state]);
+		smtp_close_after(c, 421, "4.4.2", "timeout, closing connection");
+		return;
+	}
+	if (what & BEV_EVENT_ERROR)
+		log_debug(SMTP_PKG, c->ci->cid, "connection error", "remote", c->ci->remote_ip);
+	smtp_conn_release(c);
+}
+
+void
+smtp_session_setcb(struct smtp_conn *c)
+{
+	int64_t ms = smtp_cfg(c)->st.limits.smtp_timeout_ms;
+	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+
+	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+	bufferevent_set_timeouts(c->bev, &tv, &tv);
+}
+
+static void
+smtp_accept(struct server *srv, struct bufferevent *bev, struct conn_info *ci)
+{
+	struct smtp_conn *c = xcalloc(1, sizeof(*c));
+	const struct config *cfg = server_config(srv);
+
+	c->srv = srv;
+	c->ci = ci;
+	c->bev = bev;
+	c->ev = evtimer_new(server_base(srv), ev_cb, c);
+	if (c->ev == NULL)
+		abort();
+	smtp_limits_default(&c->lim);
+	c->hostname = ci->listener != NULL && ci->listener->hostname != NULL && ci->listener->hostname[0] ?
+	    ci->listener->hostname : cfg->st.hostname;
+	if (ci->ssl != NULL)
+		c->flags |= SMTP_F_TLS;
+	if (ci->svc != SVC_SMTP)
+		c->flags |= SMTP_F_SUBMIT;
+	c->next = conns;
+	if (conns)
+		conns->prev = c;
+	conns = c;
+	nconns++;
+	smtp_session_setcb(c);
+	bufferevent_enable(bev, EV_READ | EV_WRITE);
+	log_debug(SMTP_PKG, ci->cid, "new connection", "remote", ci->remote_ip, "service", config_svc_names[ci->svc],
+	    "tls", ci->ssl ? "yes" : "no");
+	if (server_stopping(srv)) {
+		smtp_close_after(c, 421, "4.3.2", "shutting down");
+		return;
+	}
+	smtp_reply(c, 220, NULL, "%s ESMTP mox", c->hostname);
+}
+
+static void
+smtp_shutdown(struct server *srv)
+{
+	for (struct smtp_conn *c = conns; c != NULL; c = c->next) {
+		if (c->flags & (SMTP_F_FREEING | SMTP_F_DEAD) || c->state == SMTP_ST_CLOSING)
+			continue;
+		if (c->flags & SMTP_F_JOB)
+			continue; /* a delivery is being stored: its answer comes first */
+		smtp_close_after(c, 421, "4.3.2", "shutting down");
+	}
+	smtp_rulesets_free();
+}
+
+static size_t
+smtp_count(struct server *srv)
+{
+	return nconns;
+}
+
+const struct proto_handler smtp_handler = {"smtp", smtp_accept, smtp_shutdown, smtp_count};
