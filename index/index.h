@@ -9,6 +9,9 @@
  * beyond the options passed in. Functions are thread-safe per account handle:
  * a mutex serializes them; the daemon calls them from its storage threads.
  * Return convention: < 0 error (err filled), 0 nothing/not found, > 0 ok.
+ * IDX_REFUSED (-2) is a client-level refusal (mailbox exists, has children,
+ * over quota, bad name or keyword): err holds a message fit for an IMAP NO,
+ * nothing changed. -1 is an internal failure (err has path and cause).
  */
 #ifndef MOX_INDEX_H
 #define MOX_INDEX_H
@@ -19,6 +22,9 @@
 
 struct maildir_writer;
 struct idx_account;
+
+/* Returned for client-level refusals (see above); never for I/O errors. */
+#define IDX_REFUSED (-2)
 
 /* System flags (bits of idx_message.flags). */
 enum idx_flag {
@@ -224,6 +230,9 @@ struct idx_add {
 	uint32_t prefix_len;
 	uint32_t mailbox_destined; /* 0 none */
 	bool is_reject;
+	/* The writer was finished with fsync (not MAILDIR_FINISH_NOSYNC): the
+	 * batch needs no syncfs for it. Default false: idx_add syncs once. */
+	bool synced;
 	/* results */
 	int result;           /* 1 added, -1 failed (err_r says why) */
 	int error;            /* IDX_E_* for failed items */

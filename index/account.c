@@ -1,0 +1,443 @@
+/*
+ * Opening an account, transactions and the account record.
+ *
+ * Every public call locks the handle's mutex; every write runs inside one
+ * Tokyo Cabinet transaction (op_begin/op_end) that is aborted on any error.
+ * The account record is kept in memory (a->rec) and written at commit when
+ * it changed; an abort reloads it from the index so memory never runs ahead
+ * of the file.
+ */
+#define _GNU_SOURCE
+#include "index/index_private.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+void idx_seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err == NULL || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+int idx_dberr(struct idx_account *a, char *err, size_t errlen, const char *what)
+{
+	idx_seterr(err, errlen, "%s: %s: %s", what, a->dbpath, tcbdberrmsg(tcbdbecode(a->db)));
+	return -1;
+}
+
+void *idx_xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+
+	if (p == NULL)
+		abort();
+	return p;
+}
+
+void *idx_xrealloc(void *p, size_t n)
+{
+	p = realloc(p, n ? n : 1);
+	if (p == NULL)
+		abort();
+	return p;
+}
+
+char *idx_xstrdup(const char *s)
+{
+	char *p = strdup(s);
+
+	if (p == NULL)
+		abort();
+	return p;
+}
+
+int db_get(struct idx_account *a, const void *k, size_t klen, void **val_r, size_t *len_r, char *err,
+    size_t errlen)
+{
+	int sp = 0;
+	void *v = tcbdbget(a->db, k, (int)klen, &sp);
+
+	*val_r = NULL;
+	*len_r = 0;
+	if (v == NULL) {
+		if (tcbdbecode(a->db) == TCENOREC)
+			return 0;
+		return idx_dberr(a, err, errlen, "read");
+	}
+	*val_r = v;
+	*len_r = (size_t)sp;
+	return 1;
+}
+
+int db_put(struct idx_account *a, const void *k, size_t klen, const void *v, size_t vlen, char *err,
+    size_t errlen)
+{
+	if (!tcbdbput(a->db, k, (int)klen, v, (int)vlen))
+		return idx_dberr(a, err, errlen, "write");
+	return 1;
+}
+
+int db_out(struct idx_account *a, const void *k, size_t klen, char *err, size_t errlen)
+{
+	if (!tcbdbout(a->db, k, (int)klen)) {
+		if (tcbdbecode(a->db) == TCENOREC)
+			return 0;
+		return idx_dberr(a, err, errlen, "delete");
+	}
+	return 1;
+}
+
+static int rec_load(struct idx_account *a, char *err, size_t errlen)
+{
+	void *v;
+	size_t len;
+	int r = db_get(a, "A", 1, &v, &len, err, errlen);
+
+	if (r <= 0) {
+		if (r == 0)
+			idx_seterr(err, errlen, "%s: account record missing", a->dbpath);
+		return -1;
+	}
+	rec_account_clear(&a->rec);
+	r = rec_account_decode(v, len, &a->rec);
+	tcfree(v);
+	if (r < 0) {
+		idx_seterr(err, errlen, "%s: account record corrupt", a->dbpath);
+		return -1;
+	}
+	return 1;
+}
+
+static int rec_save(struct idx_account *a, char *err, size_t errlen)
+{
+	TCXSTR *x = tcxstrnew();
+	int r;
+
+	rec_account_encode(&a->rec, x);
+	r = db_put(a, "A", 1, tcxstrptr(x), (size_t)tcxstrsize(x), err, errlen);
+	tcxstrdel(x);
+	return r;
+}
+
+int op_begin(struct idx_account *a, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&a->mu);
+	if (!tcbdbtranbegin(a->db)) {
+		idx_dberr(a, err, errlen, "begin transaction");
+		pthread_mutex_unlock(&a->mu);
+		return -1;
+	}
+	a->in_tx = true;
+	a->rec_dirty = false;
+	a->op_modseq = 0;
+	return 1;
+}
+
+int op_end(struct idx_account *a, int r, char *err, size_t errlen)
+{
+	if (r >= 0 && a->rec_dirty && rec_save(a, err, errlen) < 0)
+		r = -1;
+	if (r >= 0 && !tcbdbtrancommit(a->db)) {
+		idx_dberr(a, err, errlen, "commit");
+		r = -1;
+	}
+	if (r < 0) {
+		/* The commit may have failed half-way: abort whatever is left. */
+		(void)tcbdbtranabort(a->db);
+		changes_drop(a);
+		(void)rec_load(a, NULL, 0);
+	}
+	a->in_tx = false;
+	a->rec_dirty = false;
+	a->op_modseq = 0;
+	return r;
+}
+
+void op_unlock(struct idx_account *a)
+{
+	/* Take the listener lock before giving up the account lock so that
+	 * listeners see changes in commit order. */
+	pthread_mutex_lock(&a->lmu);
+	pthread_mutex_unlock(&a->mu);
+	changes_dispatch(a);
+	pthread_mutex_unlock(&a->lmu);
+}
+
+uint64_t op_modseq(struct idx_account *a)
+{
+	if (a->op_modseq == 0) {
+		a->op_modseq = ++a->rec.highest_modseq;
+		a->rec_dirty = true;
+	}
+	return a->op_modseq;
+}
+
+int idx_folder_path(struct idx_account *a, const char *folder, char *buf, size_t size, char *err, size_t errlen)
+{
+	int n = folder[0] ? snprintf(buf, size, "%s/%s", a->maildir, folder) : snprintf(buf, size, "%s", a->maildir);
+
+	if (n < 0 || (size_t)n >= size) {
+		idx_seterr(err, errlen, "path too long: %s/%s", a->maildir, folder);
+		return -1;
+	}
+	return 1;
+}
+
+static char *pathjoin(const char *a, const char *b)
+{
+	size_t n = strlen(a) + strlen(b) + 2;
+	char *p = idx_xmalloc(n);
+
+	snprintf(p, n, "%s/%s", a, b);
+	return p;
+}
+
+/* A new account: the record, INBOX and the configured mailboxes. */
+static int account_init(struct idx_account *a, const struct idx_options *o, char *err, size_t errlen)
+{
+	static const struct {
+		size_t off;
+		uint32_t su;
+	} su[] = {
+		{ offsetof(struct idx_options, sent), IDX_SU_SENT },
+		{ offsetof(struct idx_options, archive), IDX_SU_ARCHIVE },
+		{ offsetof(struct idx_options, trash), IDX_SU_TRASH },
+		{ offsetof(struct idx_options, drafts), IDX_SU_DRAFTS },
+		{ offsetof(struct idx_options, junk), IDX_SU_JUNK },
+	};
+	char canon[IDX_MAILBOX_NAME_MAX + 1];
+	size_t i;
+	int r;
+
+	rec_account_clear(&a->rec);
+	a->rec.schema = IDX_SCHEMA;
+	a->rec.next_uidvalidity = 1;
+	a->rec.next_msgid = 1;
+	a->rec.next_mbid = 1;
+	a->rec_dirty = true;
+	if (mb_create_locked(a, "INBOX", NULL, 0, true, NULL, err, errlen) < 0)
+		return -1;
+	for (i = 0; i < sizeof(su) / sizeof(su[0]); i++) {
+		const char *name = *(const char *const *)((const char *)o + su[i].off);
+
+		if (name == NULL || name[0] == '\0')
+			continue;
+		if (idx_mailbox_name_check(name, canon, sizeof(canon), err, errlen) < 0)
+			return -1;
+		r = mb_create_locked(a, canon, NULL, su[i].su, true, NULL, err, errlen);
+		if (r < 0)
+			return -1;
+	}
+	for (i = 0; i < o->nregular; i++) {
+		if (idx_mailbox_name_check(o->regular[i], canon, sizeof(canon), err, errlen) < 0)
+			return -1;
+		if (mb_create_locked(a, canon, NULL, 0, true, NULL, err, errlen) < 0)
+			return -1;
+	}
+	return 1;
+}
+
+int idx_account_open(const char *dir, const struct idx_options *opts, struct idx_account **acct_r, char *err,
+    size_t errlen)
+{
+	static const struct idx_options defaults;
+	struct idx_account *a;
+	int omode, r;
+	void *v;
+	size_t len;
+
+	*acct_r = NULL;
+	if (opts == NULL)
+		opts = &defaults;
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		idx_seterr(err, errlen, "mkdir %s: %s", dir, strerror(errno));
+		return -1;
+	}
+	a = calloc(1, sizeof(*a));
+	if (a == NULL)
+		abort();
+	pthread_mutex_init(&a->mu, NULL);
+	pthread_mutex_init(&a->lmu, NULL);
+	a->dir = idx_xstrdup(dir);
+	a->maildir = pathjoin(dir, "Maildir");
+	a->dbpath = pathjoin(dir, "index.tcb");
+	a->quota = opts->quota;
+	a->no_fsync = opts->no_fsync;
+	if (opts->host != NULL && opts->host[0] != '\0') {
+		snprintf(a->host, sizeof(a->host), "%s", opts->host);
+	} else if (gethostname(a->host, sizeof(a->host) - 1) < 0 || a->host[0] == '\0') {
+		snprintf(a->host, sizeof(a->host), "localhost");
+	}
+	a->host[sizeof(a->host) - 1] = '\0';
+	if (maildir_folder_create(a->maildir, "", err, errlen) < 0)
+		goto fail;
+	a->db = tcbdbnew();
+	if (!tcbdbtune(a->db, 0, 0, 0, -1, -1, 0)) {
+		idx_dberr(a, err, errlen, "tune");
+		goto fail;
+	}
+	omode = BDBOWRITER | BDBOCREAT | BDBOLCKNB | (a->no_fsync ? 0 : BDBOTSYNC);
+	if (!tcbdbopen(a->db, a->dbpath, omode)) {
+		int ecode = tcbdbecode(a->db);
+
+		/* A held lock shows as TCELOCK or, from the fcntl lock, TCETHREAD. */
+		if (ecode == TCELOCK || ecode == TCETHREAD)
+			idx_seterr(err, errlen, "account %s is in use by another process", dir);
+		else
+			idx_dberr(a, err, errlen, "open");
+		tcbdbdel(a->db);
+		a->db = NULL;
+		goto fail;
+	}
+	pthread_mutex_lock(&a->mu);
+	r = db_get(a, "A", 1, &v, &len, err, errlen);
+	if (r > 0) {
+		r = rec_account_decode(v, len, &a->rec);
+		tcfree(v);
+		if (r < 0)
+			idx_seterr(err, errlen, "%s: account record corrupt", a->dbpath);
+		else if (a->rec.schema > IDX_SCHEMA || a->rec.schema == 0) {
+			idx_seterr(err, errlen, "%s: index schema %llu not supported (newer program?)", a->dbpath,
+			    (unsigned long long)a->rec.schema);
+			r = -1;
+		}
+		pthread_mutex_unlock(&a->mu);
+	} else if (r == 0) {
+		pthread_mutex_unlock(&a->mu);
+		if (op_begin(a, err, errlen) < 0)
+			goto fail;
+		r = op_end(a, account_init(a, opts, err, errlen), err, errlen);
+		op_unlock(a);
+	} else {
+		pthread_mutex_unlock(&a->mu);
+	}
+	if (r < 0)
+		goto fail;
+	*acct_r = a;
+	return 1;
+fail:
+	idx_account_close(&a);
+	return -1;
+}
+
+void idx_account_close(struct idx_account **ap)
+{
+	struct idx_account *a;
+
+	if (ap == NULL || *ap == NULL)
+		return;
+	a = *ap;
+	*ap = NULL;
+	if (a->db != NULL) {
+		(void)tcbdbclose(a->db);
+		tcbdbdel(a->db);
+	}
+	while (a->listeners != NULL) {
+		struct idx_listener *l = a->listeners;
+
+		idx_unlisten(&l);
+	}
+	changes_drop(a);
+	free(a->pend);
+	rec_account_clear(&a->rec);
+	free(a->dir);
+	free(a->maildir);
+	free(a->dbpath);
+	pthread_mutex_destroy(&a->mu);
+	pthread_mutex_destroy(&a->lmu);
+	free(a);
+}
+
+const char *idx_account_dir(const struct idx_account *a)
+{
+	return a->dir;
+}
+
+const char *idx_account_maildir(const struct idx_account *a)
+{
+	return a->maildir;
+}
+
+void idx_account_set_quota(struct idx_account *a, uint64_t quota)
+{
+	pthread_mutex_lock(&a->mu);
+	a->quota = quota;
+	pthread_mutex_unlock(&a->mu);
+}
+
+int idx_account_info(struct idx_account *a, struct idx_account_info *info_r, char *err, size_t errlen)
+{
+	BDBCUR *cur;
+	uint8_t k[1] = { K_MAILBOX };
+	uint32_t n = 0;
+
+	memset(info_r, 0, sizeof(*info_r));
+	pthread_mutex_lock(&a->mu);
+	info_r->highest_modseq = a->rec.highest_modseq;
+	info_r->quota_used = a->rec.quota_used;
+	info_r->quota = a->quota;
+	cur = tcbdbcurnew(a->db);
+	if (tcbdbcurjump(cur, k, 1)) {
+		int ks;
+		const char *kp;
+
+		while ((kp = tcbdbcurkey3(cur, &ks)) != NULL && ks == 5 && kp[0] == K_MAILBOX) {
+			n++;
+			if (!tcbdbcurnext(cur))
+				break;
+		}
+	}
+	tcbdbcurdel(cur);
+	pthread_mutex_unlock(&a->mu);
+	info_r->nmailboxes = n;
+	(void)err;
+	(void)errlen;
+	return 1;
+}
+
+int idx_secrets_set(struct idx_account *a, const void *blob, size_t len, char *err, size_t errlen)
+{
+	int r;
+
+	if (op_begin(a, err, errlen) < 0)
+		return -1;
+	free(a->rec.secrets);
+	a->rec.secrets = NULL;
+	a->rec.secrets_len = 0;
+	if (len > 0) {
+		a->rec.secrets = idx_xmalloc(len);
+		memcpy(a->rec.secrets, blob, len);
+		a->rec.secrets_len = len;
+	}
+	a->rec_dirty = true;
+	r = op_end(a, 1, err, errlen);
+	op_unlock(a);
+	return r;
+}
+
+int idx_secrets_get(struct idx_account *a, void **blob_r, size_t *len_r, char *err, size_t errlen)
+{
+	int r = 0;
+
+	*blob_r = NULL;
+	*len_r = 0;
+	pthread_mutex_lock(&a->mu);
+	if (a->rec.secrets_len > 0) {
+		*blob_r = idx_xmalloc(a->rec.secrets_len);
+		memcpy(*blob_r, a->rec.secrets, a->rec.secrets_len);
+		*len_r = a->rec.secrets_len;
+		r = 1;
+	}
+	pthread_mutex_unlock(&a->mu);
+	return r;
+}

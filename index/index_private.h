@@ -1,0 +1,212 @@
+/*
+ * index internals shared by the files of index/: the account handle, key
+ * builders, record encoding (rec.c), transactions and error helpers
+ * (account.c), the change queue (notify.c), threading (thread.c).
+ * Nothing here is part of the public contract; tests may use it.
+ */
+#ifndef MOX_INDEX_PRIVATE_H
+#define MOX_INDEX_PRIVATE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <tcutil.h>
+#include <tcbdb.h>
+
+#include "index/index.h"
+#include "index/mime.h"
+#include "maildir/maildir.h"
+
+#define IDX_SCHEMA 1
+#define IDX_REC_VERSION 1
+/* Longest ancestor list we keep (the root stays first, the nearest last). */
+#define IDX_PARENTS_MAX 64
+/* Unknown referenced Message-IDs we remember per message ('R' keys). */
+#define IDX_REFS_MAX 20
+/* Longest normalized Message-ID we index. */
+#define IDX_MSGID_MAX 998
+/* Messages re-parented at most when a referenced message arrives. */
+#define IDX_REPARENT_MAX 1000
+#define IDX_PATH_MAX 4096
+
+/* Record types (first key byte), index/SCHEMA.md. */
+#define K_ACCOUNT 'A'
+#define K_MAILBOX 'B'
+#define K_NAME 'N'
+#define K_MSG 'U'
+#define K_ID 'M'
+#define K_CACHE 'C'
+#define K_TOMB 'X'
+#define K_FILE 'F'
+#define K_MSGID 'I'
+#define K_THREAD 'T'
+#define K_REF 'R' /* R message-id 0x00 msgid:u64 -> u8 direct: unresolved references */
+
+struct acct_rec {
+	uint64_t schema;
+	uint64_t next_uidvalidity;
+	uint64_t highest_modseq;
+	uint64_t next_msgid;
+	uint64_t next_mbid;
+	uint64_t quota_used;
+	void *secrets;
+	size_t secrets_len;
+};
+
+struct idx_account {
+	pthread_mutex_t mu; /* serializes every call on the handle */
+	TCBDB *db;
+	char *dir, *maildir, *dbpath;
+	char host[256];
+	uint64_t quota;
+	bool no_fsync;
+	bool in_tx;
+	bool rec_dirty;     /* rec changed inside the transaction */
+	uint64_t op_modseq; /* modseq of the running operation, 0 none yet */
+	struct acct_rec rec;
+	/* Changes of the running operation, handed to listeners after commit. */
+	struct idx_change *pend;
+	size_t npend, cappend;
+	/* Listeners; lmu is taken after mu, never before. */
+	pthread_mutex_t lmu;
+	struct idx_listener *listeners;
+	uint64_t name_counter;
+};
+
+/* ---- rec.c: keys and records ---- */
+
+void be32_put(uint8_t *p, uint32_t v);
+void be64_put(uint8_t *p, uint64_t v);
+uint32_t be32_get(const uint8_t *p);
+uint64_t be64_get(const uint8_t *p);
+
+/* Fixed-size keys; return the key length. k needs 17 bytes. */
+size_t key_mb(uint8_t *k, uint32_t mbid);                         /* B */
+size_t key_mbuid(uint8_t *k, char type, uint32_t mbid, uint32_t uid); /* U, X */
+size_t key_id(uint8_t *k, char type, uint64_t id);                /* M, C */
+size_t key_thread(uint8_t *k, uint64_t tid, uint64_t id);        /* T (id 0: prefix of 9) */
+/* Variable keys, built into x (cleared first). */
+void key_name(TCXSTR *x, const char *name);                       /* N */
+void key_file(TCXSTR *x, uint32_t mbid, const char *base, size_t len); /* F */
+/* I / R: message-id 0x00 [msgid]; with_id false gives the range prefix. */
+void key_msgid(TCXSTR *x, char type, const char *msgid, uint64_t id, bool with_id);
+
+void rec_account_encode(const struct acct_rec *r, TCXSTR *x);
+int rec_account_decode(const void *p, size_t len, struct acct_rec *r_r);
+void rec_account_clear(struct acct_rec *r);
+void rec_mailbox_encode(const struct idx_mailbox *mb, TCXSTR *x);
+/* Fills mb_r (id set to mbid); 1, or -1 (corrupt; mb_r cleared). */
+int rec_mailbox_decode(const void *p, size_t len, uint32_t mbid, struct idx_mailbox *mb_r);
+void rec_message_encode(const struct idx_message *m, TCXSTR *x);
+int rec_message_decode(const void *p, size_t len, uint32_t mbid, uint32_t uid, struct idx_message *m_r);
+/* Deep copies. */
+void idx_message_copy(struct idx_message *dst, const struct idx_message *src);
+void idx_mailbox_copy(struct idx_mailbox *dst, const struct idx_mailbox *src);
+
+/* ---- account.c: errors, db access, transactions ---- */
+
+void idx_seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Fill err with "<what>: <index path>: <tc message>"; returns -1. */
+int idx_dberr(struct idx_account *a, char *err, size_t errlen, const char *what);
+void *idx_xmalloc(size_t n);
+void *idx_xrealloc(void *p, size_t n);
+char *idx_xstrdup(const char *s);
+
+/* get: 1 with *val_r (tcfree) and *len_r, 0 absent, -1. */
+int db_get(struct idx_account *a, const void *k, size_t klen, void **val_r, size_t *len_r, char *err,
+    size_t errlen);
+int db_put(struct idx_account *a, const void *k, size_t klen, const void *v, size_t vlen, char *err,
+    size_t errlen);
+/* out: 1 removed, 0 absent, -1. */
+int db_out(struct idx_account *a, const void *k, size_t klen, char *err, size_t errlen);
+
+/* Lock the handle and begin a transaction (1, -1 unlocked again). */
+int op_begin(struct idx_account *a, char *err, size_t errlen);
+/*
+ * End the operation started by op_begin: r >= 0 commits (a commit failure
+ * turns r into -1), r < 0 aborts. Writes the account record when changed.
+ * Does not unlock: op_unlock does, after which the changes go to listeners.
+ * Returns r.
+ */
+int op_end(struct idx_account *a, int r, char *err, size_t errlen);
+void op_unlock(struct idx_account *a);
+/* The modseq of the running operation (taken from the account on first use). */
+uint64_t op_modseq(struct idx_account *a);
+
+/* Folder directory of a mailbox into buf. 1, -1. */
+int idx_folder_path(struct idx_account *a, const char *folder, char *buf, size_t size, char *err, size_t errlen);
+
+/* mailbox.c: read/write a mailbox record. get: 1, 0 absent, -1 (corrupt too). */
+int mb_load(struct idx_account *a, uint32_t mbid, struct idx_mailbox *mb_r, char *err, size_t errlen);
+int mb_store(struct idx_account *a, const struct idx_mailbox *mb, char *err, size_t errlen);
+int mb_lookup(struct idx_account *a, const char *canon, uint32_t *mbid_r, char *err, size_t errlen);
+/* Add keyword to mb's list unless present (case-insensitive). true when added. */
+bool mb_keyword_add(struct idx_mailbox *mb, const char *kw);
+/* Create a mailbox record + folder, with parents (inside a transaction). */
+int mb_create_locked(struct idx_account *a, const char *canon, const char *folder_or_null, uint32_t special_use,
+    bool subscribe, uint32_t *id_r, char *err, size_t errlen);
+
+void counts_apply(struct idx_counts *c, uint32_t flags, uint64_t size, int sign);
+
+/* message.c helpers shared with sync.c and mailbox.c. */
+/* Load the live message (mbid, uid): 1, 0 absent, -1 (corrupt too). */
+int msg_load(struct idx_account *a, uint32_t mbid, uint32_t uid, struct idx_message *m_r, char *err, size_t errlen);
+int msg_load_id_locked(struct idx_account *a, uint64_t id, struct idx_message *m_r, char *err, size_t errlen);
+int msg_store(struct idx_account *a, const struct idx_message *m, char *err, size_t errlen);
+/* Write all keys of a new message m (U, M, F, I, T, optionally C). */
+int msg_insert(struct idx_account *a, const struct idx_message *m, const void *cache, size_t cachelen, char *err,
+    size_t errlen);
+/* Remove all keys of m; with tomb_modseq != 0 leave a tombstone; keep_id
+ * keeps M, C, I, T and R (a move re-inserts them). */
+int msg_remove(struct idx_account *a, const struct idx_message *m, uint64_t tomb_modseq, bool keep_id, char *err,
+    size_t errlen);
+/* Letters of the keywords of m in the folder's table (those without letters are skipped). */
+uint32_t kw_letters(const struct maildir_keywords *kw, char *const *keywords, size_t n);
+/* The file name (without "new/"/"cur/") of a stored filename. */
+const char *msg_basename(const char *filename);
+/* All live (uid, flags, modseq) of a mailbox; corrupt records skipped. Count, -1. */
+int msg_uids_locked(struct idx_account *a, uint32_t mbid, struct idx_uidstate **list_r, size_t *n_r);
+/* File operations of a copy/move, reverted when the transaction fails. */
+struct xfer_undo {
+	struct {
+		char src[IDX_PATH_MAX + MAILDIR_NAME_BUFSIZE + 8];
+		char dst[IDX_PATH_MAX + MAILDIR_NAME_BUFSIZE + 8];
+		bool move;
+	} *v;
+	size_t n;
+};
+void xfer_undo_add(struct xfer_undo *u, const char *src, const char *dst, bool move);
+void xfer_undo_run(struct xfer_undo *u);
+void xfer_undo_clear(struct xfer_undo *u);
+/* Copy (move false) or move messages inside a running operation (copy.c).
+ * Returns the count, -1, or IDX_REFUSED (*error_r says why; may be NULL). */
+int msg_transfer_locked(struct idx_account *a, uint32_t from_mb, const uint32_t *uids, size_t n, uint32_t to_mb,
+    bool move, uint32_t *newuids_r, int *error_r, struct xfer_undo *u, char *err, size_t errlen);
+/* Parse a message file (fd) for the cache and threading; *msg_r NULL on an empty file. */
+int msg_parse_fd(int fd, uint64_t size, struct mime_msg **msg_r, char *err, size_t errlen);
+
+/* thread.c */
+/* Assign thread_id/parents/tflags of new message m (id set) from its parsed
+ * msg (may be NULL); then write R keys. Called inside the transaction before
+ * msg_insert. Adds IDX_SEEN to m->flags for a muted thread. */
+int thread_assign(struct idx_account *a, struct idx_message *m, const struct mime_msg *msg, char *err,
+    size_t errlen);
+/* After m was inserted: re-parent messages waiting for m's Message-ID. */
+int thread_resolve(struct idx_account *a, const struct idx_message *m, char *err, size_t errlen);
+
+/* notify.c */
+void change_push(struct idx_account *a, enum idx_change_kind kind, uint32_t mbid, uint32_t uid, uint64_t modseq,
+    uint32_t flags, const char *name, const char *oldname);
+void changes_drop(struct idx_account *a);
+/* Hand the pending changes to every listener (lmu held by the caller). */
+void changes_dispatch(struct idx_account *a);
+/* Tests: lower a listener's queue limit. */
+void idx_listener_set_limit(struct idx_listener *l, size_t max);
+
+/* sync.c: adopt one file of a folder (used by the sync). */
+
+/* check.c uses only the above. */
+
+#endif

@@ -1,0 +1,1123 @@
+/*
+ * Messages: adding (group commit), reading, flags, expunge.
+ *
+ * Order of file and index work, so that a crash anywhere is repaired by the
+ * Maildir sync without losing or duplicating mail:
+ * - add: files are linked into new/ or cur/ and their directories fsynced
+ *   before the index commits; a failed commit unlinks them again. A crash in
+ *   between leaves a file the index does not know: the sync adopts it.
+ * - store: the file is renamed first, then the index records the new flags;
+ *   a crash in between leaves a name whose flags the sync takes over.
+ * - expunge: the file is unlinked first, then the record becomes a
+ *   tombstone; a crash in between leaves a record without a file, which the
+ *   sync turns into a tombstone.
+ * Copy and move (transfer.c-like code at the end) follow the same rule:
+ * files first, index second, and undo the files when the index fails.
+ */
+#define _GNU_SOURCE
+#include "index/index_private.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+unsigned idx_flags_to_maildir(uint32_t f)
+{
+	unsigned m = 0;
+
+	if (f & IDX_SEEN)
+		m |= MAILDIR_FLAG_SEEN;
+	if (f & IDX_ANSWERED)
+		m |= MAILDIR_FLAG_REPLIED;
+	if (f & IDX_FLAGGED)
+		m |= MAILDIR_FLAG_FLAGGED;
+	if (f & IDX_DELETED)
+		m |= MAILDIR_FLAG_TRASHED;
+	if (f & IDX_DRAFT)
+		m |= MAILDIR_FLAG_DRAFT;
+	if (f & IDX_FORWARDED)
+		m |= MAILDIR_FLAG_PASSED;
+	return m;
+}
+
+uint32_t idx_flags_from_maildir(unsigned m)
+{
+	uint32_t f = 0;
+
+	if (m & MAILDIR_FLAG_SEEN)
+		f |= IDX_SEEN;
+	if (m & MAILDIR_FLAG_REPLIED)
+		f |= IDX_ANSWERED;
+	if (m & MAILDIR_FLAG_FLAGGED)
+		f |= IDX_FLAGGED;
+	if (m & MAILDIR_FLAG_TRASHED)
+		f |= IDX_DELETED;
+	if (m & MAILDIR_FLAG_DRAFT)
+		f |= IDX_DRAFT;
+	if (m & MAILDIR_FLAG_PASSED)
+		f |= IDX_FORWARDED;
+	return f;
+}
+
+const char *msg_basename(const char *filename)
+{
+	const char *s = strchr(filename, '/');
+
+	return s ? s + 1 : filename;
+}
+
+/* The base (Maildir identity) of a stored filename. */
+static int file_base(const char *filename, const char **base_r, size_t *len_r)
+{
+	struct maildir_name n;
+	const char *name = msg_basename(filename);
+
+	if (maildir_name_parse(name, strlen(name), &n, NULL, 0) < 0)
+		return -1;
+	*base_r = n.base;
+	*len_r = n.base_len;
+	return 1;
+}
+
+uint32_t kw_letters(const struct maildir_keywords *kw, char *const *keywords, size_t n)
+{
+	uint32_t bits = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		int l = maildir_keywords_lookup(kw, keywords[i]);
+
+		if (l >= 'a' && l <= 'z')
+			bits |= 1u << (l - 'a');
+	}
+	return bits;
+}
+
+int msg_load(struct idx_account *a, uint32_t mbid, uint32_t uid, struct idx_message *m_r, char *err, size_t errlen)
+{
+	uint8_t k[9];
+	void *v;
+	size_t len;
+	int r;
+
+	memset(m_r, 0, sizeof(*m_r));
+	r = db_get(a, k, key_mbuid(k, K_MSG, mbid, uid), &v, &len, err, errlen);
+	if (r <= 0)
+		return r;
+	r = rec_message_decode(v, len, mbid, uid, m_r);
+	tcfree(v);
+	if (r < 0)
+		idx_seterr(err, errlen, "%s: message %u/%u: corrupt record", a->dbpath, mbid, uid);
+	return r;
+}
+
+/* Load by account-wide id: 1, 0, -1. */
+static int msg_load_id(struct idx_account *a, uint64_t id, struct idx_message *m_r, char *err, size_t errlen)
+{
+	uint8_t k[9];
+	void *v;
+	size_t len;
+	int r;
+
+	memset(m_r, 0, sizeof(*m_r));
+	r = db_get(a, k, key_id(k, K_ID, id), &v, &len, err, errlen);
+	if (r <= 0)
+		return r;
+	if (len != 8) {
+		tcfree(v);
+		idx_seterr(err, errlen, "%s: id key %llu: corrupt", a->dbpath, (unsigned long long)id);
+		return -1;
+	}
+	r = msg_load(a, be32_get(v), be32_get((uint8_t *)v + 4), m_r, err, errlen);
+	tcfree(v);
+	return r;
+}
+
+int msg_load_id_locked(struct idx_account *a, uint64_t id, struct idx_message *m_r, char *err, size_t errlen)
+{
+	return msg_load_id(a, id, m_r, err, errlen);
+}
+
+int msg_store(struct idx_account *a, const struct idx_message *m, char *err, size_t errlen)
+{
+	uint8_t k[9];
+	TCXSTR *x = tcxstrnew();
+	int r;
+
+	rec_message_encode(m, x);
+	r = db_put(a, k, key_mbuid(k, K_MSG, m->mailbox_id, m->uid), tcxstrptr(x), (size_t)tcxstrsize(x), err,
+	    errlen);
+	tcxstrdel(x);
+	return r;
+}
+
+int msg_insert(struct idx_account *a, const struct idx_message *m, const void *cache, size_t cachelen, char *err,
+    size_t errlen)
+{
+	uint8_t k[17], v[8];
+	TCXSTR *x = tcxstrnew();
+	const char *base;
+	size_t blen;
+	int r;
+
+	if (file_base(m->filename, &base, &blen) < 0) {
+		idx_seterr(err, errlen, "bad message file name %s", m->filename);
+		tcxstrdel(x);
+		return -1;
+	}
+	r = msg_store(a, m, err, errlen);
+	be32_put(v, m->mailbox_id);
+	be32_put(v + 4, m->uid);
+	if (r > 0)
+		r = db_put(a, k, key_id(k, K_ID, m->id), v, 8, err, errlen);
+	if (r > 0) {
+		key_file(x, m->mailbox_id, base, blen);
+		be32_put(v, m->uid);
+		r = db_put(a, tcxstrptr(x), (size_t)tcxstrsize(x), v, 4, err, errlen);
+	}
+	if (r > 0 && m->message_id[0] != '\0') {
+		key_msgid(x, K_MSGID, m->message_id, m->id, true);
+		r = db_put(a, tcxstrptr(x), (size_t)tcxstrsize(x), "", 0, err, errlen);
+	}
+	if (r > 0)
+		r = db_put(a, k, key_thread(k, m->thread_id, m->id), "", 0, err, errlen);
+	if (r > 0 && cache != NULL)
+		r = db_put(a, k, key_id(k, K_CACHE, m->id), cache, cachelen, err, errlen);
+	tcxstrdel(x);
+	return r < 0 ? -1 : 1;
+}
+
+int msg_remove(struct idx_account *a, const struct idx_message *m, uint64_t tomb_modseq, bool keep_id, char *err,
+    size_t errlen)
+{
+	uint8_t k[17], v[16];
+	TCXSTR *x = tcxstrnew();
+	const char *base;
+	size_t blen;
+	int r;
+
+	r = db_out(a, k, key_mbuid(k, K_MSG, m->mailbox_id, m->uid), err, errlen);
+	if (r >= 0 && file_base(m->filename, &base, &blen) > 0) {
+		key_file(x, m->mailbox_id, base, blen);
+		r = db_out(a, tcxstrptr(x), (size_t)tcxstrsize(x), err, errlen);
+	}
+	if (r >= 0 && !keep_id) {
+		r = db_out(a, k, key_id(k, K_ID, m->id), err, errlen);
+		if (r >= 0)
+			r = db_out(a, k, key_id(k, K_CACHE, m->id), err, errlen);
+		if (r >= 0)
+			r = db_out(a, k, key_thread(k, m->thread_id, m->id), err, errlen);
+		if (r >= 0 && m->message_id[0] != '\0') {
+			key_msgid(x, K_MSGID, m->message_id, m->id, true);
+			r = db_out(a, tcxstrptr(x), (size_t)tcxstrsize(x), err, errlen);
+		}
+	}
+	if (r >= 0 && tomb_modseq != 0) {
+		be64_put(v, tomb_modseq);
+		be64_put(v + 8, m->id);
+		r = db_put(a, k, key_mbuid(k, K_TOMB, m->mailbox_id, m->uid), v, 16, err, errlen);
+	}
+	tcxstrdel(x);
+	return r < 0 ? -1 : 1;
+}
+
+int msg_parse_fd(int fd, uint64_t size, struct mime_msg **msg_r, char *err, size_t errlen)
+{
+	void *p;
+
+	*msg_r = NULL;
+	if (size == 0)
+		return mime_parse("", 0, NULL, msg_r) > 0 ? 1 : -1;
+	if (size > SIZE_MAX) {
+		idx_seterr(err, errlen, "message too large to map");
+		return -1;
+	}
+	p = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
+	if (p == MAP_FAILED) {
+		idx_seterr(err, errlen, "mmap: %s", strerror(errno));
+		return -1;
+	}
+	mime_parse(p, (size_t)size, NULL, msg_r);
+	munmap(p, (size_t)size);
+	return 1;
+}
+
+/* Message-ID and base subject from a parsed message into m (never NULL). */
+static void msg_set_thread_inputs(struct idx_message *m, const struct mime_msg *msg)
+{
+	const char *id = msg && msg->msgid ? msg->msgid : "";
+	const char *subj = msg && msg->base_subject ? msg->base_subject : "";
+
+	if (strlen(id) > IDX_MSGID_MAX)
+		id = "";
+	m->message_id = idx_xstrdup(id);
+	m->subject_base = strlen(subj) > 1000 ? strndup(subj, 1000) : idx_xstrdup(subj);
+	if (m->subject_base == NULL)
+		abort();
+}
+
+/* ---- keywords ---- */
+
+/* True when keyword is the $Forwarded flag. */
+static bool kw_is_forwarded(const char *kw)
+{
+	return strcasecmp(kw, "$Forwarded") == 0;
+}
+
+/* Validate client keywords: 1, or IDX_REFUSED with err. */
+static int kw_check(const char *const *kws, size_t n, char *err, size_t errlen)
+{
+	if (n > IDX_KEYWORDS_PER_MESSAGE) {
+		idx_seterr(err, errlen, "too many keywords");
+		return IDX_REFUSED;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (kws[i] == NULL || !maildir_keyword_valid(kws[i]) || strlen(kws[i]) > IDX_KEYWORD_MAX) {
+			idx_seterr(err, errlen, "invalid keyword");
+			return IDX_REFUSED;
+		}
+	}
+	return 1;
+}
+
+static bool kw_has(char *const *v, size_t n, const char *kw)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcasecmp(v[i], kw) == 0)
+			return true;
+	return false;
+}
+
+/* Per-folder keyword table, loaded lazily, written when it grows. */
+struct kwtab {
+	struct maildir_keywords kw;
+	bool loaded;
+};
+
+static int kwtab_load(struct kwtab *t, const char *folderdir, char *err, size_t errlen)
+{
+	if (t->loaded)
+		return 1;
+	maildir_keywords_init(&t->kw);
+	if (maildir_keywords_read(&t->kw, folderdir, err, errlen) < 0)
+		return -1;
+	t->loaded = true;
+	return 1;
+}
+
+/* Assign letters to keywords (those that fit in 26) and write the table
+ * before any file name uses a new letter. Returns the letter bits, or -1. */
+static int64_t kwtab_letters(struct kwtab *t, const char *folderdir, char *const *kws, size_t n, char *err,
+    size_t errlen)
+{
+	uint32_t bits = 0;
+	bool dirty = false;
+
+	if (kwtab_load(t, folderdir, err, errlen) < 0)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		bool added = false;
+		int l = maildir_keywords_assign(&t->kw, kws[i], &added, NULL, 0);
+
+		if (l == MAILDIR_KEYWORDS_FULL || l < 0)
+			continue; /* the keyword lives only in the index */
+		bits |= 1u << (l - 'a');
+		dirty |= added;
+	}
+	if (dirty && maildir_keywords_write(&t->kw, folderdir, err, errlen) < 0)
+		return -1;
+	return bits;
+}
+
+static void kwtab_clear(struct kwtab *t)
+{
+	if (t->loaded)
+		maildir_keywords_clear(&t->kw);
+	t->loaded = false;
+}
+
+/* ---- adding ---- */
+
+struct add_folder {
+	uint32_t mbid;
+	struct idx_mailbox mb;
+	char path[IDX_PATH_MAX];
+	struct kwtab kw;
+	bool touched, kwgrew, link_new, link_cur;
+};
+
+struct add_parsed {
+	struct maildir_writer *w;
+	struct mime_msg *msg;
+	TCXSTR *cache;
+};
+
+struct add_state {
+	struct add_folder *f;
+	size_t nf;
+	struct add_parsed *p;
+	size_t np;
+	char (*linked)[IDX_PATH_MAX + MAILDIR_NAME_BUFSIZE + 8]; /* files linked, unlinked again on failure */
+	size_t nlinked;
+};
+
+static void item_fail(struct idx_add *it, int error, const char *msg)
+{
+	it->result = -1;
+	it->error = error;
+	snprintf(it->err_r, sizeof(it->err_r), "%s", msg);
+}
+
+static struct add_folder *add_folder_get(struct idx_account *a, struct add_state *s, uint32_t mbid, char *err,
+    size_t errlen, int *r_r)
+{
+	size_t i;
+	struct add_folder *f;
+
+	for (i = 0; i < s->nf; i++)
+		if (s->f[i].mbid == mbid)
+			return &s->f[i];
+	s->f = idx_xrealloc(s->f, sizeof(*s->f) * (s->nf + 1));
+	f = &s->f[s->nf];
+	memset(f, 0, sizeof(*f));
+	f->mbid = mbid;
+	*r_r = mb_load(a, mbid, &f->mb, err, errlen);
+	if (*r_r <= 0)
+		return NULL;
+	if (idx_folder_path(a, f->mb.folder, f->path, sizeof(f->path), err, errlen) < 0) {
+		idx_mailbox_clear(&f->mb);
+		*r_r = -1;
+		return NULL;
+	}
+	s->nf++;
+	return f;
+}
+
+static struct add_parsed *add_parse(struct add_state *s, struct maildir_writer *w, char *err, size_t errlen)
+{
+	struct add_parsed *p;
+	int fd;
+	size_t i;
+
+	for (i = 0; i < s->np; i++)
+		if (s->p[i].w == w)
+			return &s->p[i];
+	fd = open(maildir_writer_path(w), O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		idx_seterr(err, errlen, "open %s: %s", maildir_writer_path(w), strerror(errno));
+		return NULL;
+	}
+	s->p = idx_xrealloc(s->p, sizeof(*s->p) * (s->np + 1));
+	p = &s->p[s->np];
+	memset(p, 0, sizeof(*p));
+	if (msg_parse_fd(fd, maildir_writer_size(w), &p->msg, err, errlen) < 0) {
+		close(fd);
+		return NULL;
+	}
+	close(fd);
+	p->w = w;
+	p->cache = tcxstrnew();
+	if (p->msg != NULL)
+		mime_cache_encode(p->msg, p->cache);
+	s->np++;
+	return p;
+}
+
+static void add_state_clear(struct add_state *s)
+{
+	size_t i;
+
+	for (i = 0; i < s->nf; i++) {
+		idx_mailbox_clear(&s->f[i].mb);
+		kwtab_clear(&s->f[i].kw);
+	}
+	free(s->f);
+	for (i = 0; i < s->np; i++) {
+		mime_msg_free(&s->p[i].msg);
+		tcxstrdel(s->p[i].cache);
+	}
+	free(s->p);
+	free(s->linked);
+}
+
+/* One item: thread, letters, link, records. 1 added, 0 item failed, -1 batch failed. */
+static int add_one(struct idx_account *a, struct add_state *s, struct add_folder *f, struct add_parsed *p,
+    struct idx_add *it, char *err, size_t errlen)
+{
+	struct idx_message m;
+	char name[MAILDIR_NAME_BUFSIZE], ierr[160];
+	enum maildir_subdir sub;
+	unsigned mflags;
+	int64_t letters;
+	size_t i;
+	int r;
+
+	memset(&m, 0, sizeof(m));
+	m.id = a->rec.next_msgid++;
+	a->rec_dirty = true;
+	m.mailbox_id = f->mbid;
+	m.uid = f->mb.uidnext;
+	m.modseq = m.createseq = op_modseq(a);
+	m.flags = it->flags;
+	for (i = 0; i < it->nkeywords; i++) {
+		const char *kw = it->keywords[i];
+
+		if (kw_is_forwarded(kw)) {
+			m.flags |= IDX_FORWARDED;
+		} else if (!kw_has(m.keywords, m.nkeywords, kw)) {
+			m.keywords = idx_xrealloc(m.keywords, sizeof(*m.keywords) * (m.nkeywords + 1));
+			m.keywords[m.nkeywords++] = idx_xstrdup(kw);
+		}
+	}
+	m.size = maildir_writer_size(it->w);
+	m.received = it->received ? it->received : (int64_t)time(NULL);
+	m.received_tz = it->received_tz;
+	m.prefix_len = it->prefix_len <= m.size ? it->prefix_len : 0;
+	m.mailbox_destined = it->mailbox_destined;
+	m.savedate = (int64_t)time(NULL);
+	if (it->is_reject)
+		m.tflags |= IDX_T_IS_REJECT;
+	msg_set_thread_inputs(&m, p->msg);
+	if (thread_assign(a, &m, p->msg, err, errlen) < 0) {
+		idx_message_clear(&m);
+		return -1;
+	}
+	letters = kwtab_letters(&f->kw, f->path, m.keywords, m.nkeywords, ierr, sizeof(ierr));
+	if (letters < 0) {
+		item_fail(it, IDX_E_INTERNAL, ierr);
+		idx_message_clear(&m);
+		return 0;
+	}
+	mflags = idx_flags_to_maildir(m.flags);
+	sub = mflags == 0 && letters == 0 ? MAILDIR_NEW : MAILDIR_CUR;
+	r = maildir_writer_link(it->w, f->path, sub, mflags, (uint32_t)letters, 0, name, sizeof(name), ierr,
+	    sizeof(ierr));
+	if (r < 0) {
+		item_fail(it, IDX_E_INTERNAL, ierr);
+		idx_message_clear(&m);
+		return 0;
+	}
+	s->linked = idx_xrealloc(s->linked, sizeof(*s->linked) * (s->nlinked + 1));
+	snprintf(s->linked[s->nlinked++], sizeof(*s->linked), "%s/%s/%s", f->path, sub == MAILDIR_NEW ? "new" : "cur", name);
+	if (sub == MAILDIR_NEW)
+		f->link_new = true;
+	else
+		f->link_cur = true;
+	m.filename = idx_xmalloc(strlen(name) + 5);
+	snprintf(m.filename, strlen(name) + 5, "%s/%s", sub == MAILDIR_NEW ? "new" : "cur", name);
+	r = msg_insert(a, &m, tcxstrptr(p->cache), (size_t)tcxstrsize(p->cache), err, errlen);
+	if (r > 0)
+		r = thread_resolve(a, &m, err, errlen);
+	if (r < 0) {
+		idx_message_clear(&m);
+		return -1;
+	}
+	f->mb.uidnext++;
+	f->mb.highest_modseq = m.modseq;
+	counts_apply(&f->mb.counts, m.flags, m.size, 1);
+	for (i = 0; i < m.nkeywords; i++)
+		f->kwgrew |= mb_keyword_add(&f->mb, m.keywords[i]);
+	f->touched = true;
+	a->rec.quota_used += m.size;
+	change_push(a, IDX_CH_ADD, m.mailbox_id, m.uid, m.modseq, m.flags, NULL, NULL);
+	it->result = 1;
+	it->error = IDX_E_NONE;
+	it->uid_r = m.uid;
+	it->id_r = m.id;
+	idx_message_clear(&m);
+	return 1;
+}
+
+int idx_add(struct idx_account *a, struct idx_add *items, size_t n, char *err, size_t errlen)
+{
+	struct add_state s;
+	uint64_t pending = 0;
+	bool need_sync = false;
+	size_t i;
+	int r = 1, added = 0;
+
+	memset(&s, 0, sizeof(s));
+	for (i = 0; i < n; i++) {
+		items[i].result = 0;
+		items[i].error = IDX_E_NONE;
+		items[i].err_r[0] = '\0';
+	}
+	if (op_begin(a, err, errlen) < 0) {
+		for (i = 0; i < n; i++)
+			item_fail(&items[i], IDX_E_INTERNAL, "index unavailable");
+		return -1;
+	}
+	/* Check every item first; the valid ones get result 0 for now. */
+	for (i = 0; i < n && r >= 0; i++) {
+		struct idx_add *it = &items[i];
+		struct add_folder *f;
+		char kerr[160];
+		int fr = 0;
+
+		if (it->w == NULL || (it->flags & ~IDX_FLAGS_ALL) != 0 ||
+		    kw_check(it->keywords, it->nkeywords, kerr, sizeof(kerr)) < 0) {
+			item_fail(it, IDX_E_INVALID, it->w == NULL ? "no message" : "invalid flags or keywords");
+			continue;
+		}
+		f = add_folder_get(a, &s, it->mailbox_id, err, errlen, &fr);
+		if (f == NULL) {
+			if (fr < 0)
+				r = -1;
+			else
+				item_fail(it, IDX_E_NOMAILBOX, "mailbox does not exist");
+			continue;
+		}
+		if (f->mb.uidnext == UINT32_MAX) {
+			item_fail(it, IDX_E_INVALID, "mailbox out of UIDs");
+			continue;
+		}
+		if (a->quota > 0 && a->rec.quota_used + pending + maildir_writer_size(it->w) > a->quota) {
+			item_fail(it, IDX_E_OVERQUOTA, "over quota");
+			continue;
+		}
+		pending += maildir_writer_size(it->w);
+		need_sync |= !it->synced;
+	}
+	/* One filesystem sync makes every file of the batch durable. */
+	if (r >= 0 && need_sync && !a->no_fsync && maildir_syncfs(a->maildir, err, errlen) < 0)
+		r = -1;
+	for (i = 0; i < n && r >= 0; i++) {
+		struct idx_add *it = &items[i];
+		struct add_parsed *p;
+		struct add_folder *f;
+		char perr[160];
+		int fr;
+
+		if (it->result != 0)
+			continue;
+		f = add_folder_get(a, &s, it->mailbox_id, err, errlen, &fr);
+		p = add_parse(&s, it->w, perr, sizeof(perr));
+		if (p == NULL) {
+			item_fail(it, IDX_E_INTERNAL, perr);
+			continue;
+		}
+		r = add_one(a, &s, f, p, it, err, errlen);
+		if (r > 0)
+			added++;
+	}
+	/* Directories once each, then the folders' records. */
+	for (i = 0; i < s.nf && r >= 0; i++) {
+		struct add_folder *f = &s.f[i];
+		char dir[IDX_PATH_MAX + 8];
+
+		if (!a->no_fsync && f->link_new) {
+			snprintf(dir, sizeof(dir), "%s/new", f->path);
+			r = maildir_fsync_dir(dir, err, errlen);
+		}
+		if (r >= 0 && !a->no_fsync && f->link_cur) {
+			snprintf(dir, sizeof(dir), "%s/cur", f->path);
+			r = maildir_fsync_dir(dir, err, errlen);
+		}
+		if (r >= 0 && f->touched) {
+			r = mb_store(a, &f->mb, err, errlen);
+			change_push(a, IDX_CH_MAILBOX_COUNTS, f->mbid, 0, f->mb.highest_modseq, 0, NULL, NULL);
+			if (f->kwgrew)
+				change_push(a, IDX_CH_MAILBOX_KEYWORDS, f->mbid, 0, f->mb.highest_modseq, 0, NULL, NULL);
+		}
+	}
+	r = op_end(a, r < 0 ? -1 : 1, err, errlen);
+	if (r < 0) {
+		for (i = 0; i < s.nlinked; i++)
+			(void)unlink(s.linked[i]);
+		for (i = 0; i < n; i++)
+			if (items[i].result >= 0)
+				item_fail(&items[i], IDX_E_INTERNAL, "index update failed");
+	}
+	op_unlock(a);
+	add_state_clear(&s);
+	return r < 0 ? -1 : added;
+}
+
+/* ---- reading ---- */
+
+int idx_message_get(struct idx_account *a, uint32_t mailbox_id, uint32_t uid, struct idx_message *m_r, char *err,
+    size_t errlen)
+{
+	int r;
+
+	pthread_mutex_lock(&a->mu);
+	r = msg_load(a, mailbox_id, uid, m_r, err, errlen);
+	pthread_mutex_unlock(&a->mu);
+	return r;
+}
+
+int idx_message_get_id(struct idx_account *a, uint64_t id, struct idx_message *m_r, char *err, size_t errlen)
+{
+	int r;
+
+	pthread_mutex_lock(&a->mu);
+	r = msg_load_id(a, id, m_r, err, errlen);
+	pthread_mutex_unlock(&a->mu);
+	return r;
+}
+
+/* Walk the live messages of mbid from from_uid; corrupt records are skipped. */
+static int msg_walk(struct idx_account *a, uint32_t mbid, uint32_t from_uid, idx_message_fn fn, void *arg)
+{
+	BDBCUR *cur = tcbdbcurnew(a->db);
+	uint8_t k[9];
+	int n = 0, r = 1;
+
+	key_mbuid(k, K_MSG, mbid, from_uid);
+	if (tcbdbcurjump(cur, k, 9)) {
+		for (;;) {
+			int ks, vs;
+			const uint8_t *kp = tcbdbcurkey3(cur, &ks);
+			const void *vp;
+			struct idx_message m;
+
+			if (kp == NULL || ks != 9 || memcmp(kp, k, 5) != 0)
+				break;
+			vp = tcbdbcurval3(cur, &vs);
+			if (vp != NULL && rec_message_decode(vp, (size_t)vs, mbid, be32_get(kp + 5), &m) > 0) {
+				n++;
+				r = fn(arg, &m);
+				idx_message_clear(&m);
+				if (r <= 0)
+					break;
+			}
+			if (!tcbdbcurnext(cur))
+				break;
+		}
+	}
+	tcbdbcurdel(cur);
+	return r < 0 ? r : n;
+}
+
+int idx_message_each(struct idx_account *a, uint32_t mailbox_id, uint32_t from_uid, idx_message_fn fn, void *arg,
+    char *err, size_t errlen)
+{
+	int r;
+
+	pthread_mutex_lock(&a->mu);
+	r = msg_walk(a, mailbox_id, from_uid ? from_uid : 1, fn, arg);
+	pthread_mutex_unlock(&a->mu);
+	if (r < 0)
+		idx_seterr(err, errlen, "stopped by the callback");
+	return r;
+}
+
+struct uids_ctx {
+	struct idx_uidstate *v;
+	size_t n, cap;
+};
+
+static int uids_cb(void *arg, const struct idx_message *m)
+{
+	struct uids_ctx *c = arg;
+
+	if (c->n == c->cap) {
+		c->cap = c->cap ? c->cap * 2 : 256;
+		c->v = idx_xrealloc(c->v, sizeof(*c->v) * c->cap);
+	}
+	c->v[c->n].uid = m->uid;
+	c->v[c->n].flags = m->flags;
+	c->v[c->n].modseq = m->modseq;
+	c->n++;
+	return 1;
+}
+
+int msg_uids_locked(struct idx_account *a, uint32_t mbid, struct idx_uidstate **list_r, size_t *n_r)
+{
+	struct uids_ctx c = { 0 };
+
+	msg_walk(a, mbid, 1, uids_cb, &c);
+	*list_r = c.v;
+	*n_r = c.n;
+	return (int)c.n;
+}
+
+int idx_mailbox_uids(struct idx_account *a, uint32_t mailbox_id, struct idx_uidstate **list_r, size_t *n_r,
+    char *err, size_t errlen)
+{
+	int r;
+
+	pthread_mutex_lock(&a->mu);
+	r = msg_uids_locked(a, mailbox_id, list_r, n_r);
+	pthread_mutex_unlock(&a->mu);
+	return r;
+}
+
+int idx_tombstones(struct idx_account *a, uint32_t mailbox_id, uint64_t since,
+    int (*fn)(void *arg, uint32_t uid, uint64_t modseq), void *arg, char *err, size_t errlen)
+{
+	BDBCUR *cur;
+	uint8_t k[9];
+	int n = 0;
+
+	pthread_mutex_lock(&a->mu);
+	cur = tcbdbcurnew(a->db);
+	key_mbuid(k, K_TOMB, mailbox_id, 0);
+	if (tcbdbcurjump(cur, k, 9)) {
+		for (;;) {
+			int ks, vs;
+			const uint8_t *kp = tcbdbcurkey3(cur, &ks);
+			const uint8_t *vp;
+
+			if (kp == NULL || ks != 9 || memcmp(kp, k, 5) != 0)
+				break;
+			vp = tcbdbcurval3(cur, &vs);
+			if (vp != NULL && vs == 16 && be64_get(vp) > since) {
+				n++;
+				if (fn != NULL && fn(arg, be32_get(kp + 5), be64_get(vp)) <= 0)
+					break;
+			}
+			if (!tcbdbcurnext(cur))
+				break;
+		}
+	}
+	tcbdbcurdel(cur);
+	pthread_mutex_unlock(&a->mu);
+	return n;
+}
+
+int idx_message_mime(struct idx_account *a, uint64_t id, void **blob_r, size_t *len_r, char *err, size_t errlen)
+{
+	uint8_t k[9];
+	void *v;
+	size_t len;
+	int r;
+
+	*blob_r = NULL;
+	*len_r = 0;
+	pthread_mutex_lock(&a->mu);
+	r = db_get(a, k, key_id(k, K_CACHE, id), &v, &len, err, errlen);
+	pthread_mutex_unlock(&a->mu);
+	if (r <= 0)
+		return r;
+	*blob_r = idx_xmalloc(len);
+	memcpy(*blob_r, v, len);
+	*len_r = len;
+	tcfree(v);
+	return 1;
+}
+
+int idx_message_open(struct idx_account *a, const struct idx_message *m, int *fd_r, char *err, size_t errlen)
+{
+	struct idx_mailbox mb;
+	char dir[IDX_PATH_MAX];
+	int r;
+
+	*fd_r = -1;
+	pthread_mutex_lock(&a->mu);
+	r = mb_load(a, m->mailbox_id, &mb, err, errlen);
+	pthread_mutex_unlock(&a->mu);
+	if (r <= 0)
+		return r;
+	r = idx_folder_path(a, mb.folder, dir, sizeof(dir), err, errlen);
+	idx_mailbox_clear(&mb);
+	if (r < 0)
+		return -1;
+	return maildir_msg_open(dir, msg_basename(m->filename), fd_r, NULL, NULL, 0, err, errlen);
+}
+
+/* ---- store ---- */
+
+/* New keyword list for mode; *changed_r tells whether the set differs. */
+static void kw_apply(struct idx_message *m, enum idx_store_mode mode, char *const *kws, size_t nk, bool *changed_r)
+{
+	char **v = NULL;
+	size_t n = 0, i;
+
+	*changed_r = false;
+	if (mode == IDX_STORE_SET || mode == IDX_STORE_ADD) {
+		if (mode == IDX_STORE_ADD) {
+			for (i = 0; i < m->nkeywords; i++) {
+				v = idx_xrealloc(v, sizeof(*v) * (n + 1));
+				v[n++] = idx_xstrdup(m->keywords[i]);
+			}
+		}
+		for (i = 0; i < nk && n < IDX_KEYWORDS_PER_MESSAGE; i++) {
+			if (kw_has(v, n, kws[i]))
+				continue;
+			v = idx_xrealloc(v, sizeof(*v) * (n + 1));
+			v[n++] = idx_xstrdup(kws[i]);
+		}
+	} else {
+		for (i = 0; i < m->nkeywords; i++) {
+			if (kw_has(kws, nk, m->keywords[i]))
+				continue;
+			v = idx_xrealloc(v, sizeof(*v) * (n + 1));
+			v[n++] = idx_xstrdup(m->keywords[i]);
+		}
+	}
+	if (n != m->nkeywords) {
+		*changed_r = true;
+	} else {
+		for (i = 0; i < n; i++)
+			if (!kw_has(m->keywords, m->nkeywords, v[i]))
+				*changed_r = true;
+	}
+	for (i = 0; i < m->nkeywords; i++)
+		free(m->keywords[i]);
+	free(m->keywords);
+	m->keywords = v;
+	m->nkeywords = n;
+}
+
+struct renamed {
+	char name[MAILDIR_NAME_BUFSIZE]; /* current name on disk */
+	unsigned oldflags;
+	uint32_t oldletters;
+};
+
+int idx_store(struct idx_account *a, uint32_t mailbox_id, const uint32_t *uids, size_t n, enum idx_store_mode mode,
+    uint32_t flags, const char *const *keywords, size_t nkeywords, uint64_t unchangedsince, uint32_t *failed_r,
+    size_t *nfailed_r, uint64_t *modseq_r, char *err, size_t errlen)
+{
+	struct idx_mailbox mb;
+	struct kwtab kt = { 0 };
+	struct renamed *ren = NULL;
+	char dir[IDX_PATH_MAX], **kws = NULL;
+	size_t nkw = 0, nren = 0, i, nfailed = 0;
+	bool kwgrew = false;
+	int r, changed = 0;
+
+	if (nfailed_r != NULL)
+		*nfailed_r = 0;
+	if (modseq_r != NULL)
+		*modseq_r = 0;
+	if ((flags & ~IDX_FLAGS_ALL) != 0) {
+		idx_seterr(err, errlen, "invalid flags");
+		return IDX_REFUSED;
+	}
+	r = kw_check(keywords, nkeywords, err, errlen);
+	if (r < 0)
+		return r;
+	for (i = 0; i < nkeywords; i++) {
+		if (kw_is_forwarded(keywords[i])) {
+			flags |= IDX_FORWARDED;
+		} else {
+			kws = idx_xrealloc(kws, sizeof(*kws) * (nkw + 1));
+			kws[nkw++] = (char *)keywords[i];
+		}
+	}
+	if (op_begin(a, err, errlen) < 0) {
+		free(kws);
+		return -1;
+	}
+	r = mb_load(a, mailbox_id, &mb, err, errlen);
+	if (r == 0) {
+		idx_seterr(err, errlen, "mailbox does not exist");
+		r = IDX_REFUSED;
+	}
+	if (r > 0)
+		r = idx_folder_path(a, mb.folder, dir, sizeof(dir), err, errlen);
+	if (r > 0)
+		ren = idx_xmalloc(sizeof(*ren) * (n ? n : 1));
+	for (i = 0; i < n && r > 0; i++) {
+		struct idx_message m;
+		uint32_t nf;
+		unsigned oldm;
+		int64_t letters, oldletters;
+		bool kwchanged;
+		struct renamed *e;
+
+		r = msg_load(a, mailbox_id, uids[i], &m, err, errlen);
+		if (r <= 0) {
+			r = r < 0 ? -1 : 1; /* absent: skipped */
+			continue;
+		}
+		if (unchangedsince != 0 && m.modseq > unchangedsince) {
+			if (failed_r != NULL)
+				failed_r[nfailed] = m.uid;
+			nfailed++;
+			idx_message_clear(&m);
+			continue;
+		}
+		nf = mode == IDX_STORE_SET ? flags : mode == IDX_STORE_ADD ? (m.flags | flags) : (m.flags & ~flags);
+		oldm = idx_flags_to_maildir(m.flags);
+		oldletters = kwtab_letters(&kt, dir, m.keywords, m.nkeywords, err, errlen);
+		kw_apply(&m, mode, kws, nkw, &kwchanged);
+		if (nf == m.flags && !kwchanged) {
+			idx_message_clear(&m);
+			if (oldletters < 0)
+				r = -1;
+			continue;
+		}
+		letters = oldletters < 0 ? -1 : kwtab_letters(&kt, dir, m.keywords, m.nkeywords, err, errlen);
+		if (letters < 0) {
+			idx_message_clear(&m);
+			r = -1;
+			break;
+		}
+		/* The file first; a crash after this is repaired by the sync. */
+		e = &ren[nren];
+		r = maildir_msg_set_flags(dir, msg_basename(m.filename), idx_flags_to_maildir(nf), (uint32_t)letters,
+		    e->name, sizeof(e->name), err, errlen);
+		if (r < 0) {
+			idx_message_clear(&m);
+			break;
+		}
+		if (r > 0) {
+			e->oldflags = oldm;
+			e->oldletters = (uint32_t)oldletters;
+			nren++;
+			free(m.filename);
+			m.filename = idx_xmalloc(strlen(e->name) + 5);
+			snprintf(m.filename, strlen(e->name) + 5, "cur/%s", e->name);
+		}
+		counts_apply(&mb.counts, m.flags, m.size, -1);
+		counts_apply(&mb.counts, nf, m.size, 1);
+		m.flags = nf;
+		m.modseq = op_modseq(a);
+		for (size_t j = 0; j < m.nkeywords; j++)
+			kwgrew |= mb_keyword_add(&mb, m.keywords[j]);
+		r = msg_store(a, &m, err, errlen);
+		if (r > 0) {
+			changed++;
+			change_push(a, IDX_CH_FLAGS, mailbox_id, m.uid, m.modseq, m.flags, NULL, NULL);
+		}
+		idx_message_clear(&m);
+	}
+	if (r > 0 && changed > 0) {
+		mb.highest_modseq = a->op_modseq;
+		r = mb_store(a, &mb, err, errlen);
+		change_push(a, IDX_CH_MAILBOX_COUNTS, mailbox_id, 0, a->op_modseq, 0, NULL, NULL);
+		if (kwgrew)
+			change_push(a, IDX_CH_MAILBOX_KEYWORDS, mailbox_id, 0, a->op_modseq, 0, NULL, NULL);
+		if (modseq_r != NULL)
+			*modseq_r = a->op_modseq;
+	}
+	if (r > 0 && nren > 0 && !a->no_fsync) {
+		char cdir[IDX_PATH_MAX + 8];
+
+		snprintf(cdir, sizeof(cdir), "%s/cur", dir);
+		r = maildir_fsync_dir(cdir, err, errlen);
+	}
+	r = op_end(a, r, err, errlen);
+	if (r < 0) {
+		/* Put the names back so files and index agree again. */
+		for (i = 0; i < nren; i++) {
+			char tmp[MAILDIR_NAME_BUFSIZE];
+
+			(void)maildir_msg_set_flags(dir, ren[i].name, ren[i].oldflags, ren[i].oldletters, tmp,
+			    sizeof(tmp), NULL, 0);
+		}
+	}
+	op_unlock(a);
+	if (r >= 0 && nfailed_r != NULL)
+		*nfailed_r = nfailed;
+	kwtab_clear(&kt);
+	idx_mailbox_clear(&mb);
+	free(ren);
+	free(kws);
+	return r < 0 ? r : changed;
+}
+
+/* ---- expunge ---- */
+
+/* Unlink a message's file, finding it when another tool renamed it. */
+static int msg_unlink(const char *dir, const struct idx_message *m, char *err, size_t errlen)
+{
+	char path[IDX_PATH_MAX * 2], name[MAILDIR_NAME_BUFSIZE];
+	enum maildir_subdir sub;
+	int r;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, m->filename);
+	if (unlink(path) == 0)
+		return 1;
+	if (errno != ENOENT) {
+		idx_seterr(err, errlen, "unlink %s: %s", path, strerror(errno));
+		return -1;
+	}
+	r = maildir_msg_find(dir, msg_basename(m->filename), &sub, name, sizeof(name), err, errlen);
+	if (r <= 0)
+		return r;
+	snprintf(path, sizeof(path), "%s/%s/%s", dir, sub == MAILDIR_CUR ? "cur" : "new", name);
+	if (unlink(path) < 0 && errno != ENOENT) {
+		idx_seterr(err, errlen, "unlink %s: %s", path, strerror(errno));
+		return -1;
+	}
+	return 1;
+}
+
+struct deleted_ctx {
+	uint32_t *v;
+	size_t n, cap, max;
+};
+
+static int deleted_cb(void *arg, const struct idx_message *m)
+{
+	struct deleted_ctx *c = arg;
+
+	if (!(m->flags & IDX_DELETED))
+		return 1;
+	if (c->max && c->n >= c->max)
+		return 0;
+	if (c->n == c->cap) {
+		c->cap = c->cap ? c->cap * 2 : 64;
+		c->v = idx_xrealloc(c->v, sizeof(*c->v) * c->cap);
+	}
+	c->v[c->n++] = m->uid;
+	return 1;
+}
+
+int idx_expunge(struct idx_account *a, uint32_t mailbox_id, const uint32_t *uids, size_t n, uint32_t *expunged_r,
+    char *err, size_t errlen)
+{
+	struct deleted_ctx dc = { 0 };
+	struct idx_mailbox mb;
+	char dir[IDX_PATH_MAX];
+	size_t i;
+	int r, count = 0;
+
+	if (op_begin(a, err, errlen) < 0)
+		return -1;
+	r = mb_load(a, mailbox_id, &mb, err, errlen);
+	if (r == 0) {
+		idx_seterr(err, errlen, "mailbox does not exist");
+		r = IDX_REFUSED;
+	}
+	if (r > 0)
+		r = idx_folder_path(a, mb.folder, dir, sizeof(dir), err, errlen);
+	if (r > 0 && uids == NULL) {
+		dc.max = expunged_r != NULL ? n : 0;
+		msg_walk(a, mailbox_id, 1, deleted_cb, &dc);
+		uids = dc.v;
+		n = dc.n;
+	}
+	for (i = 0; i < n && r > 0; i++) {
+		struct idx_message m;
+
+		r = msg_load(a, mailbox_id, uids[i], &m, err, errlen);
+		if (r <= 0) {
+			r = r < 0 ? -1 : 1;
+			continue;
+		}
+		r = msg_unlink(dir, &m, err, errlen);
+		if (r >= 0)
+			r = msg_remove(a, &m, op_modseq(a), false, err, errlen);
+		if (r > 0) {
+			counts_apply(&mb.counts, m.flags, m.size, -1);
+			a->rec.quota_used -= a->rec.quota_used < m.size ? a->rec.quota_used : m.size;
+			a->rec_dirty = true;
+			if (expunged_r != NULL)
+				expunged_r[count] = m.uid;
+			count++;
+			change_push(a, IDX_CH_REMOVE, mailbox_id, m.uid, a->op_modseq, 0, NULL, NULL);
+		}
+		idx_message_clear(&m);
+	}
+	if (r > 0 && count > 0) {
+		mb.highest_modseq = a->op_modseq;
+		r = mb_store(a, &mb, err, errlen);
+		change_push(a, IDX_CH_MAILBOX_COUNTS, mailbox_id, 0, a->op_modseq, 0, NULL, NULL);
+	}
+	r = op_end(a, r, err, errlen);
+	op_unlock(a);
+	idx_mailbox_clear(&mb);
+	free(dc.v);
+	return r < 0 ? r : count;
+}

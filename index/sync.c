@@ -1,0 +1,377 @@
+/*
+ * Maildir sync: make the index agree with a folder that other tools changed.
+ *
+ * The folder's files (maildir_scan) are matched to the records by base name
+ * through the 'F' keys:
+ * - a record whose base is not on disk: the message is gone, tombstone it;
+ * - a record whose file name changed: take the flags from the name (keyword
+ *   letters through dovecot-keywords; keywords without a letter live only
+ *   in the index and are kept), a new modseq when they differ;
+ * - a file without a record: adopt it with the next UID, flags from its
+ *   name, MIME cache and threading from its content.
+ * A file that vanishes while we read it is skipped: the next sync sees its
+ * new state. Everything runs in one transaction per mailbox and the changes
+ * go to listeners like our own.
+ */
+#define _GNU_SOURCE
+#include "index/index_private.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+struct fkey {
+	char *base;
+	uint32_t uid;
+};
+
+/* Every 'F' key of a mailbox. */
+static size_t fkeys_all(struct idx_account *a, uint32_t mbid, struct fkey **v_r)
+{
+	uint8_t p[5];
+	BDBCUR *cur = tcbdbcurnew(a->db);
+	struct fkey *v = NULL;
+	size_t n = 0;
+
+	p[0] = K_FILE;
+	be32_put(p + 1, mbid);
+	if (tcbdbcurjump(cur, p, 5)) {
+		for (;;) {
+			int ks, vs;
+			const uint8_t *kp = tcbdbcurkey3(cur, &ks);
+			const uint8_t *vp;
+
+			if (kp == NULL || ks < 5 || memcmp(kp, p, 5) != 0)
+				break;
+			vp = tcbdbcurval3(cur, &vs);
+			if (vp != NULL && vs == 4 && ks > 5) {
+				v = idx_xrealloc(v, sizeof(*v) * (n + 1));
+				v[n].base = strndup((const char *)kp + 5, (size_t)ks - 5);
+				if (v[n].base == NULL)
+					abort();
+				v[n].uid = be32_get(vp);
+				n++;
+			}
+			if (!tcbdbcurnext(cur))
+				break;
+		}
+	}
+	tcbdbcurdel(cur);
+	*v_r = v;
+	return n;
+}
+
+/* Keywords of a file name: letters through the table plus the index-only
+ * keywords of old (those without a letter). */
+static void kw_from_name(struct idx_message *m, const struct maildir_keywords *kw, uint32_t letters,
+    char *const *old, size_t nold)
+{
+	size_t i;
+
+	for (i = 0; i < 26; i++) {
+		const char *name;
+
+		if (!(letters & (1u << i)) || (name = maildir_keywords_name(kw, 'a' + (int)i)) == NULL)
+			continue;
+		if (m->nkeywords >= IDX_KEYWORDS_PER_MESSAGE)
+			break;
+		m->keywords = idx_xrealloc(m->keywords, sizeof(*m->keywords) * (m->nkeywords + 1));
+		m->keywords[m->nkeywords++] = idx_xstrdup(name);
+	}
+	for (i = 0; i < nold && m->nkeywords < IDX_KEYWORDS_PER_MESSAGE; i++) {
+		if (maildir_keywords_lookup(kw, old[i]) != 0)
+			continue;
+		m->keywords = idx_xrealloc(m->keywords, sizeof(*m->keywords) * (m->nkeywords + 1));
+		m->keywords[m->nkeywords++] = idx_xstrdup(old[i]);
+	}
+}
+
+static bool kw_same(char *const *x, size_t nx, char *const *y, size_t ny)
+{
+	size_t i, j;
+
+	if (nx != ny)
+		return false;
+	for (i = 0; i < nx; i++) {
+		for (j = 0; j < ny; j++)
+			if (strcasecmp(x[i], y[j]) == 0)
+				break;
+		if (j == ny)
+			return false;
+	}
+	return true;
+}
+
+/* Adopt file e of folder dir into mailbox mb. 1 adopted, 0 vanished, -1. */
+static int adopt(struct idx_account *a, struct idx_mailbox *mb, const char *dir, const struct maildir_entry *e,
+    const struct maildir_keywords *kw, bool *kwgrew, char *err, size_t errlen)
+{
+	char path[IDX_PATH_MAX + MAILDIR_NAME_BUFSIZE + 8];
+	struct idx_message m;
+	struct mime_msg *msg = NULL;
+	struct stat st;
+	TCXSTR *cache;
+	size_t i;
+	int fd, r;
+
+	snprintf(path, sizeof(path), "%s/%s/%s", dir, e->subdir == MAILDIR_CUR ? "cur" : "new", e->filename);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return 0;
+		idx_seterr(err, errlen, "open %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) < 0) {
+		idx_seterr(err, errlen, "fstat %s: %s", path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	if (msg_parse_fd(fd, (uint64_t)st.st_size, &msg, err, errlen) < 0) {
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	if (mb->uidnext == UINT32_MAX) {
+		mime_msg_free(&msg);
+		idx_seterr(err, errlen, "mailbox %s out of UIDs", mb->name);
+		return -1;
+	}
+	memset(&m, 0, sizeof(m));
+	m.id = a->rec.next_msgid++;
+	a->rec_dirty = true;
+	m.mailbox_id = mb->id;
+	m.uid = mb->uidnext++;
+	m.modseq = m.createseq = op_modseq(a);
+	m.flags = idx_flags_from_maildir(e->name.flags);
+	kw_from_name(&m, kw, e->name.keywords, NULL, 0);
+	m.size = (uint64_t)st.st_size;
+	m.filename = idx_xmalloc(strlen(e->filename) + 5);
+	snprintf(m.filename, strlen(e->filename) + 5, "%s/%s", e->subdir == MAILDIR_CUR ? "cur" : "new", e->filename);
+	m.received = (int64_t)st.st_mtime;
+	m.savedate = (int64_t)time(NULL);
+	m.message_id = idx_xstrdup(msg && msg->msgid && strlen(msg->msgid) <= IDX_MSGID_MAX ? msg->msgid : "");
+	m.subject_base = strndup(msg && msg->base_subject ? msg->base_subject : "", 1000);
+	if (m.subject_base == NULL)
+		abort();
+	cache = tcxstrnew();
+	if (msg != NULL)
+		mime_cache_encode(msg, cache);
+	r = thread_assign(a, &m, msg, err, errlen);
+	/* A muted thread would mark it \Seen: the file says otherwise, keep the file's flags. */
+	m.flags = idx_flags_from_maildir(e->name.flags);
+	if (r > 0)
+		r = msg_insert(a, &m, tcxstrptr(cache), (size_t)tcxstrsize(cache), err, errlen);
+	if (r > 0)
+		r = thread_resolve(a, &m, err, errlen);
+	if (r > 0) {
+		counts_apply(&mb->counts, m.flags, m.size, 1);
+		for (i = 0; i < m.nkeywords; i++)
+			*kwgrew |= mb_keyword_add(mb, m.keywords[i]);
+		a->rec.quota_used += m.size;
+		change_push(a, IDX_CH_ADD, mb->id, m.uid, m.modseq, m.flags, NULL, NULL);
+	}
+	tcxstrdel(cache);
+	mime_msg_free(&msg);
+	idx_message_clear(&m);
+	return r < 0 ? -1 : 1;
+}
+
+static int sync_locked(struct idx_account *a, uint32_t mbid, struct idx_sync_stats *st, char *err, size_t errlen)
+{
+	struct maildir_keywords kw;
+	struct maildir_scan scan;
+	struct idx_mailbox mb;
+	struct fkey *fk = NULL;
+	char dir[IDX_PATH_MAX];
+	TCMAP *bybase = NULL;
+	bool kwgrew = false, changed = false;
+	size_t nfk = 0, i;
+	int r;
+
+	memset(&scan, 0, sizeof(scan));
+	maildir_keywords_init(&kw);
+	r = mb_load(a, mbid, &mb, err, errlen);
+	if (r <= 0)
+		return r;
+	if (idx_folder_path(a, mb.folder, dir, sizeof(dir), err, errlen) < 0 ||
+	    maildir_folder_create(a->maildir, mb.folder, err, errlen) < 0 ||
+	    maildir_scan(dir, &scan, err, errlen) < 0 || maildir_keywords_read(&kw, dir, err, errlen) < 0) {
+		r = -1;
+		goto out;
+	}
+	bybase = tcmapnew2(scan.count + 1);
+	for (i = 0; i < scan.count; i++) {
+		const struct maildir_entry *e = &scan.entries[i];
+		uint32_t idx = (uint32_t)i;
+
+		if (e->valid)
+			tcmapputkeep(bybase, e->name.base, (int)e->name.base_len, &idx, sizeof(idx));
+	}
+	nfk = fkeys_all(a, mbid, &fk);
+	for (i = 0; i < nfk && r >= 0; i++) {
+		const struct maildir_entry *e = NULL;
+		struct idx_message m, nm;
+		const uint32_t *ip;
+		int sp;
+		char fname[MAILDIR_NAME_BUFSIZE + 8];
+
+		ip = tcmapget(bybase, fk[i].base, (int)strlen(fk[i].base), &sp);
+		if (ip != NULL) {
+			e = &scan.entries[*ip];
+			tcmapout(bybase, fk[i].base, (int)strlen(fk[i].base));
+		}
+		r = msg_load(a, mbid, fk[i].uid, &m, NULL, 0);
+		if (r <= 0) {
+			r = 0; /* stale file key or corrupt record: the checker reports it */
+			continue;
+		}
+		if (e == NULL) {
+			r = msg_remove(a, &m, op_modseq(a), false, err, errlen);
+			counts_apply(&mb.counts, m.flags, m.size, -1);
+			a->rec.quota_used -= a->rec.quota_used < m.size ? a->rec.quota_used : m.size;
+			a->rec_dirty = true;
+			change_push(a, IDX_CH_REMOVE, mbid, m.uid, a->op_modseq, 0, NULL, NULL);
+			st->removed++;
+			changed = true;
+			idx_message_clear(&m);
+			continue;
+		}
+		snprintf(fname, sizeof(fname), "%s/%s", e->subdir == MAILDIR_CUR ? "cur" : "new", e->filename);
+		if (strcmp(fname, m.filename) != 0) {
+			memset(&nm, 0, sizeof(nm));
+			kw_from_name(&nm, &kw, e->name.keywords, m.keywords, m.nkeywords);
+			free(m.filename);
+			m.filename = idx_xstrdup(fname);
+			if (idx_flags_from_maildir(e->name.flags) != m.flags ||
+			    !kw_same(nm.keywords, nm.nkeywords, m.keywords, m.nkeywords)) {
+				uint32_t nf = idx_flags_from_maildir(e->name.flags);
+
+				counts_apply(&mb.counts, m.flags, m.size, -1);
+				counts_apply(&mb.counts, nf, m.size, 1);
+				m.flags = nf;
+				for (size_t j = 0; j < m.nkeywords; j++)
+					free(m.keywords[j]);
+				free(m.keywords);
+				m.keywords = nm.keywords;
+				m.nkeywords = nm.nkeywords;
+				nm.keywords = NULL;
+				nm.nkeywords = 0;
+				m.modseq = op_modseq(a);
+				change_push(a, IDX_CH_FLAGS, mbid, m.uid, m.modseq, m.flags, NULL, NULL);
+				st->flagged++;
+				changed = true;
+			}
+			idx_message_clear(&nm);
+			r = msg_store(a, &m, err, errlen);
+		}
+		idx_message_clear(&m);
+	}
+	/* What is left in the map has no record. Scan order: new/ then cur/. */
+	for (i = 0; i < scan.count && r >= 0; i++) {
+		const struct maildir_entry *e = &scan.entries[i];
+		const uint32_t *ip;
+		int sp;
+
+		if (!e->valid)
+			continue;
+		ip = tcmapget(bybase, e->name.base, (int)e->name.base_len, &sp);
+		if (ip == NULL || *ip != (uint32_t)i)
+			continue;
+		r = adopt(a, &mb, dir, e, &kw, &kwgrew, err, errlen);
+		if (r > 0) {
+			st->added++;
+			changed = true;
+		}
+	}
+	if (r >= 0 && changed) {
+		mb.highest_modseq = op_modseq(a);
+		r = mb_store(a, &mb, err, errlen);
+		change_push(a, IDX_CH_MAILBOX_COUNTS, mbid, 0, a->op_modseq, 0, NULL, NULL);
+		if (kwgrew)
+			change_push(a, IDX_CH_MAILBOX_KEYWORDS, mbid, 0, a->op_modseq, 0, NULL, NULL);
+	}
+	if (r >= 0)
+		r = 1;
+out:
+	for (i = 0; i < nfk; i++)
+		free(fk[i].base);
+	free(fk);
+	if (bybase != NULL)
+		tcmapdel(bybase);
+	maildir_scan_clear(&scan);
+	maildir_keywords_clear(&kw);
+	idx_mailbox_clear(&mb);
+	return r;
+}
+
+int idx_sync_mailbox(struct idx_account *a, uint32_t mailbox_id, struct idx_sync_stats *st, char *err,
+    size_t errlen)
+{
+	struct idx_sync_stats dummy;
+	int r;
+
+	if (st == NULL)
+		st = &dummy;
+	memset(st, 0, sizeof(*st));
+	if (op_begin(a, err, errlen) < 0)
+		return -1;
+	r = sync_locked(a, mailbox_id, st, err, errlen);
+	if (r == 0) {
+		idx_seterr(err, errlen, "mailbox does not exist");
+		r = -1;
+	}
+	r = op_end(a, r, err, errlen);
+	op_unlock(a);
+	return r;
+}
+
+int idx_sync_all(struct idx_account *a, struct idx_sync_stats *st, char *err, size_t errlen)
+{
+	struct idx_sync_stats dummy, one;
+	struct maildir_folder_list fl;
+	struct idx_mailbox *all = NULL;
+	size_t nall = 0, i;
+	int r;
+
+	if (st == NULL)
+		st = &dummy;
+	memset(st, 0, sizeof(*st));
+	if (op_begin(a, err, errlen) < 0)
+		return -1;
+	r = maildir_folder_list(a->maildir, &fl, err, errlen);
+	for (i = 0; r >= 0 && i < fl.count; i++) {
+		char canon[IDX_MAILBOX_NAME_MAX + 1];
+		uint32_t id;
+
+		if (fl.entries[i].name == NULL ||
+		    idx_mailbox_name_check(fl.entries[i].name, canon, sizeof(canon), NULL, 0) < 0)
+			continue; /* not a name we produce: left alone */
+		r = mb_lookup(a, canon, &id, err, errlen);
+		if (r == 0) {
+			uint64_t before = a->rec.next_mbid;
+
+			r = mb_create_locked(a, canon, fl.entries[i].dirname, 0, true, NULL, err, errlen);
+			st->mailboxes_added += a->rec.next_mbid - before; /* parents too */
+		}
+	}
+	maildir_folder_list_clear(&fl);
+	r = op_end(a, r < 0 ? -1 : 1, err, errlen);
+	op_unlock(a);
+	if (r < 0)
+		return -1;
+	idx_mailbox_list(a, &all, &nall, err, errlen);
+	for (i = 0; i < nall && r >= 0; i++) {
+		r = idx_sync_mailbox(a, all[i].id, &one, err, errlen);
+		st->added += one.added;
+		st->flagged += one.flagged;
+		st->removed += one.removed;
+	}
+	idx_mailbox_list_free(&all, nall);
+	return r < 0 ? -1 : 1;
+}
