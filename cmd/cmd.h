@@ -49,6 +49,21 @@ int cmd_control(const struct config *cfg, int argc, const char *const *argv);
 /* Run the configured server until it stops. drop: switch to the configured user (serve as root). */
 int serve_run(struct config *cfg, bool drop);
 
+/* ---- data tools (cmd/data.c) ---- */
+struct idx_account;
+/* Progress lines are printed to stderr every this many messages. */
+#define CMD_PROGRESS_EVERY 1000
+/* True when the server's control socket answers. */
+bool cmd_server_running(const struct config *cfg);
+/* cmd_control, but "- progress N" lines go to stderr every CMD_PROGRESS_EVERY messages. */
+int cmd_control_progress(const struct config *cfg, int argc, const char *const *argv);
+/* p made absolute against the working directory (caller frees). */
+char *cmd_abspath(const char *p);
+/* Open (creating) a configured account directly; prints the error. 1, -1. */
+int cmd_open_account(const struct config *cfg, const char *name, bool no_fsync, struct idx_account **a_r);
+/* A report callback printing text and a newline to stdout. */
+void cmd_print_line(void *arg, const char *text);
+
 int cmd_serve(int argc, char **argv);
 int cmd_localserve(int argc, char **argv);
 int cmd_config_test(int argc, char **argv);
@@ -57,5 +72,15 @@ int cmd_config_describe_domains(int argc, char **argv);
 int cmd_config_printservice(int argc, char **argv);
 int cmd_stop(int argc, char **argv);
 int cmd_status(int argc, char **argv);
+int cmd_import(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+int cmd_backup(int argc, char **argv);
+int cmd_verifydata(int argc, char **argv);
+int cmd_fixuidmeta(int argc, char **argv);
+int cmd_fixmsgsize(int argc, char **argv);
+int cmd_reassignuids(int argc, char **argv);
+int cmd_bumpuidvalidity(int argc, char **argv);
+int cmd_recalculatemailboxcounts(int argc, char **argv);
+int cmd_setaccountpassword(int argc, char **argv);
 
 #endif
