@@ -139,6 +139,7 @@ struct idx_options {
  * opener (another process) gets an error saying the account is in use.
  * Returns 1 with *acct_r (close with idx_account_close), -1 with err.
  */
+/* opts may be NULL (defaults). */
 int idx_account_open(const char *dir, const struct idx_options *opts, struct idx_account **acct_r,
     char *err, size_t errlen);
 void idx_account_close(struct idx_account **acctp);
@@ -169,6 +170,9 @@ int idx_secrets_get(struct idx_account *a, void **blob_r, size_t *len_r, char *e
  * first level, "inbox/x") becomes "INBOX"; rejects empty names and levels,
  * leading/trailing "/", invalid UTF-8, control characters, names over
  * IDX_MAILBOX_NAME_MAX. Writes the canonical form into buf.
+ * Also rejects control characters U+0080-U+009F, U+2028/2029, a leading '#'
+ * (IMAP namespaces), and names whose Maildir++ directory name would be too
+ * long, so a name that passes can always be created.
  * Returns 1, or -1 with err (a message fit for an IMAP NO).
  */
 int idx_mailbox_name_check(const char *name, char *buf, size_t size, char *err, size_t errlen);
@@ -184,8 +188,9 @@ int idx_mailbox_get_id(struct idx_account *a, uint32_t id, struct idx_mailbox *m
 
 /*
  * Create mailbox name (and any missing parents, as IMAP CREATE does) with
- * special_use bits; subscribed as given. Returns 1 created (*id_r set, may
- * be NULL), 0 already exists, -1 error.
+ * special_use bits; subscribed as given (parents created here too).
+ * Returns 1 created (*id_r set, may be NULL), 0 already exists (*id_r set),
+ * IDX_REFUSED for a bad name or special-use bit, -1 error.
  */
 int idx_mailbox_create(struct idx_account *a, const char *name, uint32_t special_use, bool subscribe,
     uint32_t *id_r, char *err, size_t errlen);
@@ -193,18 +198,22 @@ int idx_mailbox_create(struct idx_account *a, const char *name, uint32_t special
 /*
  * Delete mailbox name and its messages (files removed). INBOX cannot be
  * deleted; a mailbox with children cannot either (IMAP: \Noselect is not
- * kept; the client deletes children first). Returns 1, 0 not found, -1.
+ * kept; the client deletes children first). Returns 1, 0 not found,
+ * IDX_REFUSED (INBOX, has children), -1.
  */
 int idx_mailbox_delete(struct idx_account *a, const char *name, char *err, size_t errlen);
 
 /*
  * Rename from -> to, children too. Renaming INBOX moves all its messages to
  * a new mailbox `to` (new UIDs from 1, UIDVALIDITY of the new mailbox) and
- * leaves INBOX empty, as RFC 9051 says. Returns 1, 0 from not found, -1
- * (also when to exists).
+ * leaves INBOX empty, as RFC 9051 says (its children stay; INBOX gets
+ * tombstones for the moved UIDs). Returns 1, 0 from not found, IDX_REFUSED
+ * (to or a child's new name exists, to is below from, bad name), -1.
  */
 int idx_mailbox_rename(struct idx_account *a, const char *from, const char *to, char *err, size_t errlen);
 
+/* Subscription and special-use flags of an existing mailbox: 1, 0 not found,
+ * IDX_REFUSED (unknown special-use bit), -1. */
 int idx_mailbox_subscribe(struct idx_account *a, const char *name, bool subscribe, char *err, size_t errlen);
 int idx_mailbox_set_special_use(struct idx_account *a, const char *name, uint32_t special_use, char *err,
     size_t errlen);
@@ -257,7 +266,10 @@ enum idx_error {
  * fail individually (quota, vanished mailbox): their result is -1; the
  * others are added. Returns the number added (>= 0), or -1 when nothing
  * could be done (err). Never leaves an item half-added: a linked file
- * whose index commit failed is unlinked again.
+ * whose index commit failed is unlinked again. A file goes to new/ when it
+ * has no flags and no keywords, else to cur/ with its flags and keyword
+ * letters (dovecot-keywords of the folder, written before the link). In a
+ * muted thread a new message gets \Seen.
  */
 int idx_add(struct idx_account *a, struct idx_add *items, size_t n, char *err, size_t errlen);
 
@@ -322,17 +334,25 @@ enum idx_store_mode { IDX_STORE_SET, IDX_STORE_ADD, IDX_STORE_REMOVE };
  * non-zero) are not changed and their UIDs are written to failed_r (caller
  * provides room for n; may be NULL when unchangedsince is 0), counted in
  * *nfailed_r. Keywords not yet in the mailbox's list are added to it.
- * UIDs not present are skipped. Returns the number changed, -1.
+ * UIDs not present are skipped; messages whose flags and keywords would
+ * not change are not counted and get no new modseq. The keyword
+ * "$Forwarded" (any case) is the IDX_FORWARDED flag. *modseq_r (may be
+ * NULL) is the new modseq, 0 when nothing changed.
+ * Returns the number changed, IDX_REFUSED (invalid keyword or flags, no
+ * such mailbox), -1.
  */
 int idx_store(struct idx_account *a, uint32_t mailbox_id, const uint32_t *uids, size_t n, enum idx_store_mode mode,
     uint32_t flags, const char *const *keywords, size_t nkeywords, uint64_t unchangedsince,
     uint32_t *failed_r, size_t *nfailed_r, uint64_t *modseq_r, char *err, size_t errlen);
 
 /*
- * Expunge messages uids[0..n) of a mailbox (n == 0 and uids == NULL: every
- * message with \Deleted): files removed, tombstones kept. The expunged UIDs
- * are written to expunged_r (room for n, or for the mailbox's total when
- * uids is NULL; may be NULL). Returns the number expunged, -1.
+ * Expunge messages uids[0..n) of a mailbox, with or without \Deleted (the
+ * caller filters for UID EXPUNGE); uids == NULL: every message with
+ * \Deleted. Files removed first, then records become tombstones. The
+ * expunged UIDs are written to expunged_r (may be NULL): room for n, or
+ * when uids is NULL room for n when n > 0 (at most n are expunged; call
+ * again for more) else for the mailbox's total.
+ * Returns the number expunged, IDX_REFUSED (no such mailbox), -1.
  */
 int idx_expunge(struct idx_account *a, uint32_t mailbox_id, const uint32_t *uids, size_t n,
     uint32_t *expunged_r, char *err, size_t errlen);
@@ -341,8 +361,12 @@ int idx_expunge(struct idx_account *a, uint32_t mailbox_id, const uint32_t *uids
  * Copy (hard links) or move messages uids[0..n) to another mailbox. New
  * UIDs, in order, go to newuids_r (room for n). For a move the sources get
  * tombstones; moving out of the account's rejects mailbox clears is-reject
- * and records the origin. Quota applies to copies. Returns the number
- * copied/moved, -1 (IDX_E_OVERQUOTA via *error_r, may be NULL).
+ * and records the origin. Quota applies to copies. A move keeps the
+ * message id (and MIME cache); a copy gets a new id. Files: a copy is a
+ * hard link, a move a rename; a name already taken in the target gets a
+ * new unique base. Messages whose file vanished are skipped (the sync
+ * tombstones them). Returns the number copied/moved, IDX_REFUSED with
+ * *error_r (may be NULL) IDX_E_OVERQUOTA or IDX_E_NOMAILBOX, -1.
  */
 int idx_copy(struct idx_account *a, uint32_t from_mb, const uint32_t *uids, size_t n, uint32_t to_mb,
     uint32_t *newuids_r, int *error_r, char *err, size_t errlen);
@@ -358,7 +382,9 @@ struct idx_sync_stats {
 	uint64_t mailboxes_added; /* folders without a mailbox record */
 };
 
-/* Compare one mailbox's folder with its records and repair the index. 1, -1. */
+/* Compare one mailbox's folder with its records and repair the index
+ * (st may be NULL). A missing folder is recreated (records tombstoned).
+ * Returns 1, -1 (also for an unknown mailbox). */
 int idx_sync_mailbox(struct idx_account *a, uint32_t mailbox_id, struct idx_sync_stats *st, char *err, size_t errlen);
 /* All folders, also ones created by other tools. 1, -1. */
 int idx_sync_all(struct idx_account *a, struct idx_sync_stats *st, char *err, size_t errlen);
@@ -403,7 +429,10 @@ struct idx_change {
  * the commit, without the account lock: it must only signal (e.g. activate
  * a libevent event) and never block. The listener then drains its queue
  * from its own thread. A queue that grows past IDX_LISTENER_QUEUE_MAX is
- * dropped and marked overflowed: the listener must resynchronize fully.
+ * dropped and marked overflowed: the listener must resynchronize fully;
+ * nothing is queued until it drains. notify (may be NULL) is called with
+ * the listener list locked: it must not call idx_listen/idx_unlisten.
+ * Changes of one operation arrive together, in commit order.
  */
 #define IDX_LISTENER_QUEUE_MAX 100000
 struct idx_listener;

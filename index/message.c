@@ -11,7 +11,7 @@
  * - expunge: the file is unlinked first, then the record becomes a
  *   tombstone; a crash in between leaves a record without a file, which the
  *   sync turns into a tombstone.
- * Copy and move (transfer.c-like code at the end) follow the same rule:
+ * Copy and move (copy.c) follow the same rule:
  * files first, index second, and undo the files when the index fails.
  */
 #define _GNU_SOURCE
@@ -1083,7 +1083,7 @@ int idx_expunge(struct idx_account *a, uint32_t mailbox_id, const uint32_t *uids
 	if (r > 0)
 		r = idx_folder_path(a, mb.folder, dir, sizeof(dir), err, errlen);
 	if (r > 0 && uids == NULL) {
-		dc.max = expunged_r != NULL ? n : 0;
+		dc.max = expunged_r == NULL ? 0 : n > 0 ? n : (size_t)mb.counts.total;
 		msg_walk(a, mailbox_id, 1, deleted_cb, &dc);
 		uids = dc.v;
 		n = dc.n;
