@@ -1,47 +1,1164 @@
 #!/usr/bin/python3
 """make bench: our figures beside Dovecot and Postfix on this machine, in one run.
 
-So far it measures the disk's durable-delivery limit (write, fsync, link, fsync dir),
-the reference for the storage and SMTP goals; the protocol comparisons are added as
-those parts land.
+Parts (each prints "skipped: <why>" when a side cannot be measured, never fails the run):
+ 1. Disk: the durable-delivery limit (write 4 KB, fsync, link into new/, fsync the directory),
+    one writer and 4 concurrent writers: the reference for every storage and delivery figure.
+ 2. IMAP: t/bench/imapload (C, poll()) against Dovecot (its own instance in a temp directory)
+    and mox localserve, both with the same pre-populated INBOX (appended first):
+    a) stress mix for a fixed time at 10 and 100 clients, operations/s (each session:
+       connect, LOGIN, SELECT, FETCH 10 (ENVELOPE FLAGS), STORE flags, APPEND 4 KB,
+       STORE \\Deleted, EXPUNGE, LOGOUT; every command completed counts as one operation);
+    b) SELECT + FETCH 1:* (UID FLAGS) of a large mailbox, first (cold-ish: after a restart,
+       index built or opened for the first time) and second (warm) run. Dovecot's copy is
+       written straight into Maildir cur/; mox's comes from `mox import mbox`;
+    c) many idle connections (LOGIN, SELECT, IDLE): server memory per connection, from VmRSS
+       before and after (for Dovecot, which runs one process per connection, the sum over all
+       its processes of RSS, and of PSS which counts shared pages once).
+ 3. SMTP/LMTP delivery: Postfix's smtp-source sends 4 KB messages over 1 and 10 connections to
+    mox's SMTP port, Dovecot's LMTP and a Postfix instance delivering to a Maildir (virtual(8)),
+    each timed until the last message file is in the target Maildir; plus mox's memory per
+    idle SMTP connection.
+ 4. Storage: import of a generated mbox (deterministic) with `mox import` and with
+    `doveadm import`: messages/s and peak RSS; index size per message; time for the server to
+    open the imported account (restart until the first LOGIN and SELECT of the big mailbox end).
+
+Sizes come from flags; BENCH_QUICK=1 (or --quick) picks small ones; BENCH_DIR sets where the
+temporary directories go (default /tmp).
 """
 import argparse
+import json
 import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+USER, PASSWORD = "mox@localhost", "moxmoxmox"
+MAIL_UID = MAIL_GID = 65534  # nobody/nogroup: the peers' mail user
 
-def fsync_limit(n=2000, size=4096):
-    """Messages/s for write+fsync+link+fsync(dir) in a loop, one writer."""
+MOX_PORTS = ["SMTP", "Submission", "Submissions", "IMAP", "IMAPS", "HTTP", "HTTPS", "MetricsHTTP"]
+
+
+# ---------------------------------------------------------------- output
+
+RESULTS = []  # (section, name, value, unit)
+
+
+def say(msg=""):
+    print(msg, flush=True)
+
+
+def skipped(what, why):
+    say(f"  {what}: skipped: {why}")
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "n/a"
+    return f"{a / b:.2f}x"
+
+
+def fmt(v, unit=""):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        v = f"{v:.3f}" if v < 10 else f"{v:.0f}" if v >= 100 else f"{v:.1f}"
+    return f"{v}{(' ' + unit) if unit else ''}"
+
+
+# ---------------------------------------------------------------- processes
+
+class Procs:
+    """Every process the bench starts, so that all of them end, even on failure.
+
+    Each server runs in its own session (start_new_session); cleanup sends SIGTERM, then
+    SIGKILL, to every process of each recorded session (daemons that fork stay in it)."""
+
+    def __init__(self):
+        self.sessions = []
+
+    def popen(self, argv, **kw):
+        p = subprocess.Popen(argv, start_new_session=True, **kw)
+        self.sessions.append(p.pid)
+        return p
+
+    def add_session(self, sid):
+        if sid not in self.sessions:
+            self.sessions.append(sid)
+
+    @staticmethod
+    def members(sid):
+        out = []
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    st = f.read()
+                fields = st[st.rindex(")") + 2:].split()
+                if int(fields[3]) == sid:
+                    out.append(int(d))
+            except (OSError, ValueError):
+                pass
+        return out
+
+    def end(self, sid, grace=10.0):
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            pids = self.members(sid)
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except OSError:
+                    pass
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and self.members(sid):
+                time.sleep(0.05)
+                reap()
+        reap()
+        if sid in self.sessions:
+            self.sessions.remove(sid)
+
+    def cleanup(self):
+        for sid in list(self.sessions):
+            self.end(sid, grace=5.0)
+
+
+def reap():
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:
+        pass
+
+
+PROCS = Procs()
+
+
+def free_port():
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        try:
+            with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s6:
+                s6.bind(("::1", port))
+        except OSError as e:
+            if e.errno == 98:
+                continue
+        return port
+    raise RuntimeError("no free port")
+
+
+def wait_port(port, timeout=20.0, proc=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def run_timed(argv, timeout, **kw):
+    """Run a command in its own session; returns (rc, seconds, maxrss KB, stdout, stderr)."""
+    t0 = time.monotonic()
+    p = PROCS.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                    **kw)
+    out = []
+    err = []
+    to = threading.Thread(target=lambda: out.append(p.stdout.read()))
+    te = threading.Thread(target=lambda: err.append(p.stderr.read()))
+    to.start()
+    te.start()
+    rc = None
+    rusage = None
+    deadline = t0 + timeout
+    while True:
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid == p.pid:
+            rc = os.waitstatus_to_exitcode(status)
+            rusage = ru
+            p.returncode = rc
+            break
+        if time.monotonic() > deadline:
+            PROCS.end(p.pid, grace=2)
+            rc = -999
+            break
+        time.sleep(0.01)
+    elapsed = time.monotonic() - t0
+    to.join(5)
+    te.join(5)
+    if p.pid in PROCS.sessions:
+        PROCS.end(p.pid, grace=2)
+    return (rc, elapsed, rusage.ru_maxrss if rusage else None,
+            (out[0] if out else b"").decode(errors="replace"),
+            (err[0] if err else b"").decode(errors="replace"))
+
+
+# ---------------------------------------------------------------- memory
+
+def vm_rss_kb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def pss_kb(pid):
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def session_mem_kb(sid):
+    """(sum of VmRSS, sum of PSS, process count) over a session's processes."""
+    pids = Procs.members(sid)
+    return sum(vm_rss_kb(p) for p in pids), sum(pss_kb(p) for p in pids), len(pids)
+
+
+# ---------------------------------------------------------------- generated mail
+
+BODY_WORDS = ("lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor "
+              "incididunt ut labore et dolore magna aliqua enim ad minim veniam quis nostrud "
+              "exercitation ullamco laboris nisi aliquip ex ea commodo consequat").split()
+
+
+def gen_message(i):
+    """Message i of the generated set (LF line ends, 0.6–3 KB, deterministic)."""
+    x = (i * 2654435761) & 0xffffffff
+    lines = [
+        f"From: Sender {x % 997} <sender{x % 997}@example.org>",
+        f"To: mox@localhost",
+        f"Subject: generated message {i} about {BODY_WORDS[x % len(BODY_WORDS)]}",
+        f"Date: Mon, 01 Jan 2024 {(i // 3600) % 24:02d}:{(i // 60) % 60:02d}:{i % 60:02d} +0000",
+        f"Message-ID: <gen{i}@example.org>",
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=us-ascii",
+        "",
+    ]
+    nlines = 8 + x % 40
+    for k in range(nlines):
+        w = [BODY_WORDS[(x >> (k % 24) ^ (k * 7 + j)) % len(BODY_WORDS)] for j in range(9)]
+        lines.append(" ".join(w).capitalize() + ".")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def write_mbox(path, n):
+    with open(path, "wb", buffering=1 << 20) as f:
+        for i in range(n):
+            f.write(b"From sender@example.org Mon Jan  1 00:00:00 2024\n")
+            f.write(gen_message(i))
+            f.write(b"\n")
+
+
+def write_maildir_cur(folder, n):
+    """Dovecot's copy of the generated set, straight into cur/ (every third message seen)."""
+    for sub in ("cur", "new", "tmp"):
+        os.makedirs(os.path.join(folder, sub), exist_ok=True)
+    cur = os.path.join(folder, "cur")
+    for i in range(n):
+        data = gen_message(i)
+        flags = "S" if i % 3 == 0 else ""
+        name = f"{1700000000 + i}.M{i}P1.bench,S={len(data)}:2,{flags}"
+        fd = os.open(os.path.join(cur, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, data)
+        os.close(fd)
+
+
+def chown_tree(path, uid, gid):
+    os.chown(path, uid, gid)
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, name), uid, gid)
+
+
+def count_files(maildir, subdirs=("new", "cur")):
+    n = 0
+    for sub in subdirs:
+        try:
+            with os.scandir(os.path.join(maildir, sub)) as it:
+                n += sum(1 for e in it if not e.name.startswith("."))
+        except FileNotFoundError:
+            pass
+    return n
+
+
+def dir_size(path, match=None):
+    total = 0
+    for dirpath, _, filenames in os.walk(path):
+        for name in filenames:
+            if match is None or match(name):
+                try:
+                    total += os.lstat(os.path.join(dirpath, name)).st_size
+                except OSError:
+                    pass
+    return total
+
+
+# ---------------------------------------------------------------- part 1: disk
+
+def fsync_limit(n=2000, size=4096, writers=1):
+    """Messages/s for write+fsync+link+fsync(dir) in a loop, `writers` threads."""
     data = os.urandom(size)
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as d:
         tmp, new = os.path.join(d, "tmp"), os.path.join(d, "new")
         os.mkdir(tmp)
         os.mkdir(new)
-        dfd = os.open(new, os.O_RDONLY | os.O_DIRECTORY)
+
+        def writer(w, count):
+            dfd = os.open(new, os.O_RDONLY | os.O_DIRECTORY)
+            for i in range(count):
+                name = f"{w}.{i}"
+                p = os.path.join(tmp, name)
+                fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                os.write(fd, data)
+                os.fsync(fd)
+                os.close(fd)
+                os.link(p, os.path.join(new, name))
+                os.fsync(dfd)
+                os.unlink(p)
+            os.close(dfd)
+
+        per = max(1, n // writers)
+        threads = [threading.Thread(target=writer, args=(w, per)) for w in range(writers)]
         start = time.monotonic()
-        for i in range(n):
-            p = os.path.join(tmp, str(i))
-            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            os.write(fd, data)
-            os.fsync(fd)
-            os.close(fd)
-            os.link(p, os.path.join(new, str(i)))
-            os.fsync(dfd)
-            os.unlink(p)
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
         elapsed = time.monotonic() - start
-        os.close(dfd)
-    return n / elapsed
+    return per * writers / elapsed
+
+
+# ---------------------------------------------------------------- servers
+
+def proto_exchange(port, steps, timeout=5.0):
+    """Talk line by line: steps is [(send or None, expected reply prefix)]. True if all match."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            f = s.makefile("rb")
+            for send, expect in steps:
+                if send is not None:
+                    s.sendall(send.encode() + b"\r\n")
+                while True:
+                    line = f.readline(8192).decode(errors="replace")
+                    if not line:
+                        return False, "connection closed"
+                    # Multi-line SMTP replies and untagged IMAP responses come before the one we wait for.
+                    if re.match(r"^\d{3}-", line) or (line.startswith("* ") and not expect.startswith("*")):
+                        continue
+                    break
+                if not line.startswith(expect):
+                    return False, line.strip()[:120]
+            return True, ""
+    except OSError as e:
+        return False, str(e)
+
+
+def imap_login_works(port):
+    return proto_exchange(port, [(None, "* OK"), (f'a LOGIN "{USER}" "{PASSWORD}"', "a OK"),
+                                 ("b LOGOUT", "* BYE")])
+
+
+def smtp_rcpt_works(port, rcpt):
+    return proto_exchange(port, [(None, "220"), ("EHLO bench.example", "250"),
+                                 ("MAIL FROM:<bench@localhost>", "250"), (f"RCPT TO:<{rcpt}>", "250"),
+                                 ("RSET", "250"), ("QUIT", "221")])
+
+
+class Mox:
+    """mox localserve in a temporary directory, every port moved to a free one."""
+
+    def __init__(self, binary, base):
+        self.bin = binary
+        self.dir = os.path.join(base, "mox")
+        os.makedirs(self.dir)
+        self.config = os.path.join(self.dir, "mox.yaml")
+        self.ports = {}
+        self.proc = None
+        self.log = None
+        self.maildir = os.path.join(self.dir, "data", "accounts", "mox", "Maildir")
+        self.index = os.path.join(self.dir, "data", "accounts", "mox", "index.tcb")
+
+    def init(self):
+        p = subprocess.run([self.bin, "localserve", "-dir", self.dir, "-initonly"],
+                           capture_output=True, text=True, timeout=60)
+        if p.returncode != 0:
+            raise RuntimeError(f"mox localserve -initonly: {p.stderr.strip()[:300]}")
+        self.reassign_ports()
+
+    def reassign_ports(self):
+        text = open(self.config).read()
+        for svc in MOX_PORTS:
+            new = free_port()
+            text, n = re.subn(rf"(\n    {svc}:\n      Enabled: true\n      Port: )\d+\n", rf"\g<1>{new}\n", text)
+            if n == 1:
+                self.ports[svc] = new
+        open(self.config, "w").write(text)
+
+    def start(self):
+        for attempt in range(3):
+            self.log = open(os.path.join(self.dir, "server.log"), "a")
+            self.proc = PROCS.popen([self.bin, "localserve", "-dir", self.dir], stdout=self.log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            if all(wait_port(p, proc=self.proc) for p in self.ports.values()):
+                return True
+            self.stop()
+            text = open(os.path.join(self.dir, "server.log"), errors="replace").read()
+            if "Address already in use" in text and attempt < 2:
+                self.reassign_ports()
+                continue
+            raise RuntimeError("mox did not start: " + text[-600:])
+        return False
+
+    def stop(self):
+        if self.proc is not None:
+            PROCS.end(self.proc.pid, grace=30)
+            self.proc = None
+        if self.log:
+            self.log.close()
+            self.log = None
+
+    def cmd(self, *args, timeout=60):
+        return subprocess.run([self.bin, "-config", self.config, *args], capture_output=True,
+                              text=True, timeout=timeout)
+
+
+class Dovecot:
+    """Debian's Dovecot with its own config, state and ports in a temporary directory.
+
+    Runs as root (the master), the user's mail processes as nobody (mail_uid through the
+    static userdb), Maildir in <dir>/home/mox/Maildir, plain LOGIN allowed on loopback."""
+
+    def __init__(self, base):
+        self.dir = os.path.join(base, "dv")
+        os.makedirs(self.dir)
+        os.chmod(self.dir, 0o755)
+        self.conf = os.path.join(self.dir, "dovecot.conf")
+        self.home = os.path.join(self.dir, "home", "mox")
+        self.maildir = os.path.join(self.home, "Maildir")
+        self.imap_port = self.lmtp_port = None
+        self.proc = None
+        self.sid = None
+
+    def write_config(self):
+        d = self.dir
+        self.imap_port, self.lmtp_port = free_port(), free_port()
+        with open(os.path.join(d, "passwd"), "w") as f:
+            f.write(f"{USER}:{{PLAIN}}{PASSWORD}::::::\n")
+        os.makedirs(self.maildir, exist_ok=True)
+        os.chmod(os.path.join(d, "home"), 0o755)
+        chown_tree(self.home, MAIL_UID, MAIL_GID)
+        with open(self.conf, "w") as f:
+            f.write(f"""# make bench: a private instance
+instance_name = mbench{os.getpid()}
+base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+protocols = imap lmtp
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+mail_location = maildir:~/Maildir
+first_valid_uid = 1
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN {d}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid={MAIL_UID} gid={MAIL_GID} home={d}/home/%n
+}}
+default_vsz_limit = 1G
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {self.imap_port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+  service_count = 0
+  process_min_avail = 2
+  process_limit = 4
+  client_limit = 20000
+}}
+service imap {{
+  process_limit = 20000
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {self.lmtp_port}
+  }}
+}}
+service auth {{
+  client_limit = 100000
+}}
+service anvil {{
+  client_limit = 100000
+}}
+protocol imap {{
+  mail_max_userip_connections = 30000
+}}
+""")
+
+    def start(self):
+        if self.imap_port is None:
+            self.write_config()
+        self.out = open(os.path.join(self.dir, "dovecot.out"), "a")
+        self.proc = PROCS.popen(["/usr/sbin/dovecot", "-c", self.conf, "-F"], stdout=self.out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.sid = self.proc.pid
+        if not (wait_port(self.imap_port, proc=self.proc) and wait_port(self.lmtp_port, proc=self.proc)):
+            raise RuntimeError("dovecot did not start: " + self.logtail())
+
+    def logtail(self):
+        text = ""
+        for name in ("dovecot.out", "dovecot.log"):
+            try:
+                text += open(os.path.join(self.dir, name), errors="replace").read()[-800:]
+            except OSError:
+                pass
+        return text
+
+    def stop(self):
+        if self.proc is not None:
+            PROCS.end(self.sid, grace=20)
+            self.proc = None
+            self.out.close()
+
+    def doveadm(self, *args, timeout=600):
+        return run_timed(["/usr/bin/doveadm", "-c", self.conf, *args], timeout)
+
+
+class Postfix:
+    """A private Postfix instance (postfix -c <dir>): smtpd on a free loopback port, virtual(8)
+    delivering bench@bench.test to <dir>/vmail/bench/ (Maildir) as nobody."""
+
+    def __init__(self, base):
+        self.dir = os.path.join(base, "pf")
+        os.makedirs(self.dir)
+        os.chmod(self.dir, 0o755)
+        self.conf = os.path.join(self.dir, "conf")
+        self.queue = os.path.join(self.dir, "queue")
+        self.vmail = os.path.join(self.dir, "vmail")
+        self.maildir = os.path.join(self.vmail, "bench")
+        self.port = None
+        self.sid = None
+
+    def write_config(self):
+        d = self.dir
+        self.port = free_port()
+        os.makedirs(self.conf)
+        os.makedirs(self.queue)
+        os.makedirs(os.path.join(d, "data"))
+        shutil.chown(os.path.join(d, "data"), "postfix", "postfix")
+        os.makedirs(self.vmail)
+        chown_tree(self.vmail, MAIL_UID, MAIL_GID)
+        with open(os.path.join(d, "vmailbox"), "w") as f:
+            f.write("bench@bench.test bench/\n")
+        with open(os.path.join(self.conf, "main.cf"), "w") as f:
+            f.write(f"""# make bench: a private instance
+compatibility_level = 3.6
+queue_directory = {self.queue}
+data_directory = {d}/data
+command_directory = /usr/sbin
+daemon_directory = /usr/lib/postfix/sbin
+shlib_directory = /usr/lib/postfix
+meta_directory = /etc/postfix
+mail_owner = postfix
+setgid_group = postdrop
+syslog_name = postfix-bench
+maillog_file = {d}/postfix.log
+maillog_file_prefixes = {d}
+myhostname = bench.localdomain
+mydomain = localdomain
+myorigin = $myhostname
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+alias_maps =
+alias_database =
+biff = no
+smtputf8_enable = no
+virtual_mailbox_domains = bench.test
+virtual_mailbox_base = {self.vmail}
+virtual_mailbox_maps = texthash:{d}/vmailbox
+virtual_uid_maps = static:{MAIL_UID}
+virtual_gid_maps = static:{MAIL_GID}
+virtual_minimum_uid = 100
+""")
+        with open(os.path.join(self.conf, "master.cf"), "w") as f:
+            f.write(f"""# service type private unpriv chroot wakeup maxproc command
+127.0.0.1:{self.port} inet n - n - - smtpd
+pickup    unix  n - n 60 1 pickup
+cleanup   unix  n - n - 0 cleanup
+qmgr      unix  n - n 300 1 qmgr
+tlsmgr    unix  - - n 1000? 1 tlsmgr
+rewrite   unix  - - n - - trivial-rewrite
+bounce    unix  - - n - 0 bounce
+defer     unix  - - n - 0 bounce
+trace     unix  - - n - 0 bounce
+verify    unix  - - n - 1 verify
+flush     unix  n - n 1000? 0 flush
+proxymap  unix  - - n - - proxymap
+smtp      unix  - - n - - smtp
+relay     unix  - - n - - smtp
+showq     unix  n - n - - showq
+error     unix  - - n - - error
+retry     unix  - - n - - error
+discard   unix  - - n - - discard
+local     unix  - n n - - local
+virtual   unix  - n n - - virtual
+lmtp      unix  - - n - - lmtp
+anvil     unix  - - n - 1 anvil
+scache    unix  - - n - 1 scache
+postlog   unix-dgram n - n - 1 postlogd
+""")
+
+    def start(self):
+        if self.port is None:
+            self.write_config()
+        p = subprocess.run(["/usr/sbin/postfix", "-c", self.conf, "start"], capture_output=True,
+                           text=True, timeout=60, start_new_session=True)
+        pidfile = os.path.join(self.queue, "pid", "master.pid")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not os.path.exists(pidfile):
+            time.sleep(0.05)
+        try:
+            pid = int(open(pidfile).read().split()[0])
+            # The master runs in its own session (it calls setsid); end that session later.
+            with open(f"/proc/{pid}/stat") as f:
+                st = f.read()
+            self.sid = int(st[st.rindex(")") + 2:].split()[3])
+            PROCS.add_session(self.sid)
+        except (OSError, ValueError, IndexError):
+            raise RuntimeError(f"postfix did not start (rc {p.returncode}): {p.stderr.strip()[-600:]}")
+        if not wait_port(self.port):
+            raise RuntimeError("postfix smtpd port did not open: " + self.logtail())
+
+    def logtail(self):
+        try:
+            return open(os.path.join(self.dir, "postfix.log"), errors="replace").read()[-800:]
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.sid is not None:
+            subprocess.run(["/usr/sbin/postfix", "-c", self.conf, "stop"], capture_output=True,
+                           timeout=30)
+            PROCS.end(self.sid, grace=10)
+            self.sid = None
+
+
+# ---------------------------------------------------------------- the bench
+
+class Bench:
+    def __init__(self, args):
+        self.a = args
+        self.imapload = args.imapload
+        self.base = tempfile.mkdtemp(prefix="mb", dir=os.environ.get("BENCH_DIR"))
+        os.chmod(self.base, 0o755)
+        self.mox = None
+        self.dv = None
+        self.pf = None
+        self.mox_imap = False
+        self.mox_smtp = False
+        self.summary = []  # (what, mox, peer, peer name, unit)
+
+    def row(self, what, mox, peer, peername, unit):
+        self.summary.append((what, mox, peer, peername, unit))
+
+    def load(self, mode, port, *extra, timeout=None):
+        argv = [self.imapload, mode, "-p", str(port), "-u", USER, "-w", PASSWORD, *extra]
+        rc, el, _, out, err = run_timed(argv, timeout or 600)
+        if rc != 0:
+            raise RuntimeError(f"imapload {mode} rc {rc}: {err.strip()[-400:]}")
+        return json.loads(out.strip().splitlines()[-1])
+
+    # -- part 1
+    def part_disk(self):
+        say("== 1. Disk: durable delivery limit (write 4 KB + fsync + link + fsync dir)")
+        n = self.a.disk_n
+        self.disk1 = fsync_limit(n=n, writers=1)
+        self.disk4 = fsync_limit(n=n, writers=4)
+        say(f"  1 writer:  {self.disk1:.0f} msg/s")
+        say(f"  4 writers: {self.disk4:.0f} msg/s")
+
+    # -- servers
+    def start_servers(self):
+        say("== servers")
+        try:
+            self.dv = Dovecot(self.base)
+            self.dv.start()
+            say(f"  dovecot: imap {self.dv.imap_port}, lmtp {self.dv.lmtp_port}")
+        except Exception as e:
+            say(f"  dovecot: not available: {e}")
+            self.dv = None
+        try:
+            self.pf = Postfix(self.base)
+            self.pf.start()
+            say(f"  postfix: smtp {self.pf.port}, delivering to {self.pf.maildir}")
+        except Exception as e:
+            say(f"  postfix: not available: {e}")
+            self.pf = None
+        try:
+            self.mox = Mox(self.a.mox, self.base)
+            self.mox.init()
+            self.mox.start()
+            say(f"  mox: imap {self.mox.ports.get('IMAP')}, smtp {self.mox.ports.get('SMTP')}")
+        except Exception as e:
+            say(f"  mox: not available: {e}")
+            self.mox = None
+        if self.mox and "IMAP" in self.mox.ports:
+            self.mox_imap, why = imap_login_works(self.mox.ports["IMAP"])
+            if not self.mox_imap:
+                self.mox_imap_why = f"mox IMAP LOGIN does not work yet ({why})"
+        else:
+            self.mox_imap_why = "mox localserve is not running"
+        if self.mox and "SMTP" in self.mox.ports:
+            self.mox_smtp, why = smtp_rcpt_works(self.mox.ports["SMTP"], USER)
+            if not self.mox_smtp:
+                self.mox_smtp_why = f"mox SMTP does not accept mail yet ({why})"
+        else:
+            self.mox_smtp_why = "mox localserve is not running"
+
+    # -- part 2
+    def part_imap(self):
+        say("== 2. IMAP")
+        a = self.a
+        targets = []
+        if self.dv:
+            targets.append(("dovecot", self.dv.imap_port))
+        if self.mox_imap:
+            targets.append(("mox", self.mox.ports["IMAP"]))
+        else:
+            skipped("mox IMAP", self.mox_imap_why)
+        if not targets:
+            return
+        say(f"  a) stress mix, INBOX pre-populated with {a.prepop} messages of 4 KB (APPEND, 4 connections), "
+            f"{a.stress_seconds:g} s per run")
+        for name, port in targets:
+            r = self.load("append", port, "-c", "4", "-n", str(a.prepop))
+            say(f"    {name}: populated {r['appended']} in {r['seconds']:.1f} s ({r['appended'] / r['seconds']:.0f} appends/s)")
+        for clients in a.stress_clients:
+            res = {}
+            for name, port in targets:
+                try:
+                    r = self.load("stress", port, "-c", str(clients), "-s", str(a.stress_seconds),
+                                  timeout=a.stress_seconds + 120)
+                except Exception as e:
+                    say(f"    {name}, {clients} clients: failed: {e}")
+                    continue
+                res[name] = r["ops_per_s"]
+                lat = ", ".join(f"{k} {v['avg_ms']:.1f}" for k, v in r["per_cmd"].items())
+                say(f"    {name}, {clients} clients: {r['ops_per_s']:.0f} ops/s ({r['cycles']} sessions, "
+                    f"{r['errors']} NO/BAD, {r['conn_errors']} connect errors; avg ms: {lat})")
+            self.row(f"IMAP stress {clients} clients (ops/s)", res.get("mox"), res.get("dovecot"), "dovecot", "ops/s")
+            if "mox" in res and "dovecot" in res:
+                say(f"    ratio mox/dovecot at {clients} clients: {ratio(res['mox'], res['dovecot'])}")
+
+    def big_mailbox(self):
+        """Part 2b and part 4: the large generated mailbox on both servers."""
+        a = self.a
+        n = a.big
+        say(f"== 2b/4. Large mailbox: {n} generated messages")
+        mboxdir = os.path.join(self.base, "mbox")
+        os.makedirs(mboxdir)
+        os.chmod(mboxdir, 0o777)
+        mbox = os.path.join(mboxdir, "big.mbox")
+        t0 = time.monotonic()
+        write_mbox(mbox, n)
+        os.chmod(mbox, 0o644)
+        say(f"  generated mbox: {os.path.getsize(mbox) / 1e6:.0f} MB in {time.monotonic() - t0:.1f} s")
+        dv_fetch = mox_fetch = None
+        dv_import = mox_import = None
+        dv_idx = mox_idx = None
+        if self.dv:
+            try:
+                dv_fetch, dv_import, dv_idx = self.big_dovecot(mbox, n)
+            except Exception as e:
+                say(f"  dovecot large mailbox: failed: {e}")
+        mox_fetch, mox_import, mox_idx = self.big_mox(mbox, n)
+        if dv_fetch or mox_fetch:
+            for k, label in (("cold", "first"), ("warm", "second")):
+                m = mox_fetch[k] if mox_fetch else None
+                d = dv_fetch[k] if dv_fetch else None
+                self.row(f"SELECT+FETCH 1:* {n} msgs, {label} (s)", m, d, "dovecot", "s")
+        if dv_import or mox_import:
+            self.row(f"import {n}-message mbox (msg/s)", mox_import, dv_import, "doveadm", "msg/s")
+        if dv_idx or mox_idx:
+            self.row("index bytes per message", mox_idx, dv_idx, "dovecot", "B")
+
+    def fetchall(self, port, mailbox):
+        r = self.load("fetchall", port, "-m", mailbox, timeout=600)
+        return r["select_s"], r["fetch_s"], r["fetched"]
+
+    def big_dovecot(self, mbox, n):
+        folder = os.path.join(self.dv.maildir, ".Big")
+        t0 = time.monotonic()
+        write_maildir_cur(folder, n)
+        chown_tree(folder, MAIL_UID, MAIL_GID)
+        say(f"  dovecot: wrote {n} files into Maildir/.Big/cur in {time.monotonic() - t0:.1f} s")
+        # Restart so no process has anything of the mailbox in memory.
+        self.dv.stop()
+        self.dv.start()
+        res = {}
+        for k in ("cold", "warm"):
+            sel, fet, got = self.fetchall(self.dv.imap_port, "Big")
+            res[k] = sel + fet
+            say(f"  dovecot SELECT+FETCH 1:* (UID FLAGS), {k}: select {sel:.3f} s + fetch {fet:.3f} s ({got} FETCH lines)")
+        idx = dir_size(folder, lambda nm: nm.startswith("dovecot"))
+        say(f"  dovecot index of Big (dovecot.index*, dovecot-uidlist): {idx / n:.0f} bytes/message")
+        # Import: the same messages from the mbox, into a new folder.
+        rc, el, maxrss, out, err = self.dv.doveadm(
+            "import", "-u", USER, f"mbox:{os.path.dirname(mbox)}:INBOX={mbox}:INDEX=MEMORY", "Imported", "all",
+            timeout=self.a.import_timeout)
+        got = count_files(os.path.join(self.dv.maildir, ".Imported.INBOX"))
+        rate = None
+        if rc == 0 and got == n:
+            rate = n / el
+            say(f"  doveadm import: {n} messages in {el:.1f} s = {rate:.0f} msg/s, peak RSS {maxrss / 1024:.0f} MB")
+        else:
+            say(f"  doveadm import: failed (rc {rc}, {got}/{n} messages): {err.strip()[-300:]}")
+        return res, rate, idx / n
+
+    def big_mox(self, mbox, n):
+        if self.mox is None:
+            skipped("mox large mailbox and import", "mox localserve is not running")
+            return None, None, None
+        h = self.mox.cmd("help", "import")
+        if h.returncode != 0:
+            skipped("mox import, large-mailbox FETCH, index size, account open",
+                    f"`mox help import` fails ({(h.stderr or h.stdout).strip()[:100]})")
+            return None, None, None
+        # The import writes into a stopped server's data directory (offline command);
+        # if that is refused, try with the server running (through its control socket).
+        argv = [self.a.mox, "-config", self.mox.config, "import", "mbox", "mox", "Big", mbox]
+        self.mox.stop()
+        rc, el, maxrss, out, err = run_timed(argv, self.a.import_timeout)
+        mode = "server stopped"
+        if rc != 0:
+            say(f"  mox import with the server stopped failed (rc {rc}): {err.strip()[-200:]}; retrying with it running")
+            self.mox.start()
+            hwm0 = vm_rss_kb(self.mox.proc.pid)
+            rc, el, maxrss, out, err = run_timed(argv, self.a.import_timeout)
+            mode = f"server running, its RSS {hwm0 / 1024:.0f} -> {vm_rss_kb(self.mox.proc.pid) / 1024:.0f} MB"
+            self.mox.stop()
+        rate = None
+        if rc == 0:
+            rate = n / el
+            say(f"  mox import ({mode}): {n} messages in {el:.1f} s = {rate:.0f} msg/s, "
+                f"peak RSS of the import command {maxrss / 1024:.0f} MB")
+        else:
+            say(f"  mox import: failed (rc {rc}): {err.strip()[-300:]}")
+        idx = None
+        if os.path.exists(self.mox.index):
+            total = count_files(os.path.join(self.mox.maildir, ".Big"))
+            if total:
+                idx = os.path.getsize(self.mox.index) / total
+                say(f"  mox index.tcb: {os.path.getsize(self.mox.index) / 1e6:.1f} MB, {idx:.0f} bytes/message "
+                    f"(whole account index / {total} messages of Big)")
+        # Time to open the account: restart, then the first LOGIN and SELECT of the big mailbox.
+        t0 = time.monotonic()
+        try:
+            self.mox.start()
+        except Exception as e:
+            say(f"  mox did not restart after the import: {e}")
+            self.mox = None
+            return None, rate, idx
+        up = time.monotonic() - t0
+        res = None
+        if self.mox_imap and rc == 0:
+            res = {}
+            for k in ("cold", "warm"):
+                try:
+                    sel, fet, got = self.fetchall(self.mox.ports["IMAP"], "Big")
+                except Exception as e:
+                    say(f"  mox SELECT+FETCH Big: failed: {e}")
+                    return None, rate, idx
+                if k == "cold":
+                    say(f"  mox account open: restart to listening {up:.2f} s, then first LOGIN+SELECT of {n} messages {sel:.3f} s")
+                res[k] = sel + fet
+                say(f"  mox SELECT+FETCH 1:* (UID FLAGS), {k}: select {sel:.3f} s + fetch {fet:.3f} s ({got} FETCH lines)")
+        elif not self.mox_imap:
+            skipped("mox large-mailbox FETCH", self.mox_imap_why)
+        return res, rate, idx
+
+    def part_idle(self):
+        a = self.a
+        say("== 2c. Idle IMAP connections (LOGIN, SELECT INBOX, IDLE): server memory per connection")
+        if self.dv:
+            self.idle_one("dovecot", self.dv.imap_port, a.dovecot_idle, dovecot=True)
+        if self.mox_imap:
+            self.idle_one("mox", self.mox.ports["IMAP"], a.idle)
+        else:
+            skipped("mox idle IMAP", self.mox_imap_why)
+
+    def idle_one(self, name, port, n, dovecot=False):
+        def mem():
+            if dovecot:
+                return session_mem_kb(self.dv.sid)
+            rss = vm_rss_kb(self.mox.proc.pid)
+            return rss, rss, 1
+        before = mem()
+        argv = [self.imapload, "idle", "-p", str(port), "-u", USER, "-w", PASSWORD, "-c", str(n),
+                "-s", str(self.a.idle_timeout), "-i", "64"]
+        p = PROCS.popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            line = p.stdout.readline().decode()
+            if not line:
+                say(f"  {name}: imapload idle failed: {p.stderr.read().decode()[-300:]}")
+                return
+            r = json.loads(line)
+            time.sleep(1.0)
+            after = mem()
+        finally:
+            try:
+                p.stdin.close()
+            except OSError:
+                pass
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+            PROCS.end(p.pid, grace=2)
+        ready = r["ready"]
+        if ready == 0:
+            say(f"  {name}: no connection reached IDLE ({r['failed']} failed)")
+            return
+        per_rss = (after[0] - before[0]) / ready
+        per_pss = (after[1] - before[1]) / ready
+        extra = f", {after[2] - before[2]} more processes; PSS {per_pss:.0f} KB/connection" if dovecot else ""
+        say(f"  {name}: {ready} idle connections ({r['failed']} failed, set up in {r['seconds']:.1f} s): "
+            f"RSS {before[0] / 1024:.0f} -> {after[0] / 1024:.0f} MB = {per_rss:.1f} KB/connection{extra}")
+        self.idle_res = getattr(self, "idle_res", {})
+        self.idle_res[name] = per_pss if dovecot else per_rss
+
+    # -- part 3
+    def smtp_run(self, name, port, rcpt, maildir, n, sessions, lmtp=False):
+        base = count_files(maildir)
+        argv = ["/usr/sbin/smtp-source", "-s", str(sessions), "-m", str(n), "-l", "4096",
+                "-C", str(self.a.smtp_per_conn),
+                "-f", "bench@localhost", "-t", rcpt, "-M", "bench.example"]
+        if lmtp:
+            argv.insert(1, "-L")
+        argv.append(f"127.0.0.1:{port}")
+        t0 = time.monotonic()
+        p = PROCS.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        deadline = t0 + self.a.smtp_timeout
+        sent_at = None
+        got = 0
+        while time.monotonic() < deadline:
+            got = count_files(maildir) - base
+            if sent_at is None and p.poll() is not None:
+                sent_at = time.monotonic() - t0
+                if p.returncode != 0:
+                    break
+            if got >= n:
+                break
+            time.sleep(0.01)
+        el = time.monotonic() - t0
+        err = ""
+        if p.poll() is None:
+            PROCS.end(p.pid, grace=2)
+        else:
+            err = p.stderr.read().decode(errors="replace")
+            PROCS.end(p.pid, grace=1)
+        if got < n:
+            say(f"    {name}, {sessions} conn: only {got}/{n} messages on disk after {el:.1f} s "
+                f"(smtp-source rc {p.returncode}): {err.strip()[-200:]}")
+            return None
+        rate = n / el
+        say(f"    {name}, {sessions} conn: {n} messages on disk in {el:.2f} s = {rate:.0f} msg/s"
+            f" (client done after {sent_at if sent_at is not None else el:.2f} s)")
+        return rate
+
+    def part_smtp(self):
+        a = self.a
+        say(f"== 3. SMTP/LMTP delivery: smtp-source, {a.smtp_n} messages of 4 KB ({a.smtp_per_conn} per session), "
+            "timed until all are in the Maildir")
+        targets = []
+        if self.mox_smtp:
+            targets.append(("mox smtp", self.mox.ports["SMTP"], USER, self.mox.maildir, False))
+        else:
+            skipped("mox SMTP", self.mox_smtp_why)
+        if self.dv:
+            targets.append(("dovecot lmtp", self.dv.lmtp_port, USER, self.dv.maildir, True))
+        if self.pf:
+            targets.append(("postfix", self.pf.port, "bench@bench.test", self.pf.maildir, False))
+        else:
+            skipped("postfix", "its private instance did not start")
+        for sessions in a.smtp_conns:
+            res = {}
+            for name, port, rcpt, md, lmtp in targets:
+                res[name] = self.smtp_run(name, port, rcpt, md, a.smtp_n, sessions, lmtp)
+            m = res.get("mox smtp")
+            for peer in ("dovecot lmtp", "postfix"):
+                if peer in res:
+                    self.row(f"delivery {sessions} conn (msg/s)", m, res[peer], peer, "msg/s")
+            disk = self.disk1 if sessions == 1 else self.disk4
+            line = ", ".join(f"{k} {fmt(v)} ({ratio(v, disk)} of disk)" for k, v in res.items() if v)
+            say(f"    vs disk limit ({'1 writer' if sessions == 1 else '4 writers'} {disk:.0f} msg/s): {line}")
+        if self.mox_smtp:
+            self.smtp_idle()
+
+    def smtp_idle(self):
+        n = self.a.smtp_idle
+        port = self.mox.ports["SMTP"]
+        pid = self.mox.proc.pid
+        before = vm_rss_kb(pid)
+        socks = []
+        try:
+            for _ in range(n):
+                s = socket.create_connection(("127.0.0.1", port), timeout=10)
+                socks.append(s)
+            got = 0
+            for s in socks:
+                try:
+                    if s.recv(512).startswith(b"220"):
+                        got += 1
+                except OSError:
+                    pass
+            time.sleep(1.0)
+            after = vm_rss_kb(pid)
+        finally:
+            for s in socks:
+                s.close()
+        if got:
+            say(f"  mox idle SMTP connections: {got}/{n} greeted, RSS {before / 1024:.0f} -> {after / 1024:.0f} MB"
+                f" = {(after - before) / got:.1f} KB/connection")
+
+    def print_summary(self):
+        say("== Summary (mox / peer)")
+        say(f"  disk limit: {self.disk1:.0f} msg/s (1 writer), {self.disk4:.0f} msg/s (4 writers)")
+        for what, m, p, peer, unit in self.summary:
+            say(f"  {what:45s} mox {fmt(m):>8s}   {peer} {fmt(p):>8s}   ratio {ratio(m, p)}")
+        if getattr(self, "idle_res", None):
+            d, m = self.idle_res.get("dovecot"), self.idle_res.get("mox")
+            say(f"  {'idle IMAP connection (KB, dovecot: PSS)':45s} mox {fmt(m):>8s}   dovecot {fmt(d):>8s}   ratio {ratio(m, d)}")
+
+    def run(self):
+        self.part_disk()
+        self.start_servers()
+        parts = [self.part_imap, self.big_mailbox, self.part_smtp, self.part_idle]
+        for part in parts:
+            try:
+                part()
+            except Exception as e:
+                say(f"  {part.__name__}: failed: {type(e).__name__}: {e}")
+        self.print_summary()
+
+    def close(self):
+        for s in (self.mox, self.dv, self.pf):
+            if s is not None:
+                try:
+                    s.stop()
+                except Exception:
+                    pass
+        PROCS.cleanup()
+        if not self.a.keep:
+            shutil.rmtree(self.base, ignore_errors=True)
+        else:
+            say(f"kept {self.base}")
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--mox", required=True)
-    args = ap.parse_args()
-    print(f"mox binary: {args.mox}")
-    rate = fsync_limit()
-    print(f"disk durable-delivery limit (write+fsync+link+fsync dir, 4 KB): {rate:.0f} msg/s")
+    quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mox", required=True, help="absolute path of the mox binary")
+    ap.add_argument("--imapload", default=os.path.join(ROOT, "build", "t", "bench", "imapload"))
+    ap.add_argument("--quick", action="store_true", default=quick, help="small sizes (also BENCH_QUICK=1)")
+    ap.add_argument("--disk-n", type=int)
+    ap.add_argument("--prepop", type=int)
+    ap.add_argument("--stress-seconds", type=float)
+    ap.add_argument("--stress-clients", type=lambda s: [int(x) for x in s.split(",")])
+    ap.add_argument("--big", type=int, help="messages in the large mailbox and the import")
+    ap.add_argument("--idle", type=int, help="idle IMAP connections to mox")
+    ap.add_argument("--dovecot-idle", type=int, help="idle IMAP connections to Dovecot (a process each)")
+    ap.add_argument("--smtp-n", type=int)
+    ap.add_argument("--smtp-conns", type=lambda s: [int(x) for x in s.split(",")])
+    ap.add_argument("--smtp-idle", type=int)
+    ap.add_argument("--smtp-per-conn", type=int, default=100, help="messages per SMTP/LMTP session")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--only", help="comma list of parts: disk,imap,big,smtp,idle")
+    a = ap.parse_args()
+    defaults = dict(disk_n=2000, prepop=1000, stress_seconds=10.0, stress_clients=[10, 100], big=100000,
+                    idle=10000, dovecot_idle=1000, smtp_n=5000, smtp_conns=[1, 10], smtp_idle=2000)
+    if a.quick:
+        defaults.update(disk_n=500, prepop=200, stress_seconds=3.0, big=5000, idle=500, dovecot_idle=200,
+                        smtp_n=500, smtp_idle=200)
+    for k, v in defaults.items():
+        if getattr(a, k) is None:
+            setattr(a, k, v)
+    a.import_timeout = 900
+    a.smtp_timeout = 300
+    a.idle_timeout = 300
+
+    if os.geteuid() != 0:
+        say("bench: must run as root (the peers' private instances run their mail processes as nobody)")
+        return 1
+    if not os.path.exists(a.imapload):
+        say(f"bench: {a.imapload} missing (make builds it)")
+        return 1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard < a.idle + 100:
+        a.idle = max(100, hard - 200)
+    say(f"mox binary: {a.mox}")
+    say(f"sizes: {'quick' if a.quick else 'full'}; RLIMIT_NOFILE {hard}")
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_signal)
+
+    b = Bench(a)
+    try:
+        if a.only:
+            only = set(a.only.split(","))
+            b.part_disk()
+            b.start_servers()
+            for key, part in (("imap", b.part_imap), ("big", b.big_mailbox), ("smtp", b.part_smtp),
+                              ("idle", b.part_idle)):
+                if key in only:
+                    try:
+                        part()
+                    except Exception as e:
+                        say(f"  {part.__name__}: failed: {type(e).__name__}: {e}")
+            b.print_summary()
+        else:
+            b.run()
+    finally:
+        b.close()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
