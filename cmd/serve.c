@@ -8,9 +8,13 @@
 
 #include "cmd/cmd.h"
 #include "daemon/log.h"
+#include "daemon/admin.h"
+#include "daemon/auth.h"
 #include "daemon/privdrop.h"
 #include "daemon/server.h"
+#include "daemon/store.h"
 #include "daemon/stub.h"
+#include "daemon/watch.h"
 
 static void
 register_handlers(struct server *srv)
@@ -29,6 +33,9 @@ int
 serve_run(struct config *cfg, bool drop)
 {
 	struct server *srv;
+	struct store *st = NULL;
+	struct auth *au = NULL;
+	struct watch *w = NULL;
 	char err[1024];
 	int rc = 1;
 
@@ -65,6 +72,22 @@ serve_run(struct config *cfg, bool drop)
 	}
 	if (server_control_open(srv, err, sizeof(err)) < 0)
 		goto fail;
+	/* Storage threads start after the switch to the unprivileged user. */
+	st = store_new(server_base(srv), cfg, 0);
+	au = auth_new(cfg);
+	if (st == NULL) {
+		snprintf(err, sizeof(err), "cannot start storage threads");
+		goto fail;
+	}
+	server_set_store(srv, st, au);
+	admin_init(srv);
+	/* Changes other programs make in the Maildirs reach IDLE clients. */
+	w = watch_new(srv);
+	for (size_t i = 0; i < cfg->dom.accounts.n; i++) {
+		struct store_account *sa = store_account_get(st, ((struct config_account *)cfg->dom.accounts.v)[i].name);
+		watch_account(w, sa);
+		store_account_put(&sa);
+	}
 	if (server_early_stop_requested()) {
 		log_info("serve", 0, "stop requested during start-up");
 		rc = 0;
@@ -79,6 +102,11 @@ fail:
 	log_error("serve", 0, "cannot start", "err", err);
 	fprintf(stderr, "mox: %s\n", err);
 out:
+	/* Storage threads finish their queued work before the loop's objects go. */
+	watch_stop(w);
+	store_free(&st);
+	watch_free(&w);
+	auth_free(&au);
 	server_free(&srv);
 	return rc;
 }

@@ -1,0 +1,352 @@
+/*
+ * watch: inotify on every folder's new/ and cur/ and on each Maildir root.
+ *
+ * Watch descriptors map to (account, folder); the table is shared by the
+ * storage threads (which add watches while listing folders) and the loop
+ * thread (which reads events), under a mutex. A burst of events marks the
+ * folder dirty; a short timer later one sync job per dirty folder runs.
+ */
+#define _GNU_SOURCE 1
+#include "daemon/watch.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include "daemon/log.h"
+#include "index/index.h"
+#include "maildir/maildir.h"
+
+#define WATCH_DEBOUNCE_MS 250
+#define WATCH_MASK (IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM | IN_ONLYDIR | IN_EXCL_UNLINK)
+
+struct wd_entry {
+	int wd;
+	struct store_account *sa; /* reference held */
+	char *folder;             /* folder dirname ("" INBOX), or NULL for the Maildir root */
+	bool dirty;
+	bool submitted; /* within one timer round */
+};
+
+struct watch {
+	struct server *srv;
+	int fd;
+	struct event *ev;
+	struct event *timer;
+	pthread_mutex_t mu;
+	struct wd_entry *e;
+	size_t n;
+	bool timer_armed;
+	bool stopping;
+};
+
+struct watch *
+watch_new(struct server *srv)
+{
+	struct watch *w;
+	int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+
+	if (fd < 0) {
+		log_error("watch", 0, "inotify unavailable; changes by other tools are seen at the next select",
+		    "err", strerror(errno));
+		return NULL;
+	}
+	w = xcalloc(1, sizeof(*w));
+	w->srv = srv;
+	w->fd = fd;
+	pthread_mutex_init(&w->mu, NULL);
+	return w;
+}
+
+void
+watch_stop(struct watch *w)
+{
+	if (w == NULL)
+		return;
+	w->stopping = true;
+	if (w->ev)
+		event_del(w->ev);
+	if (w->timer)
+		event_del(w->timer);
+	pthread_mutex_lock(&w->mu);
+	for (size_t i = 0; i < w->n; i++) {
+		store_account_put(&w->e[i].sa);
+		free(w->e[i].folder);
+	}
+	free(w->e);
+	w->e = NULL;
+	w->n = 0;
+	pthread_mutex_unlock(&w->mu);
+}
+
+void
+watch_free(struct watch **wp)
+{
+	struct watch *w = *wp;
+
+	if (w == NULL)
+		return;
+	if (!w->stopping)
+		watch_stop(w);
+	if (w->ev)
+		event_free(w->ev);
+	if (w->timer)
+		event_free(w->timer);
+	close(w->fd);
+	pthread_mutex_destroy(&w->mu);
+	free(w);
+	*wp = NULL;
+}
+
+/* Add a watch (storage thread); the entry keeps its own account reference taken by the caller. */
+static void
+add_watch(struct watch *w, struct store_account *sa, const char *path, const char *folder, bool root)
+{
+	int wd = inotify_add_watch(w->fd, path, WATCH_MASK);
+
+	if (wd < 0) {
+		/* ENOSPC: the user's inotify watch limit; raise fs.inotify.max_user_watches. */
+		log_error("watch", 0, "cannot watch directory", "path", path, "err", strerror(errno));
+		return;
+	}
+	pthread_mutex_lock(&w->mu);
+	for (size_t i = 0; i < w->n; i++) {
+		if (w->e[i].wd == wd) {
+			pthread_mutex_unlock(&w->mu);
+			return; /* already watched */
+		}
+	}
+	w->e = xrealloc(w->e, (w->n + 1) * sizeof(*w->e));
+	w->e[w->n].wd = wd;
+	w->e[w->n].sa = sa;
+	w->e[w->n].folder = root ? NULL : xstrdup(folder);
+	w->e[w->n].dirty = false;
+	w->n++;
+	pthread_mutex_unlock(&w->mu);
+}
+
+struct setup {
+	struct watch *w;
+	struct store_account *sa;
+	int nrefs; /* references the watches need, taken on the loop thread in setup_done */
+	char **paths;
+	char **folders;
+	bool *roots;
+	size_t npaths;
+};
+
+static void
+setup_work(struct store_account *sa, struct idx_account *a, void *arg)
+{
+	struct setup *s = arg;
+	struct maildir_folder_list fl = {0};
+	const char *md;
+	char err[256];
+
+	if (a == NULL)
+		return;
+	md = idx_account_maildir(a);
+	s->paths = xcalloc(2 + 2 * 4096, sizeof(char *));
+	s->folders = xcalloc(2 + 2 * 4096, sizeof(char *));
+	s->roots = xcalloc(2 + 2 * 4096, sizeof(bool));
+	s->paths[s->npaths] = xstrdup(md);
+	s->folders[s->npaths] = NULL;
+	s->roots[s->npaths++] = true;
+	for (int sub = 0; sub < 2; sub++) {
+		s->paths[s->npaths] = xasprintf("%s/%s", md, sub ? "cur" : "new");
+		s->folders[s->npaths++] = xstrdup("");
+	}
+	if (maildir_folder_list(md, &fl, err, sizeof(err)) < 0) {
+		log_error("watch", 0, "cannot list folders", "path", md, "err", err);
+		return;
+	}
+	for (size_t i = 0; i < fl.count && s->npaths + 2 <= 2 + 2 * 4096; i++) {
+		for (int sub = 0; sub < 2; sub++) {
+			s->paths[s->npaths] = xasprintf("%s/%s/%s", md, fl.entries[i].dirname, sub ? "cur" : "new");
+			s->folders[s->npaths++] = xstrdup(fl.entries[i].dirname);
+		}
+	}
+	maildir_folder_list_clear(&fl);
+}
+
+static void
+setup_done(void *arg)
+{
+	struct setup *s = arg;
+
+	for (size_t i = 0; i < s->npaths; i++) {
+		if (s->w->stopping) {
+			free(s->paths[i]);
+			free(s->folders[i]);
+			continue;
+		}
+		struct store_account *ref = store_account_get(server_store(s->w->srv), store_account_name(s->sa));
+		size_t before = s->w->n;
+		add_watch(s->w, ref, s->paths[i], s->folders[i] ? s->folders[i] : "", s->roots[i]);
+		if (s->w->n == before)
+			store_account_put(&ref);
+		free(s->paths[i]);
+		free(s->folders[i]);
+	}
+	free(s->paths);
+	free(s->folders);
+	free(s->roots);
+	store_account_put(&s->sa);
+	free(s);
+}
+
+/* One sync job per dirty folder. */
+struct sync_job {
+	struct store_account *sa;
+	char *folder; /* NULL: whole account (the root changed) */
+	struct watch *w;
+};
+
+static void
+sync_work(struct store_account *sa, struct idx_account *a, void *arg)
+{
+	struct sync_job *j = arg;
+	struct idx_sync_stats st = {0};
+	char err[256];
+	int r = 0;
+
+	if (a == NULL)
+		return;
+	if (j->folder == NULL) {
+		r = idx_sync_all(a, &st, err, sizeof(err));
+	} else {
+		struct idx_mailbox *list = NULL;
+		size_t n = 0;
+		if (idx_mailbox_list(a, &list, &n, err, sizeof(err)) < 0) {
+			r = -1;
+		} else {
+			for (size_t i = 0; i < n; i++)
+				if (strcmp(list[i].folder, j->folder) == 0)
+					r = idx_sync_mailbox(a, list[i].id, &st, err, sizeof(err));
+			idx_mailbox_list_free(&list, n);
+		}
+	}
+	if (r < 0)
+		log_error("watch", 0, "sync after a change on disk failed", "account", store_account_name(sa), "err", err);
+	else if (st.added || st.flagged || st.removed || st.mailboxes_added)
+		log_debug("watch", 0, "synced changes made by another program", "account", store_account_name(sa));
+}
+
+static void
+sync_done(void *arg)
+{
+	struct sync_job *j = arg;
+
+	/* A new folder appeared: watch it (and everything else again; duplicates are skipped). */
+	if (j->folder == NULL && !j->w->stopping)
+		watch_account(j->w, j->sa);
+	store_account_put(&j->sa);
+	free(j->folder);
+	free(j);
+}
+
+static void
+timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct watch *w = arg;
+
+	w->timer_armed = false;
+	pthread_mutex_lock(&w->mu);
+	for (size_t i = 0; i < w->n; i++)
+		w->e[i].submitted = false;
+	for (size_t i = 0; i < w->n; i++) {
+		struct wd_entry *e = &w->e[i];
+		if (!e->dirty)
+			continue;
+		e->dirty = false;
+		/* new/ and cur/ of one folder are two entries: sync once per round. */
+		bool dup = false;
+		for (size_t k = 0; k < i && !dup; k++) {
+			const struct wd_entry *o = &w->e[k];
+			dup = o->sa == e->sa && o->submitted &&
+			    ((o->folder == NULL && e->folder == NULL) ||
+				(o->folder != NULL && e->folder != NULL && strcmp(o->folder, e->folder) == 0));
+		}
+		e->submitted = true;
+		if (dup)
+			continue;
+		struct sync_job *j = xcalloc(1, sizeof(*j));
+		j->w = w;
+		j->sa = store_account_get(server_store(w->srv), store_account_name(e->sa));
+		j->folder = e->folder ? xstrdup(e->folder) : NULL;
+		if (j->sa != NULL)
+			store_submit(j->sa, sync_work, sync_done, j);
+		else
+			free(j->folder), free(j);
+	}
+	pthread_mutex_unlock(&w->mu);
+}
+
+static void
+read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct watch *w = arg;
+	char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
+	ssize_t n;
+	bool any = false;
+
+	while ((n = read(w->fd, buf, sizeof(buf))) > 0) {
+		for (char *p = buf; p < buf + n;) {
+			struct inotify_event *ev = (struct inotify_event *)p;
+			p += sizeof(*ev) + ev->len;
+			if (ev->mask & IN_Q_OVERFLOW) {
+				/* Lost events: every watched folder is dirty. */
+				pthread_mutex_lock(&w->mu);
+				for (size_t i = 0; i < w->n; i++)
+					w->e[i].dirty = true;
+				pthread_mutex_unlock(&w->mu);
+				any = true;
+				continue;
+			}
+			if (ev->len > 0 && ev->name[0] == '.' && !(ev->mask & IN_ISDIR))
+				continue; /* dot-files are not messages */
+			pthread_mutex_lock(&w->mu);
+			for (size_t i = 0; i < w->n; i++) {
+				if (w->e[i].wd != ev->wd)
+					continue;
+				/* In the Maildir root only folders (dot-directories) matter. */
+				if (w->e[i].folder == NULL && !((ev->mask & IN_ISDIR) && ev->len > 0 && ev->name[0] == '.'))
+					break;
+				if (ev->mask & IN_IGNORED)
+					break;
+				w->e[i].dirty = true;
+				any = true;
+				break;
+			}
+			pthread_mutex_unlock(&w->mu);
+		}
+	}
+	if (any && !w->timer_armed) {
+		struct timeval tv = {0, WATCH_DEBOUNCE_MS * 1000};
+		w->timer_armed = true;
+		evtimer_add(w->timer, &tv);
+	}
+}
+
+void
+watch_account(struct watch *w, struct store_account *sa)
+{
+	struct setup *s;
+
+	if (w == NULL || w->stopping)
+		return;
+	if (w->ev == NULL) {
+		w->ev = event_new(server_base(w->srv), w->fd, EV_READ | EV_PERSIST, read_cb, w);
+		w->timer = evtimer_new(server_base(w->srv), timer_cb, w);
+		event_add(w->ev, NULL);
+	}
+	s = xcalloc(1, sizeof(*s));
+	s->w = w;
+	s->sa = store_account_get(server_store(w->srv), store_account_name(sa));
+	store_submit(s->sa, setup_work, setup_done, s);
+}
