@@ -98,7 +98,7 @@ cmd_backup(int argc, char **argv)
 {
 	struct config *cfg;
 	char **names = NULL;
-	int n, rc = 1;
+	int n = 0, rc = 1;
 	struct stat sb;
 
 	if (argc != 1)
@@ -151,7 +151,7 @@ cmd_backup(int argc, char **argv)
 	printf("backup written to %s\n", dest);
 	rc = 0;
 out:
-	free_names(names, names ? n : 0);
+	free_names(names, n > 0 ? n : 0);
 	free(dest);
 	free(cfgdir);
 	free(accdir);
