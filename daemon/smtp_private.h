@@ -45,6 +45,7 @@ enum smtp_state {
 #define SMTP_F_GOODCMD   0x080u /* a valid SMTP command was seen */
 #define SMTP_F_STARTTLS  0x100u /* switch to TLS when the 220 is flushed */
 #define SMTP_F_FREEING   0x200u /* the deferred free is scheduled */
+#define SMTP_F_INPROC    0x400u /* process() is running: smtp_resume must not recurse */
 
 /* One accepted recipient. */
 struct smtp_rcpt {
@@ -93,6 +94,7 @@ struct smtp_conn {
 	enum smtp_state state;
 	unsigned flags;
 	unsigned nerrors;
+	unsigned linger; /* 50 ms waits for TLS output to drain before the free */
 	struct smtp_limits lim;
 	const char *hostname;
 	char *helo;

@@ -136,6 +136,15 @@ smtp_defer(struct smtp_conn *c, int64_t ms, void (*fn)(struct smtp_conn *c))
 static void
 conn_free_now(struct smtp_conn *c)
 {
+	/* After STARTTLS c->bev is a filter: its last bytes may still sit in
+	 * the socket bufferevent below it, which the free would drop. */
+	struct bufferevent *under = bufferevent_get_underlying(c->bev);
+	if (under != NULL && evbuffer_get_length(bufferevent_get_output(under)) > 0 && c->linger++ < 40) {
+		struct timeval tv = {0, 50000};
+		c->ev_fn = conn_free_now;
+		evtimer_add(c->ev, &tv);
+		return;
+	}
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -165,7 +174,8 @@ smtp_conn_release(struct smtp_conn *c)
 	}
 	if (c->flags & SMTP_F_FREEING)
 		return;
-	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+	/* Writing stays enabled: a TLS filter still flushes what is pending. */
+	bufferevent_disable(c->bev, EV_READ);
 	bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
 	smtp_defer(c, 0, conn_free_now);
 	c->flags |= SMTP_F_FREEING;
@@ -387,6 +397,9 @@ process(struct smtp_conn *c)
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 
+	if (c->flags & SMTP_F_INPROC)
+		return;
+	c->flags |= SMTP_F_INPROC;
 	while (!(c->flags & (SMTP_F_FREEING | SMTP_F_DEAD))) {
 		if (c->state == SMTP_ST_DATA || c->state == SMTP_ST_BDAT) {
 			if (!smtp_data_input(c))
@@ -436,6 +449,7 @@ process(struct smtp_conn *c)
 			dispatch(c, copy, clen);
 		free(copy);
 	}
+	c->flags &= ~SMTP_F_INPROC;
 	/* While waiting for work do not read on (libevent would buffer without bound). */
 	if (!(c->flags & (SMTP_F_FREEING | SMTP_F_DEAD)) && (c->state == SMTP_ST_BUSY || c->state == SMTP_ST_CLOSING))
 		bufferevent_disable(c->bev, EV_READ);
@@ -454,7 +468,7 @@ smtp_resume(struct smtp_conn *c, enum smtp_state st)
 		return;
 	}
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-	process(c);
+	process(c); /* returns at once when called from inside process(): its loop goes on */
 }
 
 static void

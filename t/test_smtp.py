@@ -290,6 +290,41 @@ def test_starttls_inbound(localserve):
     s.quit()
 
 
+def test_starttls_quit_reply_arrives(localserve):
+    r = Raw(localserve.ports["SMTP"])
+    r.reply()
+    r.cmd("EHLO x.example")
+    assert r.cmd("STARTTLS")[0] == 220
+    tls = tls_context(localserve).wrap_socket(r.sock, server_hostname="localhost")
+    r2 = Raw.__new__(Raw)
+    r2.sock, r2.buf = tls, b""
+    code, t = r2.cmd("STARTTLS")
+    assert code == 503, "already TLS"
+    code, t = r2.cmd("QUIT")
+    assert code == 221 and t[0].startswith("2.0.0")
+
+
+def test_helo_and_dsn_parameters(localserve):
+    r = Raw(localserve.ports["SMTP"])
+    r.reply()
+    code, t = r.cmd("HELO old.example")
+    assert code == 250 and t == ["localhost"]
+    code, t = r.cmd("MAIL FROM:<a@example.org> SIZE=100")
+    assert code == 555, "no ESMTP parameters after HELO"
+    assert r.cmd("EHLO new.example")[0] == 250
+    assert r.cmd("MAIL FROM:<a@example.org> RET=HDRS ENVID=abc+2Bdef SIZE=100")[0] == 250
+    code, t = r.cmd("RCPT TO:<mox@localhost> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;mox@localhost")
+    assert code == 250 and t[0].startswith("2.1.5")
+    assert r.cmd("RCPT TO:<postmaster>")[0] == 250
+    assert r.cmd("DATA")[0] == 354
+    r.send("Subject: dsn\r\n\r\nbody\r\n.\r\n")
+    code, t = r.reply()
+    skip_unless_delivered(localserve, code, t)
+    assert code == 250
+    assert b"with ESMTP id" in read(maildir_new(localserve)[0])
+    r.cmd("QUIT")
+
+
 def test_starttls_pipelined_plaintext_discarded(localserve):
     """Commands sent after STARTTLS in the same packet must not run under TLS."""
     r = Raw(localserve.ports["SMTP"])
@@ -864,6 +899,7 @@ def test_idle_connection_memory(server_dir):
     per = (after - before) * 1024 / n
     for r in conns + warm:
         r.close()
+    print(f"{per:.0f} bytes per idle SMTP connection")
     assert per <= 32 * 1024, f"{per:.0f} bytes per idle connection"
 
 
