@@ -233,6 +233,30 @@ def pss_kb(pid):
     return 0
 
 
+def settle(sid, timeout=15.0):
+    """Wait until a session's process count stops changing (exiting workers of an earlier run)."""
+    deadline = time.monotonic() + timeout
+    last = -1
+    while time.monotonic() < deadline:
+        n = len(Procs.members(sid))
+        if n == last:
+            return
+        last = n
+        time.sleep(0.5)
+
+
+def account_messages(maildir):
+    """Message files in a Maildir and all its Maildir++ folders."""
+    total = count_files(maildir)
+    try:
+        for e in os.scandir(maildir):
+            if e.name.startswith(".") and e.is_dir() and e.name not in (".", ".."):
+                total += count_files(e.path)
+    except FileNotFoundError:
+        pass
+    return total
+
+
 def session_mem_kb(sid):
     """(sum of VmRSS, sum of PSS, process count) over a session's processes."""
     pids = Procs.members(sid)
@@ -856,8 +880,9 @@ class Bench:
             return None, None, None
         h = self.mox.cmd("help", "import")
         if h.returncode != 0:
+            first = ((h.stderr or h.stdout).strip().splitlines() or [""])[0]
             skipped("mox import, large-mailbox FETCH, index size, account open",
-                    f"`mox help import` fails ({(h.stderr or h.stdout).strip()[:100]})")
+                    f"`mox help import` fails ({first[:100]})")
             return None, None, None
         # The import writes into a stopped server's data directory (offline command);
         # if that is refused, try with the server running (through its control socket).
@@ -881,11 +906,22 @@ class Bench:
             say(f"  mox import: failed (rc {rc}): {err.strip()[-300:]}")
         idx = None
         if os.path.exists(self.mox.index):
-            total = count_files(os.path.join(self.mox.maildir, ".Big"))
+            total = account_messages(self.mox.maildir)
             if total:
                 idx = os.path.getsize(self.mox.index) / total
                 say(f"  mox index.tcb: {os.path.getsize(self.mox.index) / 1e6:.1f} MB, {idx:.0f} bytes/message "
-                    f"(whole account index / {total} messages of Big)")
+                    f"(whole account index / {total} message files in the account)")
+        if rc == 0 and self.mox.cmd("help", "verifydata").returncode == 0:
+            # Offline consistency check: reads every index record and lists every Maildir folder.
+            vrc, vel, vrss, vout, verr = run_timed(
+                [self.a.mox, "-config", self.mox.config, "verifydata", os.path.join(self.mox.dir, "data")],
+                self.a.import_timeout)
+            if vrc == 0:
+                say(f"  mox verifydata of the data directory (index vs Maildir, {n}+ messages): {vel:.2f} s, "
+                    f"peak RSS {vrss / 1024:.0f} MB")
+                self.row(f"verifydata, {n}-message account (s)", vel, None, "-", "s")
+            else:
+                say(f"  mox verifydata: rc {vrc}: {(verr or vout).strip()[-200:]}")
         # Time to open the account: restart, then the first LOGIN and SELECT of the big mailbox.
         t0 = time.monotonic()
         try:
@@ -925,6 +961,7 @@ class Bench:
     def idle_one(self, name, port, n, dovecot=False):
         def mem():
             if dovecot:
+                settle(self.dv.sid)
                 return session_mem_kb(self.dv.sid)
             rss = vm_rss_kb(self.mox.proc.pid)
             return rss, rss, 1
@@ -957,7 +994,8 @@ class Bench:
         per_rss = (after[0] - before[0]) / ready
         per_pss = (after[1] - before[1]) / ready
         extra = f", {after[2] - before[2]} more processes; PSS {per_pss:.0f} KB/connection" if dovecot else ""
-        say(f"  {name}: {ready} idle connections ({r['failed']} failed, set up in {r['seconds']:.1f} s): "
+        idle_how = "IDLE" if not r.get("idle_refused") else f"{r['idle_refused']} refused IDLE, held idle after SELECT"
+        say(f"  {name}: {ready} idle connections ({idle_how}; {r['failed']} failed, set up in {r['seconds']:.1f} s): "
             f"RSS {before[0] / 1024:.0f} -> {after[0] / 1024:.0f} MB = {per_rss:.1f} KB/connection{extra}")
         self.idle_res = getattr(self, "idle_res", {})
         self.idle_res[name] = per_pss if dovecot else per_rss
@@ -976,14 +1014,20 @@ class Bench:
         deadline = t0 + self.a.smtp_timeout
         sent_at = None
         got = 0
+        last_got, last_change = -1, t0
         while time.monotonic() < deadline:
             got = count_files(maildir) - base
+            now = time.monotonic()
+            if got != last_got:
+                last_got, last_change = got, now
             if sent_at is None and p.poll() is not None:
-                sent_at = time.monotonic() - t0
+                sent_at = now - t0
                 if p.returncode != 0:
                     break
             if got >= n:
                 break
+            if sent_at is not None and now - last_change > 15:
+                break  # the client is done and nothing more arrives: stored elsewhere or lost
             time.sleep(0.01)
         el = time.monotonic() - t0
         err = ""

@@ -97,7 +97,7 @@ static long n_ok[IL_CMD_COUNT], n_no[IL_CMD_COUNT], n_bad[IL_CMD_COUNT];
 static double lat_sum[IL_CMD_COUNT], lat_max[IL_CMD_COUNT];
 static long n_cycles, n_conn_err, n_disconnects;
 static long appended, append_started;
-static long idle_ready, idle_failed;
+static long idle_ready, idle_failed, idle_refused;
 static char *message;
 static size_t message_len;
 static double fetch_select_s, fetch_fetch_s;
@@ -454,7 +454,14 @@ static bool il_response(struct il_conn *c, const char *head)
 		fetch_fetch_s = lat;
 	if (cmd == IL_CMD_APPEND && ok && opts.mode == IL_APPEND)
 		appended++;
-	if (!ok && (cmd == IL_CMD_LOGIN || cmd == IL_CMD_SELECT || cmd == IL_CMD_IDLE ||
+	if (!ok && cmd == IL_CMD_IDLE) {
+		/* No IDLE: hold the connection idle after SELECT all the same. */
+		idle_refused++;
+		idle_ready++;
+		c->state = IL_ST_IDLING;
+		return true;
+	}
+	if (!ok && (cmd == IL_CMD_LOGIN || cmd == IL_CMD_SELECT ||
 	            (opts.mode != IL_STRESS && cmd != IL_CMD_LOGOUT))) {
 		il_fail(c, head);
 		return false;
@@ -612,7 +619,8 @@ static void il_report(double elapsed)
 		printf(",\"select_s\":%.4f,\"fetch_s\":%.4f,\"fetched\":%ld", fetch_select_s,
 		       fetch_fetch_s, conns[0].fetched);
 	if (opts.mode == IL_IDLE)
-		printf(",\"ready\":%ld,\"failed\":%ld", idle_ready, idle_failed);
+		printf(",\"ready\":%ld,\"failed\":%ld,\"idle_refused\":%ld", idle_ready, idle_failed,
+		       idle_refused);
 	printf(",\"per_cmd\":{");
 	bool first = true;
 	for (int i = 0; i < IL_CMD_COUNT; i++) {
