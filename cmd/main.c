@@ -39,6 +39,28 @@ static const struct subcmd subcmds[] = {
 	    cmd_config_describe_domains},
 	{"config printservice", "", "Print a systemd service unit for mox serve with this configuration.",
 	    cmd_config_printservice},
+	{"import", "maildir|mbox account mailbox path", "Import messages from a Maildir (cur/ and new/, flags and\n"
+	    "dovecot-keywords) or an mbox file (mboxrd unquoting; Status/X-Status give flags) into mailbox,\n"
+	    "created when missing. Through the running server, else directly. Progress on stderr.", cmd_import},
+	{"export", "maildir|mbox account mailbox|-all dest", "Export a mailbox (or all: Maildir++ folders, or\n"
+	    "dest/NAME.mbox files) to a Maildir with flags and dovecot-keywords or to mboxrd files.", cmd_export},
+	{"backup", "dest", "Write a consistent copy of the data directory to dest (indexes copied safely while the\n"
+	    "server runs, message files hard-linked) with the config files in dest/config.", cmd_backup},
+	{"verifydata", "[-fix] datadir", "Check a data directory no server uses (a stopped one or a backup):\n"
+	    "print every inconsistency between the Maildir and the indexes, exit 1 if any. -fix repairs\n"
+	    "from the Maildir (files adopted or tombstoned, counts recalculated) and checks again.", cmd_verifydata},
+	{"fixuidmeta", "account", "Fix UIDNEXT of mailboxes below a message UID and the account's next\n"
+	    "UIDVALIDITY below a mailbox's.", cmd_fixuidmeta},
+	{"fixmsgsize", "[account]", "Make message sizes in the index equal the file sizes (and parse those\n"
+	    "messages again); all accounts without an argument. Consider bumpuidvalidity afterwards.", cmd_fixmsgsize},
+	{"reassignuids", "account [mailbox]", "Number the messages of a mailbox (or all) 1..n again and give it a\n"
+	    "new UIDVALIDITY: IMAP clients fetch everything again.", cmd_reassignuids},
+	{"bumpuidvalidity", "account [mailbox]", "Give a mailbox (or all) a new UIDVALIDITY so IMAP clients fetch\n"
+	    "its messages again, e.g. after a manual repair.", cmd_bumpuidvalidity},
+	{"recalculatemailboxcounts", "account", "Recount total, unread, unseen, deleted and size of every mailbox\n"
+	    "and the account's quota use from the messages; print what changed.", cmd_recalculatemailboxcounts},
+	{"setaccountpassword", "account", "Set the account's password, read from stdin (twice with a prompt on a\n"
+	    "terminal); stores SCRAM-SHA-1/256 and CRAM-MD5 secrets.", cmd_setaccountpassword},
 	{"version", "", "Print the version.", cmd_version},
 	{"help", "[command]", "Show the usage of all commands or of one.", cmd_help},
 };

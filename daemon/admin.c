@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/admin_tools.h"
 #include "daemon/auth.h"
 #include "daemon/log.h"
 #include "daemon/sasl.h"
@@ -186,5 +187,6 @@ void
 admin_init(struct server *srv)
 {
 	server_control_register(srv, "setaccountpassword", "account password", cmd_setaccountpassword);
+	admin_tools_init(srv);
 	load_all(srv);
 }
