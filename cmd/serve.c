@@ -12,6 +12,7 @@
 #include "daemon/auth.h"
 #include "daemon/privdrop.h"
 #include "daemon/server.h"
+#include "daemon/smtp.h"
 #include "daemon/store.h"
 #include "daemon/stub.h"
 #include "daemon/watch.h"
@@ -19,9 +20,9 @@
 static void
 register_handlers(struct server *srv)
 {
-	server_register(srv, SVC_SMTP, &stub_smtp_handler);
-	server_register(srv, SVC_SUBMISSION, &stub_smtp_handler);
-	server_register(srv, SVC_SUBMISSIONS, &stub_smtp_handler);
+	server_register(srv, SVC_SMTP, &smtp_handler);
+	server_register(srv, SVC_SUBMISSION, &smtp_handler);
+	server_register(srv, SVC_SUBMISSIONS, &smtp_handler);
 	server_register(srv, SVC_IMAP, &stub_imap_handler);
 	server_register(srv, SVC_IMAPS, &stub_imap_handler);
 	server_register(srv, SVC_HTTP, &stub_http_handler);
