@@ -74,6 +74,11 @@ smtp_reply(struct smtp_conn *c, int code, const char *ecode, const char *fmt, ..
 void
 smtp_close_after(struct smtp_conn *c, int code, const char *ecode, const char *text)
 {
+	if (!(c->flags & SMTP_F_FREEING)) {
+		/* A pending auth-failure reply must not follow the goodbye. */
+		evtimer_del(c->ev);
+		c->ev_fn = NULL;
+	}
 	smtp_reply(c, code, ecode, "%s", text);
 	smtp_set_state(c, SMTP_ST_CLOSING);
 	bufferevent_disable(c->bev, EV_READ);
@@ -435,6 +440,11 @@ process(struct smtp_conn *c)
 				auth_session_free(&c->auth);
 				smtp_set_state(c, SMTP_ST_READY);
 			}
+			if (!(c->flags & SMTP_F_GOODCMD)) {
+				/* Binary junk or a TLS hello on a plain port: one answer, then close. */
+				smtp_close_after(c, 500, "5.5.2", "line too long, closing connection");
+				break;
+			}
 			smtp_reply(c, 500, "5.5.2", "line too long");
 			smtp_error(c);
 			continue;
@@ -458,7 +468,7 @@ process(struct smtp_conn *c)
 void
 smtp_resume(struct smtp_conn *c, enum smtp_state st)
 {
-	if (c->flags & (SMTP_F_FREEING | SMTP_F_DEAD))
+	if ((c->flags & (SMTP_F_FREEING | SMTP_F_DEAD)) || c->state == SMTP_ST_CLOSING)
 		return;
 	smtp_set_state(c, st);
 	if (c->state == SMTP_ST_CLOSING)

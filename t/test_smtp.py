@@ -696,6 +696,19 @@ def test_http_request_closed_quietly(localserve):
     assert "l=error" not in log and "GET" not in log
 
 
+def test_tls_hello_on_plain_port_closed(localserve):
+    """A TLS client on the plain port: binary bytes without a line end."""
+    r = Raw(localserve.ports["SMTP"])
+    r.reply()
+    r.send(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + os.urandom(600))
+    code, t = r.reply()
+    assert code == 500 and t[0].startswith("5.5.")  # 5.5.2 too long, or 5.5.1 when a LF came early
+    assert r.closed()
+    r = Raw(localserve.ports["SMTP"])
+    assert r.reply()[0] == 220, "the server still answers"
+    r.cmd("QUIT")
+
+
 def test_max_recipients(server_dir):
     limits(server_dir, SMTPMaxRecipients=2)
     server_dir.start()
