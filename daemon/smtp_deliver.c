@@ -35,7 +35,6 @@
  * permanent, else 451 4.3.0.
  */
 #define _GNU_SOURCE 1
-#define PCRE2_CODE_UNIT_WIDTH 8
 #include "daemon/smtp_private.h"
 
 #include <ctype.h>
@@ -44,230 +43,39 @@
 #include <string.h>
 #include <strings.h>
 
-#include <pcre2.h>
-
 #include "daemon/log.h"
 #include "daemon/resolve.h"
+#include "daemon/smtp_rules.h"
 #include "daemon/store.h"
 #include "maildir/maildir.h"
 
-#define RS_MATCH_LIMIT 100000
-
 #define ITEM(arr, type, i) (&((const type *)(arr).v)[i])
 
-/* ---- rulesets: compiled once per config ---- */
+/* ---- rulesets: compiled once per config (loop thread) ---- */
 
-struct rs_compiled {
-	const struct config_ruleset *rs;
-	pcre2_code *from;
-	pcre2_code **hkey, **hval;
-	size_t nh;
-	bool bad; /* a pattern did not compile: the ruleset never matches */
-};
+static struct smtp_rules *rules;
 
-static struct {
-	const struct config *cfg;
-	struct rs_compiled *v;
-	size_t n;
-	pcre2_match_context *mctx;
-	pcre2_match_data *md;
-} rsc;
-
-static pcre2_code *
-rs_compile(const char *pattern, bool caseless, const char *what)
+static void
+rules_report(void *arg, const char *key, const char *pattern, const char *msg)
 {
-	int errcode;
-	PCRE2_SIZE erroff;
-	uint32_t opts = PCRE2_UTF | PCRE2_MATCH_INVALID_UTF | (caseless ? PCRE2_CASELESS : 0);
-	pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, opts, &errcode, &erroff, NULL);
-
-	if (re == NULL) {
-		char msg[256], off[32];
-		pcre2_get_error_message(errcode, (PCRE2_UCHAR *)msg, sizeof(msg));
-		snprintf(off, sizeof(off), "%zu", (size_t)erroff);
-		log_error(SMTP_PKG, 0, "ruleset pattern does not compile, ruleset ignored", "key", what, "pattern", pattern,
-		    "err", msg, "offset", off);
-		return NULL;
-	}
-	/* W^X hardening can make the JIT fail: the interpreter still works. */
-	if (pcre2_jit_compile(re, PCRE2_JIT_COMPLETE) != 0)
-		log_debug(SMTP_PKG, 0, "pcre2 jit not available, using the interpreter", "pattern", pattern);
-	return re;
+	log_error(SMTP_PKG, 0, "ruleset pattern does not compile, ruleset ignored", "key", key, "pattern", pattern,
+	    "err", msg);
 }
 
 void
 smtp_rulesets_free(void)
 {
-	for (size_t i = 0; i < rsc.n; i++) {
-		struct rs_compiled *r = &rsc.v[i];
-		pcre2_code_free(r->from);
-		for (size_t j = 0; j < r->nh; j++) {
-			pcre2_code_free(r->hkey[j]);
-			pcre2_code_free(r->hval[j]);
-		}
-		free(r->hkey);
-		free(r->hval);
-	}
-	free(rsc.v);
-	pcre2_match_context_free(rsc.mctx);
-	pcre2_match_data_free(rsc.md);
-	memset(&rsc, 0, sizeof(rsc));
+	smtp_rules_free(&rules);
 }
 
-static void
-rulesets_compile(const struct config *cfg)
+static struct smtp_rules *
+rules_for(const struct config *cfg)
 {
-	size_t n = 0;
-
-	if (rsc.cfg == cfg)
-		return;
-	smtp_rulesets_free();
-	rsc.cfg = cfg;
-	rsc.mctx = pcre2_match_context_create(NULL);
-	pcre2_set_match_limit(rsc.mctx, RS_MATCH_LIMIT);
-	rsc.md = pcre2_match_data_create(1, NULL);
-	for (size_t i = 0; i < cfg->dom.accounts.n; i++) {
-		const struct config_account *a = ITEM(cfg->dom.accounts, struct config_account, i);
-		for (size_t j = 0; j < a->destinations.n; j++)
-			n += ITEM(a->destinations, struct config_destination, j)->rulesets.n;
-	}
-	rsc.v = xcalloc(n ? n : 1, sizeof(*rsc.v));
-	for (size_t i = 0; i < cfg->dom.accounts.n; i++) {
-		const struct config_account *a = ITEM(cfg->dom.accounts, struct config_account, i);
-		for (size_t j = 0; j < a->destinations.n; j++) {
-			const struct config_destination *d = ITEM(a->destinations, struct config_destination, j);
-			for (size_t k = 0; k < d->rulesets.n; k++) {
-				const struct config_ruleset *rs = ITEM(d->rulesets, struct config_ruleset, k);
-				struct rs_compiled *r = &rsc.v[rsc.n++];
-				r->rs = rs;
-				if (rs->smtp_mail_from_regexp != NULL && rs->smtp_mail_from_regexp[0] != '\0') {
-					r->from = rs_compile(rs->smtp_mail_from_regexp, true, "SMTPMailFromRegexp");
-					r->bad |= r->from == NULL;
-				}
-				r->nh = rs->headers_regexp.n;
-				r->hkey = xcalloc(r->nh ? r->nh : 1, sizeof(*r->hkey));
-				r->hval = xcalloc(r->nh ? r->nh : 1, sizeof(*r->hval));
-				for (size_t h = 0; h < r->nh; h++) {
-					r->hkey[h] = rs_compile(rs->headers_regexp.keys[h], false, "HeadersRegexp");
-					r->hval[h] = rs_compile(rs->headers_regexp.vals[h], false, "HeadersRegexp");
-					r->bad |= r->hkey[h] == NULL || r->hval[h] == NULL;
-				}
-			}
-		}
-	}
-}
-
-static const struct rs_compiled *
-rs_find(const struct config_ruleset *rs)
-{
-	for (size_t i = 0; i < rsc.n; i++)
-		if (rsc.v[i].rs == rs)
-			return &rsc.v[i];
-	return NULL;
-}
-
-static bool
-re_match(const pcre2_code *re, const char *s, size_t len)
-{
-	int r = pcre2_match(re, (PCRE2_SPTR)s, len, 0, 0, rsc.md, rsc.mctx);
-
-	if (r == PCRE2_ERROR_MATCHLIMIT || r == PCRE2_ERROR_DEPTHLIMIT || r == PCRE2_ERROR_HEAPLIMIT)
-		log_info(SMTP_PKG, 0, "ruleset pattern hit the match limit, taken as no match");
-	return r >= 0;
-}
-
-/* A header field of the message, lower-cased, value unfolded and trimmed. */
-struct hfield {
-	char *name;
-	char *value;
-};
-
-static void
-hfields_free(struct hfield *h, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		free(h[i].name);
-		free(h[i].value);
-	}
-	free(h);
-}
-
-static size_t
-hfields_parse(const char *p, size_t len, struct hfield **out_r)
-{
-	struct hfield *v = NULL;
-	size_t n = 0, cap = 0, i = 0;
-
-	while (i < len) {
-		size_t ls = i, le;
-		while (i < len && p[i] != '\n')
-			i++;
-		le = i > ls && p[i - 1] == '\r' ? i - 1 : i;
-		if (i < len)
-			i++;
-		if (le == ls)
-			break; /* the empty line ends the header */
-		if ((p[ls] == ' ' || p[ls] == '\t') && n > 0) {
-			/* continuation: unfold */
-			struct hfield *f = &v[n - 1];
-			char *nv = xasprintf("%s %.*s", f->value, (int)(le - ls), p + ls);
-			free(f->value);
-			f->value = nv;
-			continue;
-		}
-		const char *colon = memchr(p + ls, ':', le - ls);
-		if (colon == NULL)
-			continue;
-		if (n == cap) {
-			cap = cap ? 2 * cap : 16;
-			v = xrealloc(v, cap * sizeof(*v));
-		}
-		v[n].name = xstrndup(p + ls, (size_t)(colon - (p + ls)));
-		v[n].value = xstrndup(colon + 1, (size_t)(le - (size_t)(colon + 1 - p)));
-		n++;
-	}
-	for (size_t k = 0; k < n; k++) {
-		char *s = v[k].value, *e;
-		for (char *q = v[k].name; *q; q++)
-			*q = (char)tolower((unsigned char)*q);
-		while (*s == ' ' || *s == '\t')
-			s++;
-		memmove(v[k].value, s, strlen(s) + 1);
-		e = v[k].value + strlen(v[k].value);
-		while (e > v[k].value && (e[-1] == ' ' || e[-1] == '\t'))
-			*--e = '\0';
-		for (char *q = v[k].value; *q; q++)
-			*q = (char)tolower((unsigned char)*q);
-	}
-	*out_r = v;
-	return n;
-}
-
-static bool
-ruleset_match(const struct config_ruleset *rs, const char *mail_from, const struct hfield *h, size_t nh)
-{
-	const struct rs_compiled *r = rs_find(rs);
-	bool any = false;
-
-	if (r == NULL || r->bad)
-		return false;
-	if (rs->verified_domain != NULL && rs->verified_domain[0] != '\0')
-		return false; /* no SPF/DKIM verification yet: nothing is verified */
-	if (r->from != NULL) {
-		if (!re_match(r->from, mail_from, strlen(mail_from)))
-			return false;
-		any = true;
-	}
-	for (size_t k = 0; k < r->nh; k++) {
-		bool found = false;
-		for (size_t i = 0; i < nh && !found; i++)
-			found = re_match(r->hkey[k], h[i].name, strlen(h[i].name)) &&
-			    re_match(r->hval[k], h[i].value, strlen(h[i].value));
-		if (!found)
-			return false;
-		any = true;
-	}
-	return any;
+	if (rules != NULL && smtp_rules_config(rules) != cfg)
+		smtp_rules_free(&rules);
+	if (rules == NULL)
+		rules = smtp_rules_new(cfg, rules_report, NULL);
+	return rules;
 }
 
 /* ---- recipients ---- */
@@ -489,23 +297,25 @@ smtp_deliver_want_header(struct smtp_conn *c)
 
 /* The mailbox for one recipient (static or config string). */
 static const char *
-choose_mailbox(const struct config *cfg, const struct smtp_txn *t, const struct smtp_rcpt *r, const struct hfield *h,
-    size_t nh)
+choose_mailbox(struct smtp_conn *c, const struct smtp_rcpt *r, const struct smtp_hfield *h, size_t nh)
 {
+	const struct config *cfg = smtp_cfg(c);
 	struct resolved res;
+	const char *mb;
+	bool limit = false;
 
 	if (r->local_any)
 		return "INBOX";
-	if (strcmp(r->addr, "postmaster") == 0 || resolve_recipient(cfg, r->localpart, r->domain, &res) <= 0)
-		return cfg->st.postmaster.mailbox && strcmp(r->addr, "postmaster") == 0 ? cfg->st.postmaster.mailbox : "INBOX";
-	if (res.dest != NULL) {
-		for (size_t k = 0; k < res.dest->rulesets.n; k++) {
-			const struct config_ruleset *rs = ITEM(res.dest->rulesets, struct config_ruleset, k);
-			if (ruleset_match(rs, t->mail_from, h, nh))
-				return rs->mailbox && rs->mailbox[0] ? rs->mailbox : "INBOX";
-		}
-	}
-	return res.mailbox;
+	if (strcmp(r->addr, "postmaster") == 0)
+		return cfg->st.postmaster.mailbox ? cfg->st.postmaster.mailbox : "INBOX";
+	if (resolve_recipient(cfg, r->localpart, r->domain, &res) <= 0)
+		return "INBOX";
+	if (res.dest == NULL)
+		return res.mailbox;
+	mb = smtp_rules_mailbox(rules_for(cfg), res.dest, c->txn->mail_from, h, nh, &limit);
+	if (limit)
+		log_info(SMTP_PKG, c->ci->cid, "ruleset pattern hit the match limit, taken as no match", "rcpt", r->addr);
+	return mb != NULL ? mb : res.mailbox;
 }
 
 /* ---- delivery ---- */
@@ -743,12 +553,11 @@ smtp_deliver(struct smtp_conn *c)
 	const struct config *cfg = smtp_cfg(c);
 	struct smtp_txn *t = c->txn;
 	struct smtp_deliv *d = xcalloc(1, sizeof(*d));
-	struct hfield *h = NULL;
+	struct smtp_hfield *h = NULL;
 	size_t nh = 0;
 
-	rulesets_compile(cfg);
 	if (t->want_header)
-		nh = hfields_parse(t->header.data ? t->header.data : "", t->header.len, &h);
+		nh = smtp_hfields_parse(t->header.data ? t->header.data : "", t->header.len, &h);
 	d->c = c;
 	d->accts = xcalloc(t->nrcpts, sizeof(*d->accts));
 	d->racct = xcalloc(t->nrcpts, sizeof(*d->racct));
@@ -757,7 +566,7 @@ smtp_deliver(struct smtp_conn *c)
 	for (size_t i = 0; i < t->nrcpts; i++) {
 		const struct smtp_rcpt *r = &t->rcpts[i];
 		const struct config_account *acc = config_account_find(cfg, r->account);
-		const char *mbox = choose_mailbox(cfg, t, r, h, nh);
+		const char *mbox = choose_mailbox(c, r, h, nh);
 		size_t ai, mi;
 
 		if (acc == NULL) {
@@ -785,7 +594,7 @@ smtp_deliver(struct smtp_conn *c)
 		d->rmb[i] = mi;
 		log_debug(SMTP_PKG, c->ci->cid, "delivering", "rcpt", r->addr, "account", acc->name, "mailbox", mbox);
 	}
-	hfields_free(h, nh);
+	smtp_hfields_free(&h, nh);
 	c->deliv = d;
 	smtp_set_state(c, SMTP_ST_BUSY);
 	bufferevent_disable(c->bev, EV_READ);
