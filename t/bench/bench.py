@@ -931,6 +931,7 @@ class Bench:
             self.mox = None
             return None, rate, idx
         up = time.monotonic() - t0
+        say(f"  mox restart with the imported account: all ports listening after {up:.2f} s")
         res = None
         if self.mox_imap and rc == 0:
             res = {}
@@ -941,7 +942,7 @@ class Bench:
                     say(f"  mox SELECT+FETCH Big: failed: {e}")
                     return None, rate, idx
                 if k == "cold":
-                    say(f"  mox account open: restart to listening {up:.2f} s, then first LOGIN+SELECT of {n} messages {sel:.3f} s")
+                    say(f"  mox account open: first LOGIN+SELECT of the {n}-message mailbox after the restart {sel:.3f} s")
                 res[k] = sel + fet
                 say(f"  mox SELECT+FETCH 1:* (UID FLAGS), {k}: select {sel:.3f} s + fetch {fet:.3f} s ({got} FETCH lines)")
         elif not self.mox_imap:
@@ -1064,6 +1065,8 @@ class Bench:
             res = {}
             for name, port, rcpt, md, lmtp in targets:
                 res[name] = self.smtp_run(name, port, rcpt, md, a.smtp_n, sessions, lmtp)
+            self.delivery = getattr(self, "delivery", {})
+            self.delivery[sessions] = res
             m = res.get("mox smtp")
             for peer in ("dovecot lmtp", "postfix"):
                 if peer in res:
@@ -1105,6 +1108,10 @@ class Bench:
         say(f"  disk limit: {self.disk1:.0f} msg/s (1 writer), {self.disk4:.0f} msg/s (4 writers)")
         for what, m, p, peer, unit in self.summary:
             say(f"  {what:45s} mox {fmt(m):>8s}   {peer} {fmt(p):>8s}   ratio {ratio(m, p)}")
+        for sessions, res in sorted(getattr(self, "delivery", {}).items()):
+            disk = self.disk1 if sessions == 1 else self.disk4
+            line = ", ".join(f"{k} {ratio(v, disk)}" for k, v in res.items() if v)
+            say(f"  delivery {sessions} conn / disk limit ({'1 writer' if sessions == 1 else '4 writers'}): {line}")
         if getattr(self, "idle_res", None):
             d, m = self.idle_res.get("dovecot"), self.idle_res.get("mox")
             say(f"  {'idle IMAP connection (KB, dovecot: PSS)':45s} mox {fmt(m):>8s}   dovecot {fmt(d):>8s}   ratio {ratio(m, d)}")
@@ -1118,7 +1125,15 @@ class Bench:
                 part()
             except Exception as e:
                 say(f"  {part.__name__}: failed: {type(e).__name__}: {e}")
+        self.disk_again()
         self.print_summary()
+
+    def disk_again(self):
+        """The disk is shared with whatever else runs: measure again at the end, keep the best."""
+        d1 = fsync_limit(n=self.a.disk_n, writers=1)
+        d4 = fsync_limit(n=self.a.disk_n, writers=4)
+        say(f"== 1'. Disk again: 1 writer {d1:.0f} msg/s, 4 writers {d4:.0f} msg/s (the summary uses the higher figures)")
+        self.disk1, self.disk4 = max(self.disk1, d1), max(self.disk4, d4)
 
     def close(self):
         for s in (self.mox, self.dv, self.pf):
