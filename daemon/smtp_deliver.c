@@ -21,7 +21,7 @@
  * VerifiedDomain, which for now never matches: there is no SPF/DKIM
  * verification yet, so no domain counts as verified. Patterns are PCRE2,
  * compiled once per config with JIT (falling back to the interpreter when
- * the JIT is not available) and run with a match limit.
+ * the JIT is not available) and run with a match limit (daemon/smtp_rules.h).
  *
  * Delivery: accounts one after another (a writer is never used by two
  * storage threads at once): look up (or create) the target mailboxes on the
