@@ -72,6 +72,8 @@ load_work(struct store_account *sa, struct idx_account *a, void *arg)
 		l->ok = admin_set_password(a, ADMIN_LOCALSERVE_PASSWORD, &l->blob, &l->len, l->err, sizeof(l->err));
 }
 
+static int loads_pending;
+
 static void
 load_done(void *arg)
 {
@@ -88,6 +90,9 @@ load_done(void *arg)
 		memset(l->blob, 0, l->len);
 	free(l->blob);
 	store_account_put(&l->sa);
+	/* Logins work from the first connection on: accept once every account's secrets are in. */
+	if (--loads_pending == 0)
+		server_accept_start(l->srv);
 	free(l);
 }
 
@@ -106,8 +111,11 @@ load_all(struct server *srv)
 			continue;
 		}
 		l->local_default = cfg->st.local_serve && strcmp(acc->name, ADMIN_LOCALSERVE_ACCOUNT) == 0;
+		loads_pending++;
 		store_submit(l->sa, load_work, load_done, l);
 	}
+	if (loads_pending == 0)
+		server_accept_start(srv);
 }
 
 /* setaccountpassword <account> <password> */

@@ -16,7 +16,8 @@ struct idx_account;
 #define ADMIN_LOCALSERVE_ACCOUNT "mox"
 #define ADMIN_LOCALSERVE_PASSWORD "moxmoxmox"
 
-/* Register the control commands and start loading secrets of all accounts. */
+/* Register the control commands and load the secrets of all accounts; when
+ * they are in, the server starts accepting connections (server_accept_start). */
 void admin_init(struct server *srv);
 
 /*

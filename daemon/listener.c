@@ -312,7 +312,7 @@ bind_one(struct server *srv, const struct config_listener *l, enum config_svc sv
 	ls->svc = svc;
 	ls->tls = tls;
 	snprintf(ls->addr, sizeof(ls->addr), strchr(ip, ':') ? "[%s]:%lld" : "%s:%lld", ip, cs->port);
-	ls->evl = evconnlistener_new(srv->base, accept_cb, ls, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+	ls->evl = evconnlistener_new(srv->base, accept_cb, ls, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_DISABLED, -1, fd);
 	if (ls->evl == NULL) {
 		snprintf(err, errlen, "listen %s: cannot create listener", ls->addr);
 		close(fd);
@@ -351,6 +351,17 @@ server_bind(struct server *srv, char *err, size_t errlen)
 		}
 	}
 	return 1;
+}
+
+void
+server_accept_start(struct server *srv)
+{
+	if (srv->accepting)
+		return;
+	srv->accepting = true;
+	for (size_t i = 0; i < srv->nsocks; i++)
+		evconnlistener_enable(srv->socks[i]->evl);
+	log_info("server", 0, "accepting connections");
 }
 
 void

@@ -81,6 +81,12 @@ void server_register(struct server *srv, enum config_svc svc, const struct proto
 int server_bind(struct server *srv, char *err, size_t errlen);
 
 /*
+ * Start accepting connections on the bound ports. Until then connections wait
+ * in the kernel's backlog (the server is still loading, e.g. account secrets).
+ */
+void server_accept_start(struct server *srv);
+
+/*
  * Open the control socket at the configured path (refusing when another
  * server answers there). Returns 1 or -1 with err.
  */

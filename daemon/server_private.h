@@ -34,6 +34,7 @@ struct server {
 	struct event *sigterm, *sigint, *sigpipe;
 	struct event *stop_ev;
 	bool stopping;
+	bool accepting;
 	struct store *store;
 	struct auth *auth;
 	uint64_t next_cid;

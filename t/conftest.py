@@ -22,18 +22,24 @@ DEFAULT_PORTS = {
 }
 
 
+_handed_out = set()
+
+
 def free_port():
-    """A TCP port free on 127.0.0.1 (and ::1 where it exists) right now."""
-    for _ in range(50):
+    """A TCP port free on 127.0.0.1 (and ::1 where it exists) right now, never the same twice."""
+    for _ in range(200):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
+        if port in _handed_out:
+            continue
         try:
             with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s6:
                 s6.bind(("::1", port))
         except OSError as e:
             if e.errno == 98:  # in use on ::1: try another
                 continue
+        _handed_out.add(port)
         return port
     raise RuntimeError("no free port")
 
