@@ -102,15 +102,9 @@ imap_cmd_logout(struct imap_conn *c, struct imap_args *args)
 	return IMAP_CMD_DONE;
 }
 #define STUB(n) int n(struct imap_conn *c, struct imap_args *args) { imap_no(c, "not implemented yet"); return IMAP_CMD_DONE; }
-STUB(imap_cmd_list) STUB(imap_cmd_lsub) STUB(imap_cmd_create) STUB(imap_cmd_delete) STUB(imap_cmd_rename)
-STUB(imap_cmd_subscribe) STUB(imap_cmd_unsubscribe) STUB(imap_cmd_status) STUB(imap_cmd_namespace)
-STUB(imap_cmd_getquota) STUB(imap_cmd_getquotaroot) STUB(imap_cmd_setquota)
-STUB(imap_cmd_select) STUB(imap_cmd_examine) STUB(imap_cmd_idle) STUB(imap_cmd_fetch) STUB(imap_cmd_search)
+STUB(imap_cmd_fetch) STUB(imap_cmd_search)
 STUB(imap_cmd_store) STUB(imap_cmd_copy) STUB(imap_cmd_move) STUB(imap_cmd_expunge) STUB(imap_cmd_close)
-STUB(imap_cmd_unselect) STUB(imap_cmd_append) STUB(imap_cmd_check)
-int imap_cmd_noop(struct imap_conn *c, struct imap_args *args) { imap_ok(c, "NOOP completed"); return IMAP_CMD_DONE; }
-void imap_view_free(struct imap_conn *c) {}
-void imap_idle_line(struct imap_conn *c, const char *line, size_t len) {}
+STUB(imap_cmd_unselect) STUB(imap_cmd_append)
 int imap_append_begin(struct imap_conn *c, uint64_t size, char *err, size_t errlen) { snprintf(err, errlen, "no"); return -1; }
 int imap_append_data(struct imap_conn *c, const void *data, size_t len) { return -1; }
 void imap_append_clear(struct imap_conn *c) {}

@@ -389,3 +389,95 @@ def test_id_enable_noop(localserve):
     assert "IMAP4rev2" in out[0] and "X-UNKNOWN" not in out[0]
     r.close()
     c.logout()
+
+
+# --- mailboxes ---
+
+def test_list_create_rename_delete(localserve):
+    c = login(localserve)
+    typ, data = c.list()
+    assert typ == "OK" and any(b'"INBOX"' in d or b" INBOX" in d for d in data)
+    assert c.create("Work")[0] == "OK"
+    assert c.create("Work/Projects")[0] == "OK"
+    with pytest.raises(imaplib.IMAP4.error, match="ALREADYEXISTS"):
+        c.create("Work/Projects")
+    typ, data = c.list("", "Work*")
+    names = [d.decode() for d in data]
+    assert any("\\HasChildren" in n and n.endswith('"Work"') for n in names), names
+    assert any(n.endswith('"Work/Projects"') for n in names), names
+    typ, data = c.list("", "%")
+    assert not any("Work/Projects" in d.decode() for d in data)
+    assert c.rename("Work/Projects", "Work/Done")[0] == "OK"
+    typ, data = c.list("Work/", "*")
+    assert any(d.decode().endswith('"Work/Done"') for d in data)
+    assert c.delete("Work/Done")[0] == "OK"
+    with pytest.raises(imaplib.IMAP4.error, match="NONEXISTENT"):
+        c.delete("Work/Done")
+    with pytest.raises(imaplib.IMAP4.error):
+        c.delete("INBOX")
+    # Names with *, % and # (not first) are allowed.
+    assert c.create('"a*b%c#d"')[0] == "OK"
+    c.logout()
+
+
+def test_mutf7_and_utf8_names(localserve):
+    r = Raw(localserve)
+    r.login()
+    assert r.cmd("a", 'CREATE "Entw&APw-rfe"')[-1].startswith("a OK")
+    out = r.cmd("b", 'LIST "" "Entw*"')
+    assert '"Entw&APw-rfe"' in out[0]
+    assert r.cmd("c", 'CREATE "bad&Jjo"')[-1].startswith("c BAD")
+    r.cmd("d", "ENABLE UTF8=ACCEPT")
+    out = r.cmd("e", 'LIST "" "Entw*"')
+    assert '"Entwürfe"' in out[0]
+    r.send('f CREATE "Caf\xc3\xa9"\r\n'.encode("latin-1"))
+    assert r.until_tag("f")[-1].startswith("f OK")
+    r.close()
+
+
+def test_list_extended_and_status(localserve):
+    r = Raw(localserve)
+    r.login()
+    r.cmd("a", "CREATE Sub1")
+    r.cmd("b", "UNSUBSCRIBE Sub1")
+    out = r.cmd("c", 'LIST (SUBSCRIBED) "" "*"')
+    assert not any('"Sub1"' in ln for ln in out)
+    assert any("\\Subscribed" in ln and "INBOX" in ln for ln in out)
+    out = r.cmd("d", 'LIST "" "*" RETURN (SPECIAL-USE STATUS (MESSAGES UIDNEXT SIZE))')
+    assert any("* STATUS" in ln and "SIZE 0" in ln for ln in out)
+    out = r.cmd("e", 'LIST (SPECIAL-USE) "" "*"')
+    assert all(ln.startswith("e ") or "\\" in ln.split(")")[0] for ln in out)
+    out = r.cmd("f", "STATUS INBOX (MESSAGES UIDNEXT UIDVALIDITY UNSEEN DELETED SIZE HIGHESTMODSEQ APPENDLIMIT)")
+    assert out[0].startswith('* STATUS "INBOX" (MESSAGES 0 UIDNEXT 1 UIDVALIDITY ') or out[0].startswith("* STATUS INBOX")
+    assert "SIZE 0" in out[0] and out[-1].startswith("f OK")
+    out = r.cmd("g", "LSUB \"\" \"*\"")
+    assert any(ln.startswith("* LSUB") for ln in out)
+    out = r.cmd("h", 'LIST "" ""')
+    assert out[0].startswith('* LIST (\\Noselect) "/" ""')
+    r.close()
+
+
+def test_namespace_quota(localserve):
+    r = Raw(localserve)
+    r.login()
+    assert r.cmd("a", "NAMESPACE")[0].startswith('* NAMESPACE (("" "/")) NIL NIL')
+    out = r.cmd("b", "GETQUOTAROOT INBOX")
+    assert out[0].startswith('* QUOTAROOT "INBOX" ""') or out[0].startswith('* QUOTAROOT INBOX ""')
+    assert out[1].startswith('* QUOTA "" ()')  # no limit configured: no resource
+    assert r.cmd("c", 'GETQUOTA "x"')[-1].startswith("c NO")
+    r.close()
+
+
+def test_select_examine(localserve):
+    r = Raw(localserve)
+    r.login()
+    out = r.cmd("a", "SELECT INBOX")
+    text = "".join(out)
+    assert "* FLAGS (" in text and "\\*)" in text and "* 0 EXISTS" in text and "* 0 RECENT" in text
+    assert "[UIDVALIDITY " in text and "[UIDNEXT 1]" in text and "[HIGHESTMODSEQ " in text
+    assert out[-1].startswith("a OK [READ-WRITE]")
+    out = r.cmd("b", "EXAMINE INBOX")
+    assert out[-1].startswith("b OK [READ-ONLY]")
+    assert r.cmd("c", "SELECT nosuch")[-1].startswith("c NO")
+    assert r.cmd("d", "FETCH 1 FLAGS")[-1].startswith("d NO")  # deselected after failed SELECT
+    r.close()

@@ -1,0 +1,809 @@
+/*
+ * imap_select: SELECT/EXAMINE (CONDSTORE, QRESYNC), the selected-mailbox
+ * view, change announcements, IDLE and NOOP.
+ *
+ * The view is the session's idea of the mailbox: UIDs in ascending order
+ * (sequence number = index + 1) with flags and modseq, loaded by one
+ * idx_mailbox_uids scan. Other sessions, deliveries and Maildir syncs change
+ * the index; their changes reach us through an idx_listener whose notify
+ * (on a storage thread) only activates an event. Changes wait in `pending`
+ * until an allowed point (NOOP, IDLE, CHECK, and EXPUNGE-free points for
+ * flags and new messages) where a job fetches the keywords of changed
+ * messages and the loop thread announces EXISTS/EXPUNGE(VANISHED)/FETCH.
+ * Invariant: the view only changes on the loop thread, between responses, so
+ * sequence numbers sent to the client always match it.
+ */
+#define _GNU_SOURCE 1
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/imap_private.h"
+#include "daemon/log.h"
+
+#define PKG "imap"
+
+/* What the storage thread's notify may touch: outlives the view until unlisten ran. */
+struct notify_ref {
+	struct event *ev;
+	struct imap_conn *c; /* NULL once the view is gone */
+	struct idx_listener *l;
+};
+
+/* ---- flags ---- */
+
+void
+imap_flags_out(struct mbuf *b, uint32_t flags, char *const *kw, size_t nkw, bool recent)
+{
+	const char *sp = "";
+	mbuf_adds(b, "(");
+#define F(bit, name) if (flags & (bit)) { mbuf_printf(b, "%s%s", sp, name); sp = " "; }
+	F(IDX_SEEN, "\\Seen");
+	F(IDX_ANSWERED, "\\Answered");
+	F(IDX_FLAGGED, "\\Flagged");
+	F(IDX_DELETED, "\\Deleted");
+	F(IDX_DRAFT, "\\Draft");
+	F(IDX_FORWARDED, "$Forwarded");
+#undef F
+	if (recent) {
+		mbuf_printf(b, "%s\\Recent", sp);
+		sp = " ";
+	}
+	for (size_t i = 0; i < nkw; i++) {
+		mbuf_printf(b, "%s%s", sp, kw[i]);
+		sp = " ";
+	}
+	mbuf_adds(b, ")");
+}
+
+static bool
+atom_ok(const char *s, size_t len)
+{
+	if (len == 0 || len > IDX_KEYWORD_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if (ch <= 0x20 || ch >= 0x7f || strchr("(){%*\"\\]", ch) != NULL)
+			return false;
+	}
+	return true;
+}
+
+int
+imap_flags_parse(struct imap_conn *c, struct imap_args *list, uint32_t *flags_r, const char ***kw_r, size_t *nkw_r)
+{
+	static const struct { const char *name; uint32_t bit; } sys[] = {
+		{"\\Seen", IDX_SEEN}, {"\\Answered", IDX_ANSWERED}, {"\\Flagged", IDX_FLAGGED},
+		{"\\Deleted", IDX_DELETED}, {"\\Draft", IDX_DRAFT}, {"$Forwarded", IDX_FORWARDED},
+	};
+	const char **kw = NULL;
+	size_t nkw = 0;
+	uint32_t flags = 0;
+
+	while (imap_args_peek(list) != NULL) {
+		const char *s;
+		size_t len;
+		if (imap_args_atom(list, &s, &len) < 0) {
+			imap_bad(c, "bad flag");
+			free(kw);
+			return -1;
+		}
+		size_t i;
+		for (i = 0; i < ARRAY_LEN(sys); i++)
+			if (str_ieq(s, sys[i].name))
+				break;
+		if (i < ARRAY_LEN(sys)) {
+			flags |= sys[i].bit;
+			continue;
+		}
+		if (str_ieq(s, "\\Recent"))
+			continue;
+		if (s[0] == '\\' || !atom_ok(s, len)) {
+			imap_bad(c, "bad flag");
+			free(kw);
+			return -1;
+		}
+		if (nkw >= IDX_KEYWORDS_PER_MESSAGE) {
+			imap_no(c, "[LIMIT] too many keywords");
+			free(kw);
+			return -1;
+		}
+		kw = xrealloc(kw, (nkw + 1) * sizeof(*kw));
+		kw[nkw++] = s;
+	}
+	*flags_r = flags;
+	*kw_r = kw;
+	*nkw_r = nkw;
+	return 1;
+}
+
+/* ---- view ---- */
+
+uint32_t
+imap_view_seq(const struct imap_view *v, uint32_t uid)
+{
+	size_t lo = 0, hi = v->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (v->msgs[mid].uid < uid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < v->n && v->msgs[lo].uid == uid ? (uint32_t)lo + 1 : 0;
+}
+
+static bool
+saved_has(const struct imap_view *v, uint32_t uid)
+{
+	size_t lo = 0, hi = v->nsaved;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (v->saved[mid] < uid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < v->nsaved && v->saved[lo] == uid;
+}
+
+int
+imap_view_resolve(struct imap_conn *c, struct imap_seqset *set, bool uid, uint32_t **uids_r, size_t *n_r)
+{
+	struct imap_view *v = c->sel;
+	uint32_t *out = NULL;
+	size_t n = 0, cap = 0;
+
+	if (set->searchres) {
+		for (size_t i = 0; i < v->n; i++)
+			if (saved_has(v, v->msgs[i].uid)) {
+				if (n == cap)
+					out = xrealloc(out, (cap = cap ? cap * 2 : 64) * sizeof(*out));
+				out[n++] = v->msgs[i].uid;
+			}
+		*uids_r = out;
+		*n_r = n;
+		return 1;
+	}
+	if (!uid && v->n == 0) {
+		*uids_r = NULL;
+		*n_r = 0;
+		return -1; /* no messages: any sequence number is invalid */
+	}
+	uint32_t star = uid ? (v->n ? v->msgs[v->n - 1].uid : 0) : (uint32_t)v->n;
+	imap_seqset_normalize(set, star);
+	if (!uid) {
+		for (size_t r = 0; r < set->n; r++)
+			if (set->ranges[r].last > v->n) {
+				*uids_r = NULL;
+				*n_r = 0;
+				return -1;
+			}
+		size_t total = (size_t)imap_seqset_count(set);
+		out = total ? xmalloc(total * sizeof(*out)) : NULL;
+		for (size_t r = 0; r < set->n; r++)
+			for (uint32_t s = set->ranges[r].first; s <= set->ranges[r].last && s != 0; s++)
+				out[n++] = v->msgs[s - 1].uid;
+	} else {
+		size_t i = 0;
+		for (size_t r = 0; r < set->n; r++) {
+			/* Skip to the first view UID in the range. */
+			while (i < v->n && v->msgs[i].uid < set->ranges[r].first)
+				i++;
+			while (i < v->n && v->msgs[i].uid <= set->ranges[r].last) {
+				if (n == cap)
+					out = xrealloc(out, (cap = cap ? cap * 2 : 64) * sizeof(*out));
+				out[n++] = v->msgs[i++].uid;
+			}
+		}
+	}
+	*uids_r = out;
+	*n_r = n;
+	return 1;
+}
+
+void
+imap_view_expunged(struct imap_conn *c, const uint32_t *uids, size_t n)
+{
+	struct imap_view *v = c->sel;
+	struct mbuf b;
+	bool qresync = (c->enabled & IMAP_EN_QRESYNC) != 0;
+
+	mbuf_init(&b, (size_t)1 << 30);
+	if (qresync && n > 0)
+		mbuf_adds(&b, "* VANISHED ");
+	bool first = true;
+	/* EXPUNGE from the highest sequence number down keeps the numbers valid. */
+	for (size_t k = n; k-- > 0;) {
+		uint32_t seq = imap_view_seq(v, uids[k]);
+		if (seq == 0)
+			continue;
+		memmove(&v->msgs[seq - 1], &v->msgs[seq], (v->n - seq) * sizeof(*v->msgs));
+		v->n--;
+		if (qresync) {
+			mbuf_printf(&b, "%s%u", first ? "" : ",", uids[k]);
+			first = false;
+		} else {
+			mbuf_printf(&b, "* %u EXPUNGE\r\n", seq);
+		}
+	}
+	if (qresync && !first)
+		mbuf_adds(&b, "\r\n");
+	if (!qresync || !first)
+		imap_write(c, b.data, b.len);
+	mbuf_clear(&b);
+}
+
+static void
+unlisten_work(struct store_account *sa, struct idx_account *a, void *arg)
+{
+	struct notify_ref *r = arg;
+	if (r->l != NULL)
+		idx_unlisten(&r->l);
+}
+
+static void
+unlisten_done(void *arg)
+{
+	struct notify_ref *r = arg;
+	if (r->ev != NULL)
+		event_free(r->ev);
+	free(r);
+}
+
+void
+imap_view_free(struct imap_conn *c)
+{
+	struct imap_view *v = c->sel;
+
+	if (v == NULL)
+		return;
+	if (c->ev_notify != NULL) {
+		struct notify_ref *r = NULL;
+		event_get_assignment(c->ev_notify, NULL, NULL, NULL, NULL, (void **)&r);
+		r->c = NULL;
+		/* The notify may still fire until idx_unlisten ran on the storage thread. */
+		store_submit(c->sa, unlisten_work, unlisten_done, r);
+		c->ev_notify = NULL;
+	}
+	free(v->name);
+	free(v->msgs);
+	for (size_t i = 0; i < v->nkeywords; i++)
+		free(v->keywords[i]);
+	free(v->keywords);
+	free(v->saved);
+	idx_changes_free(v->pending, v->npending);
+	free(v);
+	c->sel = NULL;
+}
+
+/* ---- change announcements ---- */
+
+static void
+notify_cb(void *arg)
+{
+	/* Storage thread: only signal. */
+	struct notify_ref *r = arg;
+	event_active(r->ev, 0, 0);
+}
+
+struct apply_job {
+	struct imap_job j;
+	uint32_t mailbox_id;
+	bool allow_expunge;
+	void (*then)(struct imap_conn *c);
+	struct idx_change *ch;
+	size_t n;
+	struct idx_message *msgs; /* for FLAGS changes: current state (uid 0: gone) */
+	char **keywords;          /* mailbox keywords when they changed */
+	size_t nkeywords;
+	bool kwchanged;
+};
+
+static void
+apply_work(struct imap_job *j, struct idx_account *a)
+{
+	struct apply_job *aj = (struct apply_job *)j;
+
+	aj->msgs = xcalloc(aj->n ? aj->n : 1, sizeof(*aj->msgs));
+	for (size_t i = 0; i < aj->n; i++) {
+		if (aj->ch[i].kind == IDX_CH_FLAGS &&
+		    idx_message_get(a, aj->mailbox_id, aj->ch[i].uid, &aj->msgs[i], j->err, sizeof(j->err)) <= 0)
+			memset(&aj->msgs[i], 0, sizeof(aj->msgs[i]));
+		if (aj->ch[i].kind == IDX_CH_MAILBOX_KEYWORDS && !aj->kwchanged) {
+			struct idx_mailbox mb = {0};
+			if (idx_mailbox_get_id(a, aj->mailbox_id, &mb, j->err, sizeof(j->err)) > 0) {
+				aj->keywords = mb.keywords;
+				aj->nkeywords = mb.nkeywords;
+				mb.keywords = NULL;
+				mb.nkeywords = 0;
+				aj->kwchanged = true;
+			}
+			idx_mailbox_clear(&mb);
+		}
+	}
+}
+
+static void
+pending_add(struct imap_view *v, struct idx_change *ch)
+{
+	if (v->npending == v->cappending) {
+		v->cappending = v->cappending ? v->cappending * 2 : 16;
+		v->pending = xrealloc(v->pending, v->cappending * sizeof(*v->pending));
+	}
+	v->pending[v->npending++] = *ch;
+}
+
+static void
+apply_done(struct imap_job *j)
+{
+	struct apply_job *aj = (struct apply_job *)j;
+	struct imap_conn *c = j->c;
+	struct imap_view *v = c->sel;
+	bool condstore = (c->enabled & IMAP_EN_CONDSTORE) != 0;
+
+	if (imap_gone(c) || v == NULL || v->mailbox_id != aj->mailbox_id) {
+		if (v != NULL)
+			v->applying = false;
+		goto out;
+	}
+	v->applying = false;
+	struct mbuf b;
+	mbuf_init(&b, (size_t)1 << 30);
+	if (aj->kwchanged) {
+		for (size_t i = 0; i < v->nkeywords; i++)
+			free(v->keywords[i]);
+		free(v->keywords);
+		v->keywords = aj->keywords;
+		v->nkeywords = aj->nkeywords;
+		aj->keywords = NULL;
+		aj->nkeywords = 0;
+		mbuf_adds(&b, "* FLAGS ");
+		imap_flags_out(&b, IDX_FLAGS_ALL, v->keywords, v->nkeywords, false);
+		mbuf_adds(&b, "\r\n");
+	}
+	bool added = false;
+	uint32_t *gone = NULL;
+	size_t ngone = 0;
+	for (size_t i = 0; i < aj->n; i++) {
+		struct idx_change *ch = &aj->ch[i];
+		if (ch->kind == IDX_CH_ADD) {
+			if (v->n > 0 && ch->uid <= v->msgs[v->n - 1].uid)
+				continue;
+			if (v->n == v->cap) {
+				v->cap = v->cap ? v->cap * 2 : 64;
+				v->msgs = xrealloc(v->msgs, v->cap * sizeof(*v->msgs));
+			}
+			v->msgs[v->n++] = (struct idx_uidstate){ch->uid, ch->flags, ch->modseq};
+			if (ch->uid >= v->uidnext)
+				v->uidnext = ch->uid + 1;
+			added = true;
+		} else if (ch->kind == IDX_CH_REMOVE) {
+			if (!aj->allow_expunge) {
+				pending_add(v, ch);
+				memset(ch, 0, sizeof(*ch)); /* ownership moved */
+				continue;
+			}
+			gone = xrealloc(gone, (ngone + 1) * sizeof(*gone));
+			gone[ngone++] = ch->uid;
+		} else if (ch->kind == IDX_CH_FLAGS) {
+			const struct idx_message *m = &aj->msgs[i];
+			uint32_t seq = imap_view_seq(v, ch->uid);
+			if (seq == 0 || m->uid == 0 || m->modseq <= v->msgs[seq - 1].modseq)
+				continue;
+			v->msgs[seq - 1].flags = m->flags;
+			v->msgs[seq - 1].modseq = m->modseq;
+			mbuf_printf(&b, "* %u FETCH (UID %u FLAGS ", seq, m->uid);
+			imap_flags_out(&b, m->flags, m->keywords, m->nkeywords, false);
+			if (condstore)
+				mbuf_printf(&b, " MODSEQ (%llu)", (unsigned long long)m->modseq);
+			mbuf_adds(&b, ")\r\n");
+		}
+		if (ch->modseq > v->highest_modseq)
+			v->highest_modseq = ch->modseq;
+	}
+	if (ngone > 0) {
+		/* Sorted ascending for imap_view_expunged. */
+		for (size_t i = 1; i < ngone; i++)
+			for (size_t k = i; k > 0 && gone[k - 1] > gone[k]; k--) {
+				uint32_t t = gone[k];
+				gone[k] = gone[k - 1];
+				gone[k - 1] = t;
+			}
+		imap_write(c, b.data, b.len);
+		mbuf_reset(&b);
+		imap_view_expunged(c, gone, ngone);
+	}
+	free(gone);
+	if (added)
+		mbuf_printf(&b, "* %zu EXISTS\r\n", v->n);
+	imap_write(c, b.data, b.len);
+	mbuf_clear(&b);
+	if (aj->then != NULL)
+		aj->then(c);
+out:
+	idx_changes_free(aj->ch, aj->n);
+	if (aj->msgs != NULL)
+		for (size_t i = 0; i < aj->n; i++)
+			idx_message_clear(&aj->msgs[i]);
+	free(aj->msgs);
+	for (size_t i = 0; i < aj->nkeywords; i++)
+		free(aj->keywords[i]);
+	free(aj->keywords);
+	free(aj);
+}
+
+static void
+drain(struct imap_conn *c)
+{
+	struct imap_view *v = c->sel;
+	struct notify_ref *r = NULL;
+	struct idx_change *ch = NULL;
+	size_t n = 0;
+	bool overflow = false;
+
+	if (v == NULL || c->ev_notify == NULL)
+		return;
+	event_get_assignment(c->ev_notify, NULL, NULL, NULL, NULL, (void **)&r);
+	if (r->l == NULL)
+		return;
+	idx_listener_drain(r->l, &ch, &n, &overflow);
+	if (overflow && !v->overflow) {
+		v->overflow = true;
+		log_info(PKG, c->ci->cid, "change queue overflowed; client should reselect");
+	}
+	for (size_t i = 0; i < n; i++) {
+		bool mine = ch[i].mailbox_id == v->mailbox_id &&
+		    (ch[i].kind == IDX_CH_ADD || ch[i].kind == IDX_CH_REMOVE || ch[i].kind == IDX_CH_FLAGS ||
+		    ch[i].kind == IDX_CH_MAILBOX_KEYWORDS);
+		if (mine) {
+			pending_add(v, &ch[i]);
+		} else {
+			free(ch[i].name);
+			free(ch[i].oldname);
+		}
+	}
+	free(ch);
+}
+
+void
+imap_view_flush(struct imap_conn *c, bool allow_expunge, void (*then)(struct imap_conn *c))
+{
+	struct imap_view *v = c->sel;
+
+	drain(c);
+	if (v == NULL || v->applying || v->npending == 0) {
+		if (then != NULL)
+			then(c);
+		return;
+	}
+	struct apply_job *aj = xcalloc(1, sizeof(*aj));
+	aj->mailbox_id = v->mailbox_id;
+	aj->allow_expunge = allow_expunge;
+	aj->then = then;
+	aj->ch = v->pending;
+	aj->n = v->npending;
+	v->pending = NULL;
+	v->npending = v->cappending = 0;
+	v->applying = true;
+	aj->j.work = apply_work;
+	aj->j.done = apply_done;
+	imap_submit(c, &aj->j);
+}
+
+static void
+notify_event(evutil_socket_t fd, short what, void *arg)
+{
+	struct notify_ref *r = arg;
+	struct imap_conn *c = r->c;
+
+	if (c == NULL || c->closing)
+		return;
+	drain(c);
+	if (c->mode == IMAP_MODE_IDLE)
+		imap_view_flush(c, true, NULL);
+}
+
+void
+imap_view_notified(struct imap_conn *c)
+{
+	drain(c);
+}
+
+/* ---- SELECT / EXAMINE ---- */
+
+struct select_job {
+	struct imap_job j;
+	char *name;
+	bool readonly;
+	bool qresync;
+	uint32_t q_uidvalidity;
+	uint64_t q_modseq;
+	struct idx_mailbox mb;
+	struct idx_uidstate *msgs;
+	size_t n;
+	struct notify_ref *ref;
+	uint32_t *vanished;
+	size_t nvanished, capvanished;
+	struct idx_message *changed; /* QRESYNC: messages changed since q_modseq */
+	size_t nchanged;
+};
+
+static int
+vanished_cb(void *arg, uint32_t uid, uint64_t modseq)
+{
+	struct select_job *sj = arg;
+	if (sj->nvanished == sj->capvanished) {
+		sj->capvanished = sj->capvanished ? sj->capvanished * 2 : 64;
+		sj->vanished = xrealloc(sj->vanished, sj->capvanished * sizeof(*sj->vanished));
+	}
+	sj->vanished[sj->nvanished++] = uid;
+	return 1;
+}
+
+static void
+select_work(struct imap_job *j, struct idx_account *a)
+{
+	struct select_job *sj = (struct select_job *)j;
+
+	j->rc = idx_mailbox_get(a, sj->name, &sj->mb, j->err, sizeof(j->err));
+	if (j->rc <= 0)
+		return;
+	struct idx_sync_stats st = {0};
+	if (idx_sync_mailbox(a, sj->mb.id, &st, j->err, sizeof(j->err)) > 0 &&
+	    (st.added || st.flagged || st.removed)) {
+		idx_mailbox_clear(&sj->mb);
+		if ((j->rc = idx_mailbox_get_id(a, sj->mb.id, &sj->mb, j->err, sizeof(j->err))) <= 0)
+			return;
+	}
+	/* Listen first: a change between the scan and the listen would be lost otherwise. */
+	sj->ref->l = idx_listen(a, notify_cb, sj->ref);
+	if (idx_mailbox_uids(a, sj->mb.id, &sj->msgs, &sj->n, j->err, sizeof(j->err)) < 0) {
+		j->rc = -1;
+		return;
+	}
+	if (sj->qresync && sj->q_uidvalidity == sj->mb.uidvalidity) {
+		if (idx_tombstones(a, sj->mb.id, sj->q_modseq, vanished_cb, sj, j->err, sizeof(j->err)) < 0) {
+			j->rc = -1;
+			return;
+		}
+		for (size_t i = 0; i < sj->n; i++) {
+			if (sj->msgs[i].modseq <= sj->q_modseq)
+				continue;
+			sj->changed = xrealloc(sj->changed, (sj->nchanged + 1) * sizeof(*sj->changed));
+			if (idx_message_get(a, sj->mb.id, sj->msgs[i].uid, &sj->changed[sj->nchanged], j->err,
+			    sizeof(j->err)) > 0)
+				sj->nchanged++;
+		}
+	}
+}
+
+static void
+select_job_free(struct select_job *sj)
+{
+	free(sj->name);
+	idx_mailbox_clear(&sj->mb);
+	free(sj->msgs);
+	free(sj->vanished);
+	for (size_t i = 0; i < sj->nchanged; i++)
+		idx_message_clear(&sj->changed[i]);
+	free(sj->changed);
+	if (sj->ref != NULL) {
+		sj->ref->c = NULL;
+		store_submit(sj->j.c->sa, unlisten_work, unlisten_done, sj->ref);
+	}
+	free(sj);
+}
+
+static void
+select_done(struct imap_job *j)
+{
+	struct select_job *sj = (struct select_job *)j;
+	struct imap_conn *c = j->c;
+
+	if (imap_gone(c)) {
+		select_job_free(sj);
+		return;
+	}
+	if (j->rc <= 0) {
+		if (j->rc == 0)
+			imap_no(c, "[NONEXISTENT] no such mailbox");
+		else
+			imap_serverbug(c, "select", j->err);
+		imap_set_state(c, IMAP_ST_AUTH);
+		select_job_free(sj);
+		imap_cmd_finish(c);
+		return;
+	}
+	struct imap_view *v = xcalloc(1, sizeof(*v));
+	v->mailbox_id = sj->mb.id;
+	v->name = xstrdup(sj->mb.name);
+	v->readonly = sj->readonly;
+	v->uidvalidity = sj->mb.uidvalidity;
+	v->uidnext = sj->mb.uidnext;
+	v->highest_modseq = sj->mb.highest_modseq;
+	v->msgs = sj->msgs;
+	v->n = v->cap = sj->n;
+	sj->msgs = NULL;
+	v->keywords = sj->mb.keywords;
+	v->nkeywords = sj->mb.nkeywords;
+	sj->mb.keywords = NULL;
+	sj->mb.nkeywords = 0;
+	c->sel = v;
+	c->ev_notify = event_new(server_base(c->srv), -1, 0, notify_event, sj->ref);
+	sj->ref->ev = c->ev_notify;
+	sj->ref->c = c;
+	sj->ref = NULL;
+
+	struct mbuf b;
+	mbuf_init(&b, (size_t)1 << 30);
+	bool rev2 = (c->enabled & IMAP_EN_REV2) != 0;
+	mbuf_adds(&b, "* FLAGS ");
+	imap_flags_out(&b, IDX_FLAGS_ALL, v->keywords, v->nkeywords, false);
+	mbuf_adds(&b, "\r\n* OK [PERMANENTFLAGS ");
+	if (v->readonly) {
+		mbuf_adds(&b, "()");
+	} else {
+		imap_flags_out(&b, IDX_FLAGS_ALL, v->keywords, v->nkeywords, false);
+		b.data[--b.len] = 0;
+		mbuf_adds(&b, v->nkeywords || 1 ? " \\*)" : "\\*)");
+	}
+	mbuf_adds(&b, "] flags\r\n");
+	mbuf_printf(&b, "* %zu EXISTS\r\n", v->n);
+	if (!rev2) {
+		mbuf_adds(&b, "* 0 RECENT\r\n");
+		for (size_t i = 0; i < v->n; i++)
+			if (!(v->msgs[i].flags & IDX_SEEN)) {
+				mbuf_printf(&b, "* OK [UNSEEN %zu] first unseen\r\n", i + 1);
+				break;
+			}
+	}
+	mbuf_printf(&b, "* OK [UIDVALIDITY %u] x\r\n* OK [UIDNEXT %u] x\r\n", v->uidvalidity, v->uidnext);
+	mbuf_printf(&b, "* OK [HIGHESTMODSEQ %llu] x\r\n",
+	    (unsigned long long)(v->highest_modseq ? v->highest_modseq : 1));
+	if (rev2) {
+		mbuf_adds(&b, "* LIST () \"/\" ");
+		imap_mailbox_out(c, &b, v->name);
+		mbuf_adds(&b, "\r\n");
+	}
+	if (sj->nvanished > 0) {
+		mbuf_adds(&b, "* VANISHED (EARLIER) ");
+		for (size_t i = 0; i < sj->nvanished; i++)
+			mbuf_printf(&b, "%s%u", i ? "," : "", sj->vanished[i]);
+		mbuf_adds(&b, "\r\n");
+	}
+	for (size_t i = 0; i < sj->nchanged; i++) {
+		const struct idx_message *m = &sj->changed[i];
+		mbuf_printf(&b, "* %u FETCH (UID %u FLAGS ", imap_view_seq(v, m->uid), m->uid);
+		imap_flags_out(&b, m->flags, m->keywords, m->nkeywords, false);
+		mbuf_printf(&b, " MODSEQ (%llu))\r\n", (unsigned long long)m->modseq);
+	}
+	imap_write(c, b.data, b.len);
+	mbuf_clear(&b);
+	imap_set_state(c, IMAP_ST_SELECTED);
+	imap_ok(c, "[%s] %s completed", v->readonly ? "READ-ONLY" : "READ-WRITE", c->cmd->name);
+	select_job_free(sj);
+	imap_cmd_finish(c);
+}
+
+static int
+select_common(struct imap_conn *c, struct imap_args *args, bool readonly)
+{
+	struct select_job *sj = xcalloc(1, sizeof(*sj));
+	struct mbuf b;
+
+	mbuf_init(&b, 4 * IDX_MAILBOX_NAME_MAX);
+	if (imap_arg_mailbox(c, args, &b) < 0) {
+		imap_bad(c, "%s", args->err);
+		goto fail;
+	}
+	sj->name = xstrdup(b.data);
+	sj->readonly = readonly;
+	if (imap_args_peek(args) != NULL) {
+		struct imap_args sub;
+		if (imap_args_list(args, &sub) < 0) {
+			imap_bad(c, "%s", args->err);
+			goto fail;
+		}
+		while (imap_args_peek(&sub) != NULL) {
+			if (imap_args_keyword(&sub, "CONDSTORE") == 1) {
+				c->enabled |= IMAP_EN_CONDSTORE;
+			} else if (imap_args_keyword(&sub, "QRESYNC") == 1) {
+				struct imap_args q;
+				if (!(c->enabled & IMAP_EN_QRESYNC)) {
+					imap_bad(c, "QRESYNC not enabled");
+					goto fail;
+				}
+				if (imap_args_list(&sub, &q) < 0 || imap_args_nz_number(&q, &sj->q_uidvalidity) < 0 ||
+				    imap_args_number64(&q, &sj->q_modseq) < 0) {
+					imap_bad(c, "bad QRESYNC parameters");
+					goto fail;
+				}
+				/* Known UIDs and sequence match data are optional; we report all vanished since modseq. */
+				sj->qresync = true;
+			} else {
+				imap_bad(c, "unknown select parameter");
+				goto fail;
+			}
+		}
+	}
+	if (imap_args_end(args) < 0) {
+		imap_bad(c, "%s", args->err);
+		goto fail;
+	}
+	mbuf_clear(&b);
+	if (c->sel != NULL) {
+		imap_view_free(c);
+		if (c->enabled & IMAP_EN_QRESYNC)
+			imap_printf(c, "* OK [CLOSED] x\r\n");
+		imap_set_state(c, IMAP_ST_AUTH);
+	}
+	sj->ref = xcalloc(1, sizeof(*sj->ref));
+	sj->j.work = select_work;
+	sj->j.done = select_done;
+	imap_submit(c, &sj->j);
+	return IMAP_CMD_ASYNC;
+fail:
+	mbuf_clear(&b);
+	free(sj->name);
+	free(sj);
+	return IMAP_CMD_DONE;
+}
+
+int imap_cmd_select(struct imap_conn *c, struct imap_args *args) { return select_common(c, args, false); }
+int imap_cmd_examine(struct imap_conn *c, struct imap_args *args) { return select_common(c, args, true); }
+
+/* ---- NOOP, IDLE ---- */
+
+static void
+noop_finish(struct imap_conn *c)
+{
+	imap_ok(c, "%s completed", c->cmd->name);
+	imap_cmd_finish(c);
+}
+
+int
+imap_cmd_noop(struct imap_conn *c, struct imap_args *args)
+{
+	if (imap_args_end(args) < 0) {
+		imap_bad(c, "%s", args->err);
+		return IMAP_CMD_DONE;
+	}
+	if (c->sel == NULL) {
+		imap_ok(c, "NOOP completed");
+		return IMAP_CMD_DONE;
+	}
+	imap_view_flush(c, true, noop_finish);
+	return IMAP_CMD_ASYNC;
+}
+
+int
+imap_cmd_check(struct imap_conn *c, struct imap_args *args)
+{
+	return imap_cmd_noop(c, args);
+}
+
+int
+imap_cmd_idle(struct imap_conn *c, struct imap_args *args)
+{
+	if (imap_args_end(args) < 0) {
+		imap_bad(c, "%s", args->err);
+		return IMAP_CMD_DONE;
+	}
+	imap_printf(c, "+ idling\r\n");
+	c->mode = IMAP_MODE_IDLE;
+	if (c->sel != NULL)
+		imap_view_flush(c, true, NULL);
+	return IMAP_CMD_ASYNC;
+}
+
+void
+imap_idle_line(struct imap_conn *c, const char *line, size_t len)
+{
+	c->mode = IMAP_MODE_COMMAND;
+	if (len == 4 && strncasecmp(line, "DONE", 4) == 0)
+		imap_ok(c, "IDLE done");
+	else
+		imap_bad(c, "expected DONE");
+	imap_cmd_finish(c);
+}
