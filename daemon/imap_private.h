@@ -140,6 +140,7 @@ struct imap_conn {
 	uint64_t app_left;
 	char *tmpdir;
 	void (*resume_fn)(struct imap_conn *c); /* producer waiting for output to drain */
+	void *fetch_pending;        /* FETCH job waiting for output to drain */
 };
 
 /* A unit of storage work for a connection. Embed as the first member. */

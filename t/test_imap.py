@@ -481,3 +481,75 @@ def test_select_examine(localserve):
     assert r.cmd("c", "SELECT nosuch")[-1].startswith("c NO")
     assert r.cmd("d", "FETCH 1 FLAGS")[-1].startswith("d NO")  # deselected after failed SELECT
     r.close()
+
+
+# --- messages ---
+
+def test_append_fetch_store_expunge(localserve):
+    c = login(localserve)
+    typ, data = c.append("INBOX", "(\\Flagged kw1)", None, msg("first"))
+    assert typ == "OK" and b"APPENDUID" in data[0]
+    c.append("INBOX", None, None, msg("second"))
+    typ, data = c.select("INBOX")
+    assert data[0] == b"2"
+    typ, data = c.fetch("1:*", "(UID FLAGS RFC822.SIZE INTERNALDATE)")
+    assert typ == "OK" and b"\\Flagged" in data[0] and b"kw1" in data[0] and b"RFC822.SIZE" in data[0]
+    typ, data = c.fetch("1", "(BODY.PEEK[HEADER] ENVELOPE BODYSTRUCTURE)")
+    assert typ == "OK" and b"Subject: first" in data[0][1]
+    typ, data = c.fetch("2", "(BODY[])")
+    assert b"body text" in data[0][1]
+    typ, data = c.fetch("2", "(FLAGS)")
+    assert b"\\Seen" in data[0]
+    typ, data = c.fetch("1", "(BODY.PEEK[]<0.4>)")
+    assert data[0][1] == b"From"
+    typ, data = c.store("1", "+FLAGS", "(\\Deleted)")
+    assert typ == "OK" and b"\\Deleted" in data[0]
+    typ, data = c.expunge()
+    assert typ == "OK" and data == [b"1"]
+    typ, data = c.uid("FETCH", "1:*", "(FLAGS)")
+    assert len([d for d in data if d]) == 1
+    c.logout()
+
+
+def test_copy_move_uidplus(localserve):
+    c = login(localserve)
+    c.append("INBOX", None, None, msg("m1"))
+    c.create("Dest")
+    c.select("INBOX")
+    typ, data = c.copy("1", "Dest")
+    assert typ == "OK" and b"COPYUID" in data[0]
+    typ, data = c._simple_command("MOVE", "1", "Dest")
+    assert typ == "OK"
+    typ, data = c.status("Dest", "(MESSAGES)")
+    assert b"MESSAGES 2" in data[0]
+    c.logout()
+
+
+def test_append_limits(localserve):
+    r = Raw(localserve)
+    r.login()
+    r.send("a APPEND INBOX {999999999999}\r\n")
+    ln = r.line()
+    assert ln.startswith("a NO [TOOBIG]"), ln
+    assert r.cmd("b", "NOOP")[-1].startswith("b OK")
+    r.close()
+
+
+def test_idle_sees_other_connection(localserve):
+    r = Raw(localserve)
+    r.login()
+    r.cmd("s", "SELECT INBOX")
+    r.send("i IDLE\r\n")
+    assert r.line().startswith("+")
+    c = login(localserve)
+    c.append("INBOX", None, None, msg("pushed1"))
+    c.append("INBOX", None, None, msg("pushed2"))
+    seen = ""
+    deadline = time.time() + 5
+    while "2 EXISTS" not in seen and time.time() < deadline:
+        seen += r.line()
+    assert "EXISTS" in seen
+    r.send("DONE\r\n")
+    assert r.until_tag("i")[-1].startswith("i OK")
+    c.logout()
+    r.close()
