@@ -1,0 +1,326 @@
+"""Maildir interop: our store read and changed by ordinary Maildir tools.
+
+- mutt, notmuch, mblaze and Dovecot read a store that mox wrote and see the
+  same messages, flags and keywords;
+- mblaze, notmuch, cp and rm change the Maildir of a running server: its
+  inotify watcher brings the index along (checked through export, backup +
+  verifydata and, where the build has it, IMAP);
+- a Maildir and an mbox written by Dovecot import and export again without
+  changing message bytes, flags or keywords.
+Nothing here uses a system service: Dovecot runs as its preauthenticated
+imap binary on a pipe with a config file in a temporary directory.
+"""
+import imaplib
+import mailbox
+import os
+import pty
+import re
+import select
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from conftest import MOX, mox
+
+pytestmark = pytest.mark.skipif(
+    subprocess.run([MOX, "help", "import"], capture_output=True).returncode != 0,
+    reason="data tools not in this build")
+
+DOVECOT_IMAP = "/usr/lib/dovecot/imap"
+need_mutt = pytest.mark.skipif(shutil.which("mutt") is None, reason="mutt not installed")
+need_notmuch = pytest.mark.skipif(shutil.which("notmuch") is None, reason="notmuch not installed")
+need_mblaze = pytest.mark.skipif(shutil.which("mflag") is None, reason="mblaze not installed")
+need_dovecot = pytest.mark.skipif(not os.access(DOVECOT_IMAP, os.X_OK), reason="dovecot-core not installed")
+
+# ---- test data ----
+
+N = 36
+
+
+def want_flags(i):
+    """System flag letters (Maildir, sorted) of generated message i."""
+    f = ""
+    if i % 3 == 0:
+        f += "F"
+    if i % 5 == 0:
+        f += "R"
+    if i % 2 == 0:
+        f += "S"
+    if i % 7 == 0:
+        f += "T"
+    return f
+
+
+def want_keywords(i):
+    k = set()
+    if i % 4 == 0:
+        k.add("work")
+    if i % 6 == 1:
+        k.add("$Important")
+    return frozenset(k)
+
+
+def msg_bytes(tag, i):
+    return (f"From: Sender {i} <s{i}@example.org>\r\nTo: mox@localhost\r\nSubject: {tag} message {i}\r\n"
+            f"Message-ID: <{tag}.{i}@example.org>\r\nDate: Thu, 01 Jan 2024 00:00:{i % 60:02d} +0000\r\n\r\n"
+            f"body of {tag} {i}\r\n" + "x" * (i * 7 % 90) + "\r\n").encode()
+
+
+def make_source_maildir(d, tag, n=N):
+    """A Maildir whose flags live only in the file names (no Status headers): keywords through
+    dovecot-keywords, unflagged messages in new/. Returns {Message-ID: (flags, keywords)}."""
+    for sub in ("cur", "new", "tmp"):
+        os.makedirs(os.path.join(d, sub), exist_ok=True)
+    letters = {"work": "a", "$Important": "b"}
+    with open(os.path.join(d, "dovecot-keywords"), "w") as f:
+        f.write("0 work\n1 $Important\n")
+    want = {}
+    for i in range(n):
+        fl, kw = want_flags(i), want_keywords(i)
+        info = fl + "".join(sorted(letters[k] for k in kw))
+        data = msg_bytes(tag, i)
+        base = f"{1700000000 + i}.M{i}P1.src,S={len(data)}"
+        name = f"cur/{base}:2,{info}" if info else f"new/{base}"
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(data)
+        want[f"<{tag}.{i}@example.org>"] = (fl, kw)
+    return want
+
+
+def make_source_mbox(path, tag, n=N):
+    """An mbox with Status/X-Status headers (mutt's convention). Returns {Message-ID: (flags, keywords)}."""
+    want = {}
+    with open(path, "wb") as f:
+        for i in range(n):
+            fl = want_flags(i)
+            hdr = ""
+            if "S" in fl:
+                hdr += "Status: RO\n"
+            xs = ("A" if "R" in fl else "") + ("F" if "F" in fl else "") + ("D" if "T" in fl else "")
+            if xs:
+                hdr += f"X-Status: {xs}\n"
+            body = msg_bytes(tag, i).decode().replace("\r\n", "\n")
+            head, rest = body.split("\n\n", 1)
+            f.write(f"From s{i}@example.org Mon Jan  1 00:00:{i % 60:02d} 2024\n".encode())
+            f.write((head + "\n" + hdr + "\n" + rest + "\n").encode())
+            want[f"<{tag}.{i}@example.org>"] = (fl, frozenset())
+    return want
+
+
+# ---- reading a Maildir the way the tools do ----
+
+def msgid_of(data):
+    m = re.search(rb"(?im)^Message-ID:\s*(<[^>]*>)", data.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0])
+    return m.group(1).decode() if m else None
+
+
+def read_keywords(d):
+    out = {}
+    try:
+        with open(os.path.join(d, "dovecot-keywords")) as f:
+            for line in f:
+                num, _, name = line.rstrip("\n").partition(" ")
+                if num.isdigit() and int(num) < 26:
+                    out[chr(ord("a") + int(num))] = name
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def md_view(d, with_bytes=False):
+    """{Message-ID: (system flag letters, keywords[, bytes])} of a Maildir folder: flags from the
+    file names, keyword letters through the folder's dovecot-keywords."""
+    kw = read_keywords(d)
+    out = {}
+    for sub in ("cur", "new"):
+        for name in os.listdir(os.path.join(d, sub)):
+            if name.startswith("."):
+                continue
+            try:
+                data = open(os.path.join(d, sub, name), "rb").read()
+            except FileNotFoundError:
+                continue  # renamed while we list
+            info = name.split(":2,", 1)[1] if ":2," in name else ""
+            flags = "".join(sorted(c for c in info if c.isupper()))
+            kws = frozenset(kw[c] for c in info if c.islower() and c in kw)
+            mid = msgid_of(data)
+            assert mid not in out, f"duplicate {mid} in {d}"
+            out[mid] = (flags, kws, data) if with_bytes else (flags, kws)
+    return out
+
+
+def account_maildir(srv, account="mox"):
+    return os.path.join(srv.dir, "data", "accounts", account, "Maildir")
+
+
+def folder(srv, mailbox):
+    root = account_maildir(srv)
+    return root if mailbox == "INBOX" else os.path.join(root, "." + mailbox.replace("/", "."))
+
+
+def index_view(srv, mailbox, tmp_path):
+    """What the index says: export the mailbox (through the running server, or offline) and read
+    the exported names, whose flags and keyword letters come from the index records."""
+    dest = tempfile.mkdtemp(prefix="exp", dir=str(tmp_path))
+    os.rmdir(dest)
+    mox("-config", srv.config, "export", "maildir", "mox", mailbox, dest)
+    return md_view(dest)
+
+
+def wait_index(srv, mailbox, tmp_path, timeout=3.0):
+    """Poll until the index agrees with the folder on disk (the watcher debounces ~250 ms).
+    Returns the view; fails with both views when it does not agree in time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        disk = md_view(folder(srv, mailbox))
+        idx = index_view(srv, mailbox, tmp_path)
+        if idx == disk:
+            return disk
+        if time.monotonic() > deadline:
+            diff = {k: (disk.get(k), idx.get(k)) for k in set(disk) | set(idx) if disk.get(k) != idx.get(k)}
+            raise AssertionError(f"index does not follow the Maildir of {mailbox} (disk, index): {diff}")
+        time.sleep(0.1)
+
+
+def backup_verifies(srv, tmp_path):
+    dest = tempfile.mkdtemp(prefix="bak", dir=str(tmp_path))
+    os.rmdir(dest)
+    mox("-config", srv.config, "backup", dest)
+    p = mox("-config", srv.config, "verifydata", dest, check=False)
+    assert p.returncode == 0 and "no problems found" in p.stdout, p.stdout + p.stderr
+
+
+def sys_only(view):
+    return {k: v[0] for k, v in view.items()}
+
+
+# ---- mutt in a pseudo-terminal ----
+
+def mutt_flags(maildir, out_dir):
+    """Open maildir read-only in mutt and copy every message, then the deleted ones, to mbox files:
+    mutt writes its own view of each message's flags into the copies' Status/X-Status headers.
+    Returns {Message-ID: flag letters as Maildir would write them (F R S T)}."""
+    allbox, delbox = os.path.join(out_dir, "mutt-all"), os.path.join(out_dir, "mutt-del")
+    for p in (allbox, delbox):
+        if os.path.exists(p):
+            os.unlink(p)
+    # A macro typed once the index is on screen (pushed keys race with opening the mailbox).
+    keys = (f"<tag-pattern>~A<enter><tag-prefix><copy-message>{allbox}<enter>"
+            f"<untag-pattern>~A<enter><tag-pattern>~D<enter><tag-prefix><copy-message>{delbox}<enter><quit>")
+    cmds = ("set mbox_type=mbox quit=yes confirmcreate=no confirmappend=no wait_key=no mark_old=no "
+            "delete=no move=no beep=no maildir_trash=no; macro index \\Ca \"" + keys + "\"")
+    master, slave = pty.openpty()
+    home = os.path.join(out_dir, "mutt-home")
+    os.makedirs(os.path.join(home, "Mail"), exist_ok=True)  # else mutt asks to create it
+    env = dict(os.environ, TERM="vt100", LINES="40", COLUMNS="160", HOME=home)
+    p = subprocess.Popen(["mutt", "-n", "-F", "/dev/null", "-R", "-e", cmds, "-f", maildir], stdin=slave,
+                         stdout=slave, stderr=slave, env=env, close_fds=True, start_new_session=True)
+    os.close(slave)
+    screen = b""
+    typed = False
+    deadline = time.monotonic() + 20
+    try:
+        while p.poll() is None and time.monotonic() < deadline:
+            r, _, _ = select.select([master], [], [], 0.1)
+            if r:
+                try:
+                    screen += os.read(master, 65536)
+                except OSError:
+                    break
+            if not typed and b"Msgs:" in screen:
+                os.write(master, b"\x01")
+                typed = True
+        assert p.poll() is not None and p.wait() == 0 and typed, screen[-3000:]
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.close(master)
+    out = {}
+    for m in mailbox.mbox(allbox):
+        st, xs = m.get("Status", ""), m.get("X-Status", "")
+        f = ("F" if "F" in xs else "") + ("R" if "A" in xs else "") + ("S" if "R" in st else "")
+        out[m["Message-ID"]] = f
+    deleted = [m["Message-ID"] for m in mailbox.mbox(delbox)] if os.path.exists(delbox) else []
+    for mid in deleted:
+        out[mid] = "".join(sorted(out[mid] + "T"))
+    return out
+
+
+# ---- notmuch ----
+
+def notmuch_env(tmp_path, root):
+    cfg = os.path.join(str(tmp_path), "notmuch-config")
+    with open(cfg, "w") as f:
+        f.write(f"[database]\npath={root}\n[new]\ntags=inbox;\n[maildir]\nsynchronize_flags=true\n"
+                "[user]\nname=t\nprimary_email=mox@localhost\n")
+    return dict(os.environ, NOTMUCH_CONFIG=cfg, HOME=str(tmp_path))
+
+
+def notmuch(env, *args):
+    p = subprocess.run(["notmuch", *args], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, f"notmuch {args}: {p.stdout}{p.stderr}"
+    return p.stdout
+
+
+def notmuch_ids(env, query):
+    out = notmuch(env, "search", "--output=messages", query)
+    return {f"<{line[3:]}>" for line in out.split("\n") if line.startswith("id:")}
+
+
+# ---- 1: a store we wrote, read by other tools ----
+
+@need_mutt
+@need_notmuch
+@need_mblaze
+def test_tools_read_our_store(server_dir, tmp_path):
+    cfg = server_dir.config
+    src = str(tmp_path / "src")
+    want_md = make_source_maildir(src, "md")
+    assert "imported %d messages" % N in mox("-config", cfg, "import", "maildir", "mox", "INBOX", src).stdout
+    want_mb = make_source_mbox(str(tmp_path / "src.mbox"), "mb")
+    mox("-config", cfg, "import", "mbox", "mox", "Lists/Old", str(tmp_path / "src.mbox"))
+    inbox, old = folder(server_dir, "INBOX"), folder(server_dir, "Lists/Old")
+    # Our own names say what the sources said (the base of every check below).
+    assert md_view(inbox) == want_md
+    assert sys_only(md_view(old)) == {k: v[0] for k, v in want_mb.items()}
+    # Unflagged messages wait in new/, the others are in cur/.
+    assert len(os.listdir(os.path.join(inbox, "new"))) == sum(1 for f, k in want_md.values() if not f and not k)
+
+    # mblaze: per-flag listings and the raw flags mscan reports.
+    for d, want in ((inbox, want_md), (old, want_mb)):
+        for opt, letter in (("-S", "S"), ("-F", "F"), ("-R", "R"), ("-T", "T")):
+            out = subprocess.run(["mlist", opt, d], capture_output=True, text=True, check=True).stdout.split()
+            got = {msgid_of(open(p, "rb").read()) for p in out}
+            assert got == {k for k, v in want.items() if letter in v[0]}, (d, opt)
+        files = subprocess.run(["mlist", d], capture_output=True, text=True, check=True).stdout
+        scan = subprocess.run(["mscan", "-f", "%I %M"], input=files, capture_output=True, text=True,
+                              check=True).stdout
+        got = {}
+        for line in scan.strip().split("\n"):
+            mid, _, fl = line.partition(" ")
+            got[mid] = "".join(sorted(c for c in fl if c.isupper()))
+        assert got == {k: v[0] for k, v in want.items()}
+
+    # mutt (read-only) sees the same seen/replied/flagged/deleted state.
+    for d, want in ((inbox, want_md), (old, want_mb)):
+        assert mutt_flags(d, str(tmp_path)) == {k: v[0] for k, v in want.items()}
+
+    # notmuch indexes the Maildir in place (its .notmuch directory lands in our Maildir root).
+    env = notmuch_env(tmp_path, account_maildir(server_dir))
+    notmuch(env, "new")
+    allwant = {**want_md, **want_mb}
+    assert int(notmuch(env, "count", "*")) == 2 * N
+    for tag, letter, inverse in (("unread", "S", True), ("flagged", "F", False), ("replied", "R", False)):
+        got = notmuch_ids(env, f"tag:{tag}")
+        assert got == {k for k, v in allwant.items() if (letter in v[0]) != inverse}, tag
+    # Our store stays consistent with notmuch's database inside it, and verifydata agrees.
+    assert os.path.isdir(os.path.join(account_maildir(server_dir), ".notmuch"))
+    p = mox("-config", cfg, "verifydata", os.path.join(server_dir.dir, "data"), check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+    # Nothing was renamed by the readers.
+    assert md_view(inbox) == want_md
