@@ -234,7 +234,11 @@ def mutt_flags(maildir, out_dir):
             if not typed and b"Msgs:" in screen:
                 os.write(master, b"\x01")
                 typed = True
-        assert p.poll() is not None and p.wait() == 0 and typed, screen[-3000:]
+        try:
+            rc = p.wait(timeout=max(1.0, deadline - time.monotonic()))  # EIO: the terminal closed first
+        except subprocess.TimeoutExpired:
+            rc = None
+        assert rc == 0 and typed, screen[-3000:]
     finally:
         if p.poll() is None:
             p.kill()
