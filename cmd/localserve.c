@@ -135,7 +135,11 @@ init_dir(const char *dir, char *err, size_t errlen)
 	    "      Port: 1443\n"
 	    "    MetricsHTTP:\n"
 	    "      Enabled: true\n"
-	    "      Port: 1081\n",
+	    "      Port: 1081\n"
+	    "# Local testing: connection rates of test tools and benchmarks are not abuse.\n"
+	    "Limits:\n"
+	    "  MaxConnectionsPerIP: 100000\n"
+	    "  MaxNewConnectionsPerIPPerMinute: 10000000\n",
 	    pw ? pw->pw_name : "root", ipv6_loopback_works() ? "      - ::1\n" : "");
 	free(p);
 	p = xasprintf("%s/mox.yaml", dir);

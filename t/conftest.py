@@ -95,6 +95,18 @@ class Server:
         text = open(self.config).read()
         open(self.config, "w").write(fn(text))
 
+    def set_limits(self, **kv):
+        """Set keys of the Limits section of mox.yaml (creating the section when absent)."""
+        def fn(text):
+            if "\nLimits:\n" not in text:
+                text += "Limits:\n"
+            for k, v in kv.items():
+                text, n = re.subn(rf"(?m)^  {k}: .*$", f"  {k}: {v}", text)
+                if n == 0:
+                    text = text.replace("\nLimits:\n", f"\nLimits:\n  {k}: {v}\n", 1)
+            return text
+        self.edit(fn)
+
     def start(self, wait=True):
         # A port found free may be taken by another process before we bind it: retry with new ports.
         for attempt in range(3):

@@ -233,7 +233,7 @@ def test_alpn_dispatch(server_dir):
 
 
 def test_connection_limit_per_ip(server_dir):
-    server_dir.edit(lambda t: t + "Limits:\n  MaxConnectionsPerIP: 2\n")
+    server_dir.set_limits(MaxConnectionsPerIP=2)
     server_dir.start(wait=False)
     wait_port(server_dir.ports["IMAPS"], proc=server_dir.proc)
     time.sleep(0.3)  # the probe connection of wait_port is released

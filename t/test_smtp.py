@@ -136,8 +136,7 @@ def mox_yaml_set(text, block):
 
 
 def limits(server, **kv):
-    lines = "Limits:\n" + "".join(f"  {k}: {v}\n" for k, v in kv.items())
-    server.edit(lambda t: t + lines)
+    server.set_limits(**kv)
 
 
 def domains_yaml(server, text):
