@@ -126,6 +126,10 @@ smtp_starttls_go(struct smtp_conn *c)
 		return;
 	}
 	bufferevent_openssl_set_allow_dirty_shutdown(tb, 1);
+	/* The filter moves everything it encrypts into the socket bufferevent
+	 * unless that has a high mark: with one, the filter's own output (which
+	 * process() watches) stays full while the client does not read. */
+	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 64 * 1024);
 	c->bev = tb;
 	smtp_session_setcb(c);
 	bufferevent_setcb(tb, NULL, NULL, tls_event, c);

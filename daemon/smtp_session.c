@@ -26,6 +26,9 @@
 
 /* The reply of any command fits; an EHLO is the longest. */
 #define SMTP_REPLY_MAX 8192
+/* Replies waiting for a client that does not read: above this, stop reading
+ * commands until the output has drained (write_cb resumes). */
+#define SMTP_OUT_HIGH (64 * 1024)
 
 static struct smtp_conn *conns; /* every live connection (loop thread) */
 static size_t nconns;
@@ -413,6 +416,12 @@ process(struct smtp_conn *c)
 		}
 		if (!state_reads_lines(c->state))
 			break;
+		/* Pipelined commands from a client that does not read its replies
+		 * would grow the output without bound: pause reading instead. */
+		if (evbuffer_get_length(bufferevent_get_output(c->bev)) >= SMTP_OUT_HIGH) {
+			bufferevent_disable(c->bev, EV_READ);
+			break;
+		}
 		size_t len = evbuffer_get_length(in);
 		if (len == 0)
 			break;
@@ -498,6 +507,12 @@ write_cb(struct bufferevent *bev, void *arg)
 		smtp_conn_release(c);
 	else if (c->flags & SMTP_F_STARTTLS)
 		smtp_starttls_go(c);
+	else if (!(c->flags & (SMTP_F_FREEING | SMTP_F_DEAD)) && !(bufferevent_get_enabled(bev) & EV_READ) &&
+	    (state_reads_lines(c->state) || c->state == SMTP_ST_DATA || c->state == SMTP_ST_BDAT)) {
+		/* Reading was paused for a full output (process): go on. */
+		bufferevent_enable(bev, EV_READ);
+		process(c);
+	}
 }
 
 static void
