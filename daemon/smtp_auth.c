@@ -80,8 +80,11 @@ tls_event(struct bufferevent *bev, short what, void *arg)
 	if (what & BEV_EVENT_CONNECTED) {
 		c->ci->ssl = bufferevent_openssl_get_ssl(bev);
 		c->flags |= SMTP_F_TLS;
-		/* RFC 3207 4.2: forget everything learned before TLS. */
-		c->flags &= ~SMTP_F_ESMTP;
+		/* RFC 3207 4.2: forget everything learned before TLS, a plaintext
+		 * AUTH (a listener with NoRequireSTARTTLS allows one) included. */
+		c->flags &= ~(SMTP_F_ESMTP | SMTP_F_AUTHED);
+		free(c->account);
+		c->account = NULL;
 		smtp_txn_free(&c->txn);
 		free(c->helo);
 		c->helo = NULL;

@@ -95,3 +95,28 @@ def test_smtp_output_bounded_when_client_does_not_read(localserve):
     assert r2.reply()[0] == 220
     assert r2.cmd("NOOP")[0] == 250
     r2.close()
+
+
+def test_starttls_forgets_plaintext_auth(localserve):
+    """RFC 3207 4.2: after STARTTLS the server discards what it learned from the
+    client before TLS, an AUTH included: the session must authenticate again."""
+    import base64
+    wait_secrets(localserve)
+    r = Raw(localserve.ports["Submission"])
+    assert r.reply()[0] == 220
+    code, lines = r.cmd("EHLO x.example")
+    assert code == 250 and "STARTTLS" in lines
+    cred = base64.b64encode(b"\0mox@localhost\0moxmoxmox").decode()
+    assert r.cmd("AUTH PLAIN " + cred)[0] == 235
+    assert r.cmd("STARTTLS")[0] == 220
+    ctx = ssl.create_default_context(cafile=localserve.cert)
+    r.sock = ctx.wrap_socket(r.sock, server_hostname="localhost")
+    code, lines = r.cmd("EHLO x.example")
+    assert code == 250
+    assert any(ln.startswith("AUTH ") for ln in lines), lines
+    code, texts = r.cmd("MAIL FROM:<mox@localhost>")
+    assert code == 530, (code, texts)
+    # Authenticating again under TLS works.
+    assert r.cmd("AUTH PLAIN " + cred)[0] == 235
+    assert r.cmd("MAIL FROM:<mox@localhost>")[0] == 250
+    r.close()
