@@ -131,6 +131,38 @@ server_stopping(struct server *srv)
 	return srv->stopping;
 }
 
+/* How long connections may take to finish (answer a delivery, flush goodbyes). */
+#define SERVER_STOP_GRACE_MS 10000
+#define SERVER_STOP_POLL_MS 20
+
+static int64_t stop_deadline_ms; /* one server per process */
+
+static void
+stop_wait_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *srv = arg;
+	const struct proto_handler *seen[SVC_COUNT] = {0};
+	size_t n = 0;
+	int nseen = 0;
+
+	for (int i = 0; i < SVC_COUNT; i++) {
+		const struct proto_handler *h = srv->handlers[i];
+		bool dup = false;
+		for (int j = 0; j < nseen; j++)
+			dup |= seen[j] == h;
+		if (h == NULL || h->count == NULL || dup)
+			continue;
+		seen[nseen++] = h;
+		n += h->count(srv);
+	}
+	if (n == 0 || mono_ms() >= stop_deadline_ms) {
+		event_base_loopexit(srv->base, NULL);
+		return;
+	}
+	struct timeval tv = {0, SERVER_STOP_POLL_MS * 1000};
+	evtimer_add(srv->stop_ev, &tv);
+}
+
 /* Deferred: the stop happens outside whatever callback asked for it. */
 static void
 stop_cb(evutil_socket_t fd, short what, void *arg)
@@ -154,9 +186,11 @@ stop_cb(evutil_socket_t fd, short what, void *arg)
 		seen[nseen++] = h;
 		h->shutdown(srv);
 	}
-	/* Give handlers a moment to flush goodbyes, then leave the loop. */
-	struct timeval tv = {0, 200000};
-	event_base_loopexit(srv->base, &tv);
+	/* Leave the loop once the handlers' connections are gone: a connection
+	 * waiting for a storage job (a delivery) gets its answer first. */
+	stop_deadline_ms = mono_ms() + SERVER_STOP_GRACE_MS;
+	event_assign(srv->stop_ev, srv->base, -1, 0, stop_wait_cb, srv);
+	stop_wait_cb(-1, 0, srv);
 }
 
 void

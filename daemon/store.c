@@ -289,8 +289,36 @@ store_free(struct store **stp)
 		pthread_mutex_unlock(&w->mu);
 		pthread_join(w->thread, NULL);
 	}
-	/* Completions still queued: run them so callers can release their state. */
-	done_cb(-1, 0, st);
+	/* Completions still queued: run them so callers can release their state.
+	 * A completion may queue more work (the next step of a delivery or an
+	 * import): with the threads gone it completes as if the account could
+	 * not be opened, so every caller still gets its done callback. */
+	for (;;) {
+		bool any = false;
+		done_cb(-1, 0, st);
+		for (int i = 0; i < st->nworkers; i++) {
+			struct job *list = st->workers[i].head;
+			st->workers[i].head = st->workers[i].tail = NULL;
+			while (list != NULL) {
+				struct job *j = list;
+				list = j->next;
+				snprintf(j->sa->error, sizeof(j->sa->error), "server shutting down");
+				if (j->kind == JOB_WORK) {
+					j->work(j->sa, NULL, j->arg);
+				} else {
+					for (size_t k = 0; k < j->nitems; k++) {
+						j->items[k].result = -1;
+						j->items[k].error = IDX_E_INTERNAL;
+						snprintf(j->items[k].err_r, sizeof(j->items[k].err_r), "server shutting down");
+					}
+				}
+				complete(st, j);
+				any = true;
+			}
+		}
+		if (!any)
+			break;
+	}
 	for (struct store_account *sa = st->accounts, *next; sa != NULL; sa = next) {
 		next = sa->next;
 		idx_account_close(&sa->idx);

@@ -120,3 +120,36 @@ def test_starttls_forgets_plaintext_auth(localserve):
     assert r.cmd("AUTH PLAIN " + cred)[0] == 235
     assert r.cmd("MAIL FROM:<mox@localhost>")[0] == 250
     r.close()
+
+
+def test_shutdown_answers_delivery_in_progress(localserve):
+    """A message being stored when the server is told to stop gets its answer:
+    leaving the loop before the storage job was done stored the message but
+    the 250 never reached the client, which then sends it again (a duplicate)."""
+    import glob
+    wait_secrets(localserve)
+    # Keep the account's storage thread busy: another program drops many
+    # messages into the Maildir, the inotify watch has them synced (adopted).
+    newdir = os.path.join(localserve.dir, "data", "accounts", "mox", "Maildir", "new")
+    for i in range(20000):
+        with open(os.path.join(newdir, f"1700000000.M{i}P1.other"), "wb") as f:
+            f.write(b"Subject: other %d\r\n\r\nbody\r\n" % i)
+    time.sleep(0.5)
+    r = Raw(localserve.ports["SMTP"], timeout=60)
+    assert r.reply()[0] == 220
+    assert r.cmd("EHLO x.example")[0] == 250
+    assert r.cmd("MAIL FROM:<s@example.org>")[0] == 250
+    assert r.cmd("RCPT TO:<mox@localhost>")[0] == 250
+    assert r.cmd("DATA")[0] == 354
+    r.send(b"Subject: in flight\r\n\r\nhello\r\n.\r\n")
+    time.sleep(0.05)
+    localserve.proc.send_signal(15)
+    try:
+        code, texts = r.reply()
+    except (EOFError, ConnectionResetError) as e:
+        code, texts = None, [str(e)]
+    localserve.stop()
+    stored = [p for p in glob.glob(os.path.join(newdir, "*")) if b"in flight" in open(p, "rb").read(200)]
+    assert code in (250, 421, 451), (code, texts, len(stored))
+    if code != 250:
+        assert not stored, f"message stored but the client got {code} {texts}"
