@@ -10,6 +10,7 @@
 #include "daemon/log.h"
 #include "daemon/admin.h"
 #include "daemon/auth.h"
+#include "daemon/imap.h"
 #include "daemon/privdrop.h"
 #include "daemon/server.h"
 #include "daemon/smtp.h"
@@ -23,8 +24,8 @@ register_handlers(struct server *srv)
 	server_register(srv, SVC_SMTP, &smtp_handler);
 	server_register(srv, SVC_SUBMISSION, &smtp_handler);
 	server_register(srv, SVC_SUBMISSIONS, &smtp_handler);
-	server_register(srv, SVC_IMAP, &stub_imap_handler);
-	server_register(srv, SVC_IMAPS, &stub_imap_handler);
+	server_register(srv, SVC_IMAP, &imap_handler);
+	server_register(srv, SVC_IMAPS, &imap_handler);
 	server_register(srv, SVC_HTTP, &stub_http_handler);
 	server_register(srv, SVC_HTTPS, &stub_http_handler);
 	server_register(srv, SVC_METRICS, &stub_http_handler);

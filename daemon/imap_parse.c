@@ -684,7 +684,7 @@ int64_t
 imap_line_end(const char *buf, size_t len, size_t max, size_t *content_len_r)
 {
 	size_t scan = len < max ? len : max;
-	const char *lf = memchr(buf, '\n', scan);
+	const char *lf = scan > 0 ? memchr(buf, '\n', scan) : NULL; /* buf may be NULL when len is 0 */
 	size_t n;
 
 	if (lf == NULL)

@@ -10,12 +10,6 @@ import pytest
 
 from conftest import MOX
 
-# Until the daemon registers this handler (and its store), the IMAP port answers with a stub.
-try:
-    _wired = b"mox IMAP4rev2 ready" in open(MOX, "rb").read()
-except OSError:
-    _wired = False
-pytestmark = pytest.mark.skipif(not _wired, reason="IMAP handler not linked into this mox binary")
 
 USER = "mox@localhost"
 PASS = "moxmoxmox"
@@ -399,22 +393,22 @@ def test_list_create_rename_delete(localserve):
     assert typ == "OK" and any(b'"INBOX"' in d or b" INBOX" in d for d in data)
     assert c.create("Work")[0] == "OK"
     assert c.create("Work/Projects")[0] == "OK"
-    with pytest.raises(imaplib.IMAP4.error, match="ALREADYEXISTS"):
-        c.create("Work/Projects")
-    typ, data = c.list("", "Work*")
+    typ, data = c.create("Work/Projects")
+    assert typ == "NO" and b"[ALREADYEXISTS]" in data[0], (typ, data)
+    typ, data = c.list('""', "Work*")
     names = [d.decode() for d in data]
     assert any("\\HasChildren" in n and n.endswith('"Work"') for n in names), names
     assert any(n.endswith('"Work/Projects"') for n in names), names
-    typ, data = c.list("", "%")
+    typ, data = c.list('""', "%")
     assert not any("Work/Projects" in d.decode() for d in data)
     assert c.rename("Work/Projects", "Work/Done")[0] == "OK"
     typ, data = c.list("Work/", "*")
     assert any(d.decode().endswith('"Work/Done"') for d in data)
     assert c.delete("Work/Done")[0] == "OK"
-    with pytest.raises(imaplib.IMAP4.error, match="NONEXISTENT"):
-        c.delete("Work/Done")
-    with pytest.raises(imaplib.IMAP4.error):
-        c.delete("INBOX")
+    typ, data = c.delete("Work/Done")
+    assert typ == "NO" and b"[NONEXISTENT]" in data[0], (typ, data)
+    typ, data = c.delete("INBOX")
+    assert typ == "NO", (typ, data)
     # Names with *, % and # (not first) are allowed.
     assert c.create('"a*b%c#d"')[0] == "OK"
     c.logout()

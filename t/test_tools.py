@@ -16,9 +16,6 @@ import pytest
 
 from conftest import MOX, mox
 
-pytestmark = pytest.mark.skipif(
-    subprocess.run([MOX, "help", "import"], capture_output=True).returncode != 0,
-    reason="data tools not in this build")
 
 
 def gen_mbox(path, n, seed=1):
