@@ -287,9 +287,24 @@ auth_failed(struct auth *a, const struct conn_info *ci, const char *proto, const
 	}
 	f.count++;
 	tcmapput(a->failures, ci->ipkey, (int)ci->ipkeylen, &f, sizeof(f));
-	/* Keep the table bounded: forget everything when it grows large (counts restart). */
-	if (tcmaprnum(a->failures) > 100000)
-		tcmapclear(a->failures);
+	/* Keep the table bounded: drop entries whose minute is over; only if that is not
+	 * enough (a flood from very many addresses) start afresh. */
+	if (tcmaprnum(a->failures) > 100000) {
+		TCMAP *keep = tcmapnew();
+		const char *k;
+		int klen;
+		tcmapiterinit(a->failures);
+		while ((k = tcmapiternext(a->failures, &klen)) != NULL) {
+			int vlen;
+			const struct fail_state *fs = tcmapget(a->failures, k, klen, &vlen);
+			if (fs != NULL && vlen == sizeof(*fs) && now - fs->window_start < 60000)
+				tcmapput(keep, k, klen, fs, vlen);
+		}
+		tcmapdel(a->failures);
+		a->failures = keep;
+		if (tcmaprnum(a->failures) > 100000)
+			tcmapclear(a->failures);
+	}
 	log_info(proto, ci->cid, "authentication failed", "remote", ci->remote_ip, "username", username ? username : "",
 	    "mech", mech, "reason", reason ? reason : "");
 	if (kind == SASL_FAIL_NO_SECRET)

@@ -157,11 +157,13 @@ cc_read(struct bufferevent *bev, void *arg)
 		}
 		return;
 	}
-	for (char *save = NULL, *tok = strtok_r(line, "\t", &save); tok != NULL && argc < CONTROL_ARGS_MAX;
-	     tok = strtok_r(NULL, "\t", &save))
+	/* strsep, not strtok: an empty argument (e.g. an empty password) stays an argument. */
+	for (char *rest = line, *tok; rest != NULL && argc < CONTROL_ARGS_MAX;) {
+		tok = strsep(&rest, "\t");
 		argv[argc++] = tok;
+	}
 	argv[argc] = NULL;
-	if (argc == 0) {
+	if (argc == 0 || argv[0][0] == '\0') {
 		evbuffer_add_printf(out, "error: empty command\n");
 		free(line);
 		goto done;
@@ -169,17 +171,19 @@ cc_read(struct bufferevent *bev, void *arg)
 	for (size_t i = 0; i < srv->ncmds; i++) {
 		if (strcmp(srv->cmds[i].name, argv[0]) == 0) {
 			bufferevent_disable(bev, EV_READ);
+			/* Pending before the call: fn may answer at once with control_finish (which clears it). */
+			cc->pending = true;
 			r = srv->cmds[i].fn(srv, cc, argc, argv);
+			if (r != 0)
+				cc->pending = false;
 			if (r > 0)
 				evbuffer_add_printf(out, "ok\n");
 			else if (r < 0)
 				evbuffer_add_printf(out, "error: %s failed, see the server log (cid %llx)\n", argv[0],
 				    (unsigned long long)cc->cid);
 			free(line);
-			if (r == 0) {
-				cc->pending = true;
+			if (r == 0)
 				return;
-			}
 			goto done;
 		}
 	}

@@ -1,9 +1,13 @@
 /* privdrop: switch from root to the configured user. */
 #define _GNU_SOURCE 1
 #include "daemon/privdrop.h"
+#include "daemon/util.h"
 
 #include <errno.h>
-#include <ftw.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <grp.h>
 #include <pwd.h>
 #include <stdio.h>
@@ -27,33 +31,81 @@ privdrop_lookup(const char *user, uid_t *uid_r, gid_t *gid_r, char *err, size_t 
 	return 1;
 }
 
-static uid_t fix_uid;
-static gid_t fix_gid;
-static char fix_err[512];
-
+/*
+ * Walk with directory descriptors (openat O_NOFOLLOW, fchownat
+ * AT_SYMLINK_NOFOLLOW): the tree is writable by the unprivileged user, who
+ * must not be able to make root's chown follow a symlink swapped in during the
+ * walk (e.g. to /etc/passwd).
+ */
 static int
-fix_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+fix_dir(int dfd, const char *path, uid_t uid, gid_t gid, int depth, char *err, size_t errlen)
 {
-	if (st->st_uid == fix_uid && st->st_gid == fix_gid)
-		return 0;
-	if (lchown(path, fix_uid, fix_gid) < 0) {
-		snprintf(fix_err, sizeof(fix_err), "chown %s: %s", path, strerror(errno));
-		return 1;
+	DIR *d;
+	struct dirent *e;
+	int r = 1;
+
+	if (depth > 64) {
+		snprintf(err, errlen, "%s: directories nested too deeply", path);
+		return -1;
 	}
-	return 0;
+	if ((d = fdopendir(dfd)) == NULL) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		close(dfd);
+		return -1;
+	}
+	while (r > 0 && (e = readdir(d)) != NULL) {
+		struct stat st;
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			if (errno == ENOENT)
+				continue;
+			snprintf(err, errlen, "%s/%s: %s", path, e->d_name, strerror(errno));
+			r = -1;
+			break;
+		}
+		if ((st.st_uid != uid || st.st_gid != gid) &&
+		    fchownat(dirfd(d), e->d_name, uid, gid, AT_SYMLINK_NOFOLLOW) < 0 && errno != ENOENT) {
+			snprintf(err, errlen, "chown %s/%s: %s", path, e->d_name, strerror(errno));
+			r = -1;
+			break;
+		}
+		if (S_ISDIR(st.st_mode)) {
+			int sub = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (sub < 0) {
+				if (errno == ENOENT || errno == ELOOP || errno == ENOTDIR)
+					continue; /* replaced meanwhile: not followed */
+				snprintf(err, errlen, "%s/%s: %s", path, e->d_name, strerror(errno));
+				r = -1;
+				break;
+			}
+			char *subpath = xasprintf("%s/%s", path, e->d_name);
+			r = fix_dir(sub, subpath, uid, gid, depth + 1, err, errlen);
+			free(subpath);
+		}
+	}
+	closedir(d);
+	return r;
 }
 
 int
 privdrop_fix_ownership(const char *dir, uid_t uid, gid_t gid, char *err, size_t errlen)
 {
-	fix_uid = uid;
-	fix_gid = gid;
-	fix_err[0] = '\0';
-	if (nftw(dir, fix_one, 32, FTW_PHYS) != 0) {
-		snprintf(err, errlen, "%s", fix_err[0] ? fix_err : strerror(errno));
+	struct stat st;
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+		if (fd >= 0)
+			close(fd);
 		return -1;
 	}
-	return 1;
+	if ((st.st_uid != uid || st.st_gid != gid) && fchown(fd, uid, gid) < 0) {
+		snprintf(err, errlen, "chown %s: %s", dir, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fix_dir(fd, dir, uid, gid, 0, err, errlen);
 }
 
 int

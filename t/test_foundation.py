@@ -289,6 +289,11 @@ def test_serve_drops_privileges(server_dir):
     server_dir.edit(lambda t: t.replace("User: root", "User: nobody").replace("NoFixPermissions: true", "NoFixPermissions: false")
                     .replace("LocalServe: true\n", ""))
     os.makedirs(os.path.join(server_dir.dir, "data", "sub"))
+    # A symlink planted in the data directory must not make root chown its target.
+    outside = os.path.join(server_dir.dir, "outside")
+    open(outside, "w").close()
+    os.symlink(outside, os.path.join(server_dir.dir, "data", "sub", "link"))
+    os.symlink(server_dir.dir, os.path.join(server_dir.dir, "data", "dirlink"))
     log = open(server_dir.logpath, "w")
     proc = subprocess.Popen([MOX, "-config", server_dir.config, "serve"], stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -305,6 +310,9 @@ def test_serve_drops_privileges(server_dir):
         assert groups in ([], [str(nobody.pw_gid)])
         st = os.stat(os.path.join(server_dir.dir, "data", "sub"))
         assert (st.st_uid, st.st_gid) == (nobody.pw_uid, nobody.pw_gid)
+        assert os.stat(outside).st_uid == 0
+        assert os.lstat(os.path.join(server_dir.dir, "data", "sub", "link")).st_uid == nobody.pw_uid
+        assert os.stat(server_dir.dir).st_uid == 0  # not followed through dirlink
         # Still serving after the switch (ports bound as root).
         with socket.create_connection(("127.0.0.1", server_dir.ports["IMAP"]), timeout=5) as c:
             assert recv_line(c).startswith(b"* ")
