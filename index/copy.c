@@ -203,14 +203,7 @@ int msg_transfer_locked(struct idx_account *a, uint32_t from_mb, const uint32_t 
 		void *cache = NULL;
 		size_t cachelen = 0, j;
 
-		for (j = 0; j < m->nkeywords; j++) {
-			bool added = false;
-			int l = maildir_keywords_assign(&kt.kw, m->keywords[j], &added, NULL, 0);
-
-			if (l >= 'a' && l <= 'z')
-				letters |= 1u << (l - 'a');
-			dirty |= added;
-		}
+		(void)msg_name_letters(&kt.kw, m->flags, m->keywords, m->nkeywords, true, &letters, &dirty);
 		if (dirty && maildir_keywords_write(&kt.kw, todir, err, errlen) < 0) {
 			r = -1;
 			break;

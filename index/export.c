@@ -4,6 +4,7 @@
  * tools) one at a time, so memory holds one mailbox's UID list at most.
  */
 #define _GNU_SOURCE
+#include "index/index_private.h"
 #include "index/tools.h"
 
 #include <errno.h>
@@ -116,16 +117,10 @@ static int maildir_one(struct exp *x, const char *folderdir, struct maildir_keyw
 	struct maildir_name n;
 	char name[MAILDIR_NAME_BUFSIZE], path[4096];
 	uint32_t letters = 0;
-	unsigned mflags = idx_flags_to_maildir(m->flags);
+	unsigned mflags = msg_name_letters(kw, m->flags, m->keywords, m->nkeywords, true, &letters, NULL);
 
 	if (maildir_name_parse(fname, strlen(fname), &n, x->err, x->errlen) < 0)
 		return -1;
-	for (size_t i = 0; i < m->nkeywords; i++) {
-		int l = maildir_keywords_assign(kw, m->keywords[i], NULL, NULL, 0);
-
-		if (l > 0)
-			letters |= 1u << (l - 'a');
-	}
 	if (strncmp(m->filename, "new/", 4) == 0 && mflags == 0 && letters == 0) {
 		snprintf(name, sizeof(name), "%s", fname);
 		if (snprintf(path, sizeof(path), "%s/new/%s", folderdir, name) >= (int)sizeof(path))
@@ -223,12 +218,33 @@ static int export_mailbox(struct exp *x, const struct idx_mailbox *mb, const cha
 		if (k == 0)
 			continue; /* expunged meanwhile */
 		k = idx_message_open(x->a, &m, &fd, x->err, x->errlen);
-		if (k <= 0) {
+		if (k == 0) {
+			/* Gone: the sync in idx_message_open made it a tombstone
+			 * unless the index cannot account for it. */
+			struct idx_message again = { 0 };
+
+			k = idx_message_get(x->a, mb->id, m.uid, &again, x->err, x->errlen);
+			idx_message_clear(&again);
+			idx_message_clear(&m);
 			if (k == 0)
+				continue;
+			if (k > 0)
 				snprintf(x->err, x->errlen, "mailbox %s: file of message %u is missing (run verifydata)",
-				    mb->name, m.uid);
+				    mb->name, uids[i].uid);
+			goto out;
+		}
+		if (k < 0) {
 			idx_message_clear(&m);
 			goto out;
+		}
+		if (k == 2) {
+			/* Renamed by another tool: export the flags its name has now. */
+			struct idx_message now = { 0 };
+
+			if (idx_message_get(x->a, mb->id, m.uid, &now, x->err, x->errlen) > 0) {
+				idx_message_clear(&m);
+				m = now;
+			}
 		}
 		k = x->fmt == IDX_FMT_MAILDIR ? maildir_one(x, target, &kw, &m, fd) : mbox_one(x, &m, fd);
 		close(fd);

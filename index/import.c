@@ -10,6 +10,7 @@
  * chunks through the pure parser, so memory does not grow with its size.
  */
 #define _GNU_SOURCE
+#include "index/index_private.h"
 #include "index/tools.h"
 
 #include <errno.h>
@@ -50,9 +51,13 @@ struct idx_import {
 	struct maildir_writer *cur;
 	int64_t cur_received;
 	uint32_t cur_flags;
+	char **cur_kw;
+	size_t cur_nkw;
 	bool in_headers;
+	bool bol;      /* at the start of a header line */
+	bool hl_over;  /* the header did not fit in hl: its end is cut */
 	size_t hlen;
-	char hl[80];
+	char hl[8192]; /* one unfolded header field */
 	/* Maildir */
 	bool scanned;
 	struct maildir_scan scan;
@@ -76,6 +81,15 @@ static void *xrealloc_(void *p, size_t n)
 	if (p == NULL)
 		abort();
 	return p;
+}
+
+static void cur_kw_clear(struct idx_import *imp)
+{
+	for (size_t i = 0; i < imp->cur_nkw; i++)
+		free(imp->cur_kw[i]);
+	free(imp->cur_kw);
+	imp->cur_kw = NULL;
+	imp->cur_nkw = 0;
 }
 
 int idx_import_new(struct idx_import **imp_r, enum idx_tool_format fmt, const char *path, const char *mailbox,
@@ -131,6 +145,7 @@ void idx_import_free(struct idx_import **impp)
 		maildir_writer_free(&imp->items[i].w);
 	free(imp->items);
 	maildir_writer_free(&imp->cur);
+	cur_kw_clear(imp);
 	if (imp->f != NULL)
 		fclose(imp->f);
 	if (imp->scanned)
@@ -166,18 +181,40 @@ static void fail(struct idx_import *imp, const char *msg)
 
 /* ---- mbox ---- */
 
-/* Status: R is \Seen; X-Status: A answered, F flagged, T draft, D deleted (mutt, Thunderbird). */
+/* One keyword of an X-Keywords field: kept when valid and new (case-insensitive). */
+static void keyword_add(struct idx_import *imp, const char *p, size_t len)
+{
+	char kw[IDX_KEYWORD_MAX + 1];
+
+	if (len == 0 || len > IDX_KEYWORD_MAX || imp->cur_nkw >= IDX_KEYWORDS_PER_MESSAGE)
+		return;
+	memcpy(kw, p, len);
+	kw[len] = '\0';
+	if (!maildir_keyword_valid(kw))
+		return; /* junk from another program: skipped, the message is still imported */
+	for (size_t i = 0; i < imp->cur_nkw; i++)
+		if (strcasecmp(imp->cur_kw[i], kw) == 0)
+			return;
+	imp->cur_kw = xrealloc_(imp->cur_kw, (imp->cur_nkw + 1) * sizeof(char *));
+	imp->cur_kw[imp->cur_nkw++] = xstrdup_(kw);
+}
+
+/*
+ * Status: R is \Seen; X-Status: A answered, F flagged, T draft, D deleted
+ * (mutt, Thunderbird). X-Keywords: keywords separated by spaces (Dovecot)
+ * or commas (mutt); "$Forwarded" among them becomes the flag in idx_add.
+ */
 static void header_line(struct idx_import *imp)
 {
-	const char *v;
+	const char *v, *end = imp->hl + imp->hlen;
 	uint32_t f = 0;
 
 	if (imp->hlen > 7 && strncasecmp(imp->hl, "Status:", 7) == 0) {
-		for (v = imp->hl + 7; v < imp->hl + imp->hlen; v++)
+		for (v = imp->hl + 7; v < end; v++)
 			if (*v == 'R')
 				f |= IDX_SEEN;
 	} else if (imp->hlen > 9 && strncasecmp(imp->hl, "X-Status:", 9) == 0) {
-		for (v = imp->hl + 9; v < imp->hl + imp->hlen; v++) {
+		for (v = imp->hl + 9; v < end; v++) {
 			if (*v == 'A')
 				f |= IDX_ANSWERED;
 			else if (*v == 'F')
@@ -187,22 +224,64 @@ static void header_line(struct idx_import *imp)
 			else if (*v == 'D')
 				f |= IDX_DELETED;
 		}
+	} else if (imp->hlen > 11 && strncasecmp(imp->hl, "X-Keywords:", 11) == 0) {
+		for (v = imp->hl + 11; v < end;) {
+			const char *t;
+
+			while (v < end && (*v == ' ' || *v == '\t' || *v == ','))
+				v++;
+			for (t = v; v < end && *v != ' ' && *v != '\t' && *v != ','; v++)
+				;
+			if (v == end && imp->hl_over)
+				break; /* cut off: not a whole keyword */
+			keyword_add(imp, t, (size_t)(v - t));
+		}
 	}
 	imp->cur_flags |= f;
 }
 
+static void header_flush(struct idx_import *imp)
+{
+	if (imp->hlen > 0)
+		header_line(imp);
+	imp->hlen = 0;
+	imp->hl_over = false;
+}
+
+static void header_add(struct idx_import *imp, char c)
+{
+	if (imp->hlen < sizeof(imp->hl))
+		imp->hl[imp->hlen++] = c;
+	else
+		imp->hl_over = true;
+}
+
+/* Unfold the header fields (continuation lines start with a space or tab)
+ * and read each; the header ends at the first empty line. */
 static void scan_headers(struct idx_import *imp, const char *p, size_t n)
 {
 	for (size_t i = 0; i < n && imp->in_headers; i++) {
-		if (p[i] == '\n') {
-			if (imp->hlen == 0 || (imp->hlen == 1 && imp->hl[0] == '\r'))
+		char c = p[i];
+
+		if (c == '\r')
+			continue;
+		if (imp->bol) {
+			imp->bol = false;
+			if (c == '\n') {
+				header_flush(imp);
 				imp->in_headers = false;
-			else
-				header_line(imp);
-			imp->hlen = 0;
-		} else if (imp->hlen < sizeof(imp->hl)) {
-			imp->hl[imp->hlen++] = p[i];
+				break;
+			}
+			if (c == ' ' || c == '\t') {
+				header_add(imp, ' ');
+				continue;
+			}
+			header_flush(imp);
 		}
+		if (c == '\n')
+			imp->bol = true;
+		else
+			header_add(imp, c);
 	}
 }
 
@@ -220,7 +299,10 @@ static void sink_start(void *arg, const char *line, size_t len)
 	}
 	imp->cur_received = mbox_fromline_time(line, len);
 	imp->cur_flags = 0;
+	cur_kw_clear(imp);
 	imp->in_headers = true;
+	imp->bol = true;
+	imp->hl_over = false;
 	imp->hlen = 0;
 }
 
@@ -243,6 +325,10 @@ static void sink_end(void *arg)
 
 	if (imp->failed || imp->cur == NULL)
 		return;
+	if (imp->in_headers) { /* a message that is all header */
+		header_flush(imp);
+		imp->in_headers = false;
+	}
 	if (maildir_writer_finish(imp->cur, MAILDIR_FINISH_NOSYNC, err, sizeof(err)) < 0) {
 		fail(imp, err);
 		return;
@@ -252,6 +338,10 @@ static void sink_end(void *arg)
 		return;
 	}
 	item_push(imp, imp->cur, imp->cur_flags, imp->cur_received);
+	imp->items[imp->n - 1].keywords = imp->cur_kw;
+	imp->items[imp->n - 1].nkeywords = imp->cur_nkw;
+	imp->cur_kw = NULL;
+	imp->cur_nkw = 0;
 	imp->cur = NULL;
 }
 
@@ -366,11 +456,11 @@ static int fill_maildir(struct idx_import *imp, size_t max, char *err, size_t er
 			maildir_writer_free(&w);
 			continue;
 		}
-		uint32_t flags = e->valid ? idx_flags_from_maildir(e->name.flags) : 0;
+		uint32_t flags = e->valid ? msg_name_flags(&imp->kw, e->name.flags, e->name.keywords) : 0;
 		item_push(imp, w, flags, (int64_t)st.st_mtime);
 		struct imp_item *it = &imp->items[imp->n - 1];
 		for (int l = 0; e->valid && l < 26; l++) {
-			const char *name = (e->name.keywords & (1u << l)) ? maildir_keywords_name(&imp->kw, 'a' + l) : NULL;
+			const char *name = msg_name_keyword(&imp->kw, e->name.keywords, l);
 
 			if (name == NULL || it->nkeywords >= IDX_KEYWORDS_PER_MESSAGE)
 				continue;

@@ -319,8 +319,13 @@ int idx_message_mime(struct idx_account *a, uint64_t id, void **blob_r, size_t *
 
 /*
  * Open the file of message m for reading (tolerating renames by other
- * tools). Returns 1 with *fd_r (caller closes), 0 when the file is gone
- * (the caller may run a sync), -1.
+ * tools). When the file is found under another name than m's and the
+ * index's (renamed by another tool), or not at all, the mailbox is synced
+ * first (idx_sync_mailbox: the record takes the new name and its flags, or
+ * becomes a tombstone). The caller must not hold the account (no call from
+ * an idx_message_each callback). Returns 1 with *fd_r (caller closes),
+ * 2 with *fd_r when the record was brought up to date (re-read it for the
+ * current flags), 0 when the file is gone, -1.
  */
 int idx_message_open(struct idx_account *a, const struct idx_message *m, int *fd_r, char *err, size_t errlen);
 

@@ -62,6 +62,7 @@ struct idx_account {
 	char host[256];
 	uint64_t quota;
 	bool no_fsync;
+	int syncfd; /* index.tcb, for the fdatasync that makes a commit durable */
 	bool in_tx;
 	bool rec_dirty;     /* rec changed inside the transaction */
 	uint64_t op_modseq; /* modseq of the running operation, 0 none yet */
@@ -162,8 +163,28 @@ int msg_insert(struct idx_account *a, const struct idx_message *m, const void *c
  * keeps M, C, I, T and R (a move re-inserts them). */
 int msg_remove(struct idx_account *a, const struct idx_message *m, uint64_t tomb_modseq, bool keep_id, char *err,
     size_t errlen);
-/* Letters of the keywords of m in the folder's table (those without letters are skipped). */
-uint32_t kw_letters(const struct maildir_keywords *kw, char *const *keywords, size_t n);
+/*
+ * Maildir names of flags and keywords: every path that builds or reads a
+ * file name (add, store, copy, sync, import, export) goes through these.
+ * IDX_FORWARDED is written as 'P' and as the letter of the keyword
+ * "$Forwarded" in the folder's dovecot-keywords (Dovecot reads only the
+ * keyword, mutt and mblaze only 'P'); either one reads as the flag.
+ */
+#define IDX_KW_FORWARDED "$Forwarded"
+/* True for "$Forwarded" in any case (the IDX_FORWARDED flag, never a keyword). */
+bool kw_is_forwarded(const char *kw);
+/* Maildir flags of flags (returned) and keyword letters (*letters_r) of
+ * keywords plus $Forwarded when flagged. assign: keywords without a letter
+ * get the next free one (*grew_r, may be NULL, says the table changed: the
+ * caller writes it before a name uses the letters); else existing letters
+ * only. Keywords that find no letter are left out (index only). */
+unsigned msg_name_letters(struct maildir_keywords *kw, uint32_t flags, char *const *keywords, size_t n, bool assign,
+    uint32_t *letters_r, bool *grew_r);
+/* Index flags of a name's Maildir flags and keyword letters. */
+uint32_t msg_name_flags(const struct maildir_keywords *kw, unsigned mflags, uint32_t letters);
+/* Keyword of letter 'a' + i if set in letters and known, NULL otherwise and
+ * for $Forwarded (the flag). Valid until the table changes. */
+const char *msg_name_keyword(const struct maildir_keywords *kw, uint32_t letters, int i);
 /* The file name (without "new/"/"cur/") of a stored filename. */
 const char *msg_basename(const char *filename);
 /* All live (uid, flags, modseq) of a mailbox; corrupt records skipped. Count, -1. */

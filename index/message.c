@@ -86,17 +86,65 @@ static int file_base(const char *filename, const char **base_r, size_t *len_r)
 	return 1;
 }
 
-uint32_t kw_letters(const struct maildir_keywords *kw, char *const *keywords, size_t n)
+bool kw_is_forwarded(const char *kw)
+{
+	return strcasecmp(kw, IDX_KW_FORWARDED) == 0;
+}
+
+/*
+ * IDX_FORWARDED goes into names twice: Maildir 'P' for mutt, mblaze and
+ * notmuch, and the letter of the keyword "$Forwarded" for Dovecot, which
+ * ignores 'P' and keeps $Forwarded as an ordinary keyword letter. Reading
+ * takes either as the flag, so a name written by any of them round-trips.
+ */
+unsigned msg_name_letters(struct maildir_keywords *kw, uint32_t flags, char *const *keywords, size_t n, bool assign,
+    uint32_t *letters_r, bool *grew_r)
 {
 	uint32_t bits = 0;
+	bool grew = false;
 
-	for (size_t i = 0; i < n; i++) {
-		int l = maildir_keywords_lookup(kw, keywords[i]);
+	for (size_t i = 0; i <= n; i++) {
+		const char *name = i < n ? keywords[i] : IDX_KW_FORWARDED;
+		bool added = false;
+		int l;
 
-		if (l >= 'a' && l <= 'z')
-			bits |= 1u << (l - 'a');
+		if (i == n && !(flags & IDX_FORWARDED))
+			break;
+		if (i < n && kw_is_forwarded(name))
+			continue; /* the flag, handled above */
+		if (assign)
+			l = maildir_keywords_assign(kw, name, &added, NULL, 0);
+		else
+			l = maildir_keywords_lookup(kw, name);
+		if (l < 'a' || l > 'z')
+			continue; /* no letter free: the keyword lives only in the index */
+		bits |= 1u << (l - 'a');
+		grew |= added;
 	}
-	return bits;
+	*letters_r = bits;
+	if (grew_r != NULL)
+		*grew_r = grew;
+	return idx_flags_to_maildir(flags);
+}
+
+uint32_t msg_name_flags(const struct maildir_keywords *kw, unsigned mflags, uint32_t letters)
+{
+	uint32_t f = idx_flags_from_maildir(mflags);
+
+	for (int i = 0; i < 26 && !(f & IDX_FORWARDED); i++) {
+		const char *name = (letters & (1u << i)) ? maildir_keywords_name(kw, 'a' + i) : NULL;
+
+		if (name != NULL && kw_is_forwarded(name))
+			f |= IDX_FORWARDED;
+	}
+	return f;
+}
+
+const char *msg_name_keyword(const struct maildir_keywords *kw, uint32_t letters, int i)
+{
+	const char *name = (letters & (1u << i)) ? maildir_keywords_name(kw, 'a' + i) : NULL;
+
+	return name == NULL || kw_is_forwarded(name) ? NULL : name;
 }
 
 int msg_load(struct idx_account *a, uint32_t mbid, uint32_t uid, struct idx_message *m_r, char *err, size_t errlen)
@@ -265,11 +313,6 @@ static void msg_set_thread_inputs(struct idx_message *m, const struct mime_msg *
 /* ---- keywords ---- */
 
 /* True when keyword is the $Forwarded flag. */
-static bool kw_is_forwarded(const char *kw)
-{
-	return strcasecmp(kw, "$Forwarded") == 0;
-}
-
 /* Validate client keywords: 1, or IDX_REFUSED with err. */
 static int kw_check(const char *const *kws, size_t n, char *err, size_t errlen)
 {
@@ -311,25 +354,18 @@ static int kwtab_load(struct kwtab *t, const char *folderdir, char *err, size_t 
 	return 1;
 }
 
-/* Assign letters to keywords (those that fit in 26) and write the table
- * before any file name uses a new letter. Returns the letter bits, or -1. */
-static int64_t kwtab_letters(struct kwtab *t, const char *folderdir, char *const *kws, size_t n, char *err,
-    size_t errlen)
+/* Assign letters to keywords and, with IDX_FORWARDED in flags, to
+ * $Forwarded (those that fit in 26), and write the table before any file
+ * name uses a new letter. Returns the letter bits, or -1. */
+static int64_t kwtab_letters(struct kwtab *t, const char *folderdir, uint32_t flags, char *const *kws, size_t n,
+    char *err, size_t errlen)
 {
 	uint32_t bits = 0;
 	bool dirty = false;
 
 	if (kwtab_load(t, folderdir, err, errlen) < 0)
 		return -1;
-	for (size_t i = 0; i < n; i++) {
-		bool added = false;
-		int l = maildir_keywords_assign(&t->kw, kws[i], &added, NULL, 0);
-
-		if (l == MAILDIR_KEYWORDS_FULL || l < 0)
-			continue; /* the keyword lives only in the index */
-		bits |= 1u << (l - 'a');
-		dirty |= added;
-	}
+	(void)msg_name_letters(&t->kw, flags, kws, n, true, &bits, &dirty);
 	if (dirty && maildir_keywords_write(&t->kw, folderdir, err, errlen) < 0)
 		return -1;
 	return bits;
@@ -488,7 +524,7 @@ static int add_one(struct idx_account *a, struct add_state *s, struct add_folder
 		idx_message_clear(&m);
 		return -1;
 	}
-	letters = kwtab_letters(&f->kw, f->path, m.keywords, m.nkeywords, ierr, sizeof(ierr));
+	letters = kwtab_letters(&f->kw, f->path, m.flags, m.keywords, m.nkeywords, ierr, sizeof(ierr));
 	if (letters < 0) {
 		item_fail(it, IDX_E_INTERNAL, ierr);
 		idx_message_clear(&m);
@@ -803,11 +839,37 @@ int idx_message_mime(struct idx_account *a, uint64_t id, void **blob_r, size_t *
 	return 1;
 }
 
+/* Current filename of the record (mbid, uid) equals fname? */
+static bool record_has_name(struct idx_account *a, uint32_t mbid, uint32_t uid, const char *fname)
+{
+	struct idx_message cur;
+	bool same = false;
+
+	pthread_mutex_lock(&a->mu);
+	if (msg_load(a, mbid, uid, &cur, NULL, 0) > 0) {
+		same = strcmp(cur.filename, fname) == 0;
+		idx_message_clear(&cur);
+	}
+	pthread_mutex_unlock(&a->mu);
+	return same;
+}
+
+/*
+ * Another tool may rename the file at any time. maildir_msg_open follows a
+ * rename by the base name, but a rename during its directory scans can slip
+ * through (readdir need not return an entry renamed while it reads, and a
+ * file moving from new/ to cur/ can pass between the scans of the two), so
+ * a miss is retried. When the name on disk differs from the record's (and
+ * not because we renamed it meanwhile), the mailbox is synced: the record
+ * takes the new name and the name's flags, as the watcher would do a moment
+ * later, so the caller and the next reader see what the file says.
+ */
 int idx_message_open(struct idx_account *a, const struct idx_message *m, int *fd_r, char *err, size_t errlen)
 {
 	struct idx_mailbox mb;
-	char dir[IDX_PATH_MAX];
-	int r;
+	char dir[IDX_PATH_MAX], name[MAILDIR_NAME_BUFSIZE], fname[MAILDIR_NAME_BUFSIZE + 8], serr[256];
+	enum maildir_subdir sub = MAILDIR_NEW;
+	int r, attempt;
 
 	*fd_r = -1;
 	pthread_mutex_lock(&a->mu);
@@ -819,7 +881,24 @@ int idx_message_open(struct idx_account *a, const struct idx_message *m, int *fd
 	idx_mailbox_clear(&mb);
 	if (r < 0)
 		return -1;
-	return maildir_msg_open(dir, msg_basename(m->filename), fd_r, NULL, NULL, 0, err, errlen);
+	for (attempt = 0; attempt < 3; attempt++) {
+		r = maildir_msg_open(dir, msg_basename(m->filename), fd_r, &sub, name, sizeof(name), err, errlen);
+		if (r != 0)
+			break;
+	}
+	if (r < 0)
+		return -1;
+	if (r > 0) {
+		snprintf(fname, sizeof(fname), "%s/%s", sub == MAILDIR_CUR ? "cur" : "new", name);
+		if (strcmp(fname, m->filename) == 0 || record_has_name(a, m->mailbox_id, m->uid, fname))
+			return 1;
+	}
+	/* Renamed or gone behind our back: the index follows now. A failed
+	 * sync changes nothing here; the watcher or the next sync retries. */
+	(void)idx_sync_mailbox(a, m->mailbox_id, NULL, serr, sizeof(serr));
+	if (r == 0)
+		idx_seterr(err, errlen, "file of message %u/%u is gone", m->mailbox_id, m->uid);
+	return r > 0 ? 2 : 0;
 }
 
 /* ---- store ---- */
@@ -938,7 +1017,7 @@ int idx_store(struct idx_account *a, uint32_t mailbox_id, const uint32_t *uids, 
 		}
 		nf = mode == IDX_STORE_SET ? flags : mode == IDX_STORE_ADD ? (m.flags | flags) : (m.flags & ~flags);
 		oldm = idx_flags_to_maildir(m.flags);
-		oldletters = kwtab_letters(&kt, dir, m.keywords, m.nkeywords, err, errlen);
+		oldletters = kwtab_letters(&kt, dir, m.flags, m.keywords, m.nkeywords, err, errlen);
 		kw_apply(&m, mode, kws, nkw, &kwchanged);
 		if (nf == m.flags && !kwchanged) {
 			idx_message_clear(&m);
@@ -946,7 +1025,7 @@ int idx_store(struct idx_account *a, uint32_t mailbox_id, const uint32_t *uids, 
 				r = -1;
 			continue;
 		}
-		letters = oldletters < 0 ? -1 : kwtab_letters(&kt, dir, m.keywords, m.nkeywords, err, errlen);
+		letters = oldletters < 0 ? -1 : kwtab_letters(&kt, dir, nf, m.keywords, m.nkeywords, err, errlen);
 		if (letters < 0) {
 			idx_message_clear(&m);
 			r = -1;

@@ -74,9 +74,9 @@ static void kw_from_name(struct idx_message *m, const struct maildir_keywords *k
 	size_t i;
 
 	for (i = 0; i < 26; i++) {
-		const char *name;
+		const char *name = msg_name_keyword(kw, letters, (int)i);
 
-		if (!(letters & (1u << i)) || (name = maildir_keywords_name(kw, 'a' + (int)i)) == NULL)
+		if (name == NULL)
 			continue;
 		if (m->nkeywords >= IDX_KEYWORDS_PER_MESSAGE)
 			break;
@@ -84,7 +84,7 @@ static void kw_from_name(struct idx_message *m, const struct maildir_keywords *k
 		m->keywords[m->nkeywords++] = idx_xstrdup(name);
 	}
 	for (i = 0; i < nold && m->nkeywords < IDX_KEYWORDS_PER_MESSAGE; i++) {
-		if (maildir_keywords_lookup(kw, old[i]) != 0)
+		if (maildir_keywords_lookup(kw, old[i]) != 0 || kw_is_forwarded(old[i]))
 			continue;
 		m->keywords = idx_xrealloc(m->keywords, sizeof(*m->keywords) * (m->nkeywords + 1));
 		m->keywords[m->nkeywords++] = idx_xstrdup(old[i]);
@@ -148,7 +148,7 @@ static int adopt(struct idx_account *a, struct idx_mailbox *mb, const char *dir,
 	m.mailbox_id = mb->id;
 	m.uid = mb->uidnext++;
 	m.modseq = m.createseq = op_modseq(a);
-	m.flags = idx_flags_from_maildir(e->name.flags);
+	m.flags = msg_name_flags(kw, e->name.flags, e->name.keywords);
 	kw_from_name(&m, kw, e->name.keywords, NULL, 0);
 	m.size = (uint64_t)st.st_size;
 	m.filename = idx_xmalloc(strlen(e->filename) + 5);
@@ -164,7 +164,7 @@ static int adopt(struct idx_account *a, struct idx_mailbox *mb, const char *dir,
 		mime_cache_encode(msg, cache);
 	r = thread_assign(a, &m, msg, err, errlen);
 	/* A muted thread would mark it \Seen: the file says otherwise, keep the file's flags. */
-	m.flags = idx_flags_from_maildir(e->name.flags);
+	m.flags = msg_name_flags(kw, e->name.flags, e->name.keywords);
 	if (r > 0)
 		r = msg_insert(a, &m, tcxstrptr(cache), (size_t)tcxstrsize(cache), err, errlen);
 	if (r > 0)
@@ -248,9 +248,9 @@ static int sync_locked(struct idx_account *a, uint32_t mbid, struct idx_sync_sta
 			kw_from_name(&nm, &kw, e->name.keywords, m.keywords, m.nkeywords);
 			free(m.filename);
 			m.filename = idx_xstrdup(fname);
-			if (idx_flags_from_maildir(e->name.flags) != m.flags ||
+			if (msg_name_flags(&kw, e->name.flags, e->name.keywords) != m.flags ||
 			    !kw_same(nm.keywords, nm.nkeywords, m.keywords, m.nkeywords)) {
-				uint32_t nf = idx_flags_from_maildir(e->name.flags);
+				uint32_t nf = msg_name_flags(&kw, e->name.flags, e->name.keywords);
 
 				counts_apply(&mb.counts, m.flags, m.size, -1);
 				counts_apply(&mb.counts, nf, m.size, 1);

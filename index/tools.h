@@ -109,6 +109,11 @@ int idx_import_new(struct idx_import **imp_r, enum idx_tool_format fmt, const ch
  * account a: the mailbox is created when missing; every message is written
  * to a spool file (bare LF and CR become CRLF), then all are added with
  * one idx_add. Memory stays flat: an mbox is streamed.
+ * Flags and keywords: from a Maildir, the names' letters (keywords through
+ * its dovecot-keywords; 'P' or the "$Forwarded" keyword is $Forwarded);
+ * from an mbox, the header fields Status: (R), X-Status: (A F T D) and
+ * X-Keywords: (keywords separated by spaces or commas, as Dovecot and mutt
+ * write them; invalid ones are skipped). The message bytes are not changed.
  * Returns the number of messages added by this call (> 0), 0 when the
  * source is exhausted, -1 with err (a failed message fails the import).
  */
@@ -129,7 +134,11 @@ void idx_import_free(struct idx_import **impp);
  * mbox: one mailbox is written to the file dest; all mailboxes to
  * dest/<name>.mbox ('/' in names becomes a directory level). Quoting is
  * mboxrd, lines end in LF, and each message is followed by an empty line,
- * so importing the export gives byte-identical message files back.
+ * so importing the export gives byte-identical message files back. For
+ * that reason no header is added: flags and keywords are not written as
+ * Status:, X-Status: or X-Keywords: fields. A message imported from an mbox
+ * keeps the fields it came with (its bytes are unchanged), so they carry
+ * its flags and keywords of that time through export and import again.
  * progress (may be NULL) is called after every 1000 messages.
  * Returns the number of messages exported (>= 0), 0 also when mailbox does
  * not exist (*missing_r set, may be NULL), -1 with err.

@@ -19,6 +19,7 @@ import select
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 
 import pytest
@@ -471,6 +472,58 @@ def test_running_server_follows_other_tools(localserve, tmp_path):
     backup_verifies(srv, tmp_path)
 
 
+def test_export_right_after_rename_by_other_tool(server_dir, tmp_path):
+    """Another tool renames files and export runs at once (offline: no watcher; running: before the
+    watcher's sync): export finds the files and writes the flags their names have now, and the
+    index follows the new names."""
+    srv = server_dir
+    src = str(tmp_path / "src")
+    make_source_maildir(src, "rn", n=12)
+    mox("-config", srv.config, "import", "maildir", "mox", "INBOX", src)
+    inbox = folder(srv, "INBOX")
+    # As mutt does while the server is stopped: new/ -> cur/ with flags, and a flag change in cur/.
+    p = path_of(inbox, "<rn.11@example.org>")
+    assert "/new/" in p
+    os.rename(p, os.path.join(inbox, "cur", os.path.basename(p) + ":2,FS"))
+    p = path_of(inbox, "<rn.4@example.org>")
+    os.rename(p, p.split(":2,")[0] + ":2,Ta")
+    disk = md_view(inbox)
+    assert disk["<rn.11@example.org>"] == ("FS", frozenset()) and disk["<rn.4@example.org>"] == ("T", {"work"})
+    assert index_view(srv, "INBOX", tmp_path) == disk
+    p = mox("-config", srv.config, "verifydata", os.path.join(srv.dir, "data"), check=False)
+    assert p.returncode == 0 and "no problems found" in p.stdout, p.stdout + p.stderr
+
+    # Running: files keep being renamed while exports run; none fails, none loses a message.
+    srv.start()
+    stop = []
+
+    def renamer():
+        k = 0
+        while not stop:
+            k += 1
+            for sub in ("cur", "new"):
+                d = os.path.join(inbox, sub)
+                for n in os.listdir(d):
+                    base, _, info = n.partition(":2,")
+                    info = "".join(sorted(info.replace("S", ""))) if "S" in info else "".join(sorted(info + "S"))
+                    try:
+                        os.rename(os.path.join(d, n), os.path.join(inbox, "cur", base + ":2," + info))
+                    except FileNotFoundError:
+                        pass
+    t = threading.Thread(target=renamer)
+    t.start()
+    try:
+        for k in range(15):
+            out = str(tmp_path / f"o{k}")
+            p = mox("-config", srv.config, "export", "maildir", "mox", "INBOX", out, check=False)
+            assert p.returncode == 0 and "exported 12 messages" in p.stdout, p.stdout + p.stderr
+    finally:
+        stop.append(1)
+        t.join()
+    wait_index(srv, "INBOX", tmp_path)
+    backup_verifies(srv, tmp_path)
+
+
 @need_mblaze
 def test_watcher_follows_folder_created_while_running(localserve, tmp_path):
     """A mailbox that appears after the start (here: a running import) is watched too."""
@@ -626,24 +679,96 @@ def test_dovecot_maildir_roundtrip(server_dir, dovecot_dir, tmp_path):
 
 
 @need_dovecot
-@pytest.mark.xfail(strict=True, reason="export writes $Forwarded as Maildir 'P', which Dovecot does not read")
 def test_dovecot_reads_forwarded_from_our_export(server_dir, dovecot_dir, tmp_path):
     msgs = [(msg_bytes("fwd", 1), "S", frozenset({"$Forwarded"}))]
     dovecot_imap(dovecot_dir, "maildir:~/Maildir", append_script(msgs))
     mox("-config", server_dir.config, "import", "maildir", "mox", "Fwd", os.path.join(dovecot_dir, "home", "Maildir"))
+    # Our store says it both ways: 'P' for mutt and mblaze, the keyword letter for Dovecot.
+    assert md_view(folder(server_dir, "Fwd")) == {"<fwd.1@example.org>": ("PS", frozenset({"$Forwarded"}))}
     out = os.path.join(dovecot_dir, "back")
     mox("-config", server_dir.config, "export", "maildir", "mox", "Fwd", out)
+    assert md_view(out) == {"<fwd.1@example.org>": ("PS", frozenset({"$Forwarded"}))}
     chown_tree(out)
     assert dovecot_fetch(dovecot_dir, f"maildir:{out}") == {"<fwd.1@example.org>": ("S", frozenset({"$Forwarded"}))}
+    # Dovecot -> mox -> Dovecot: Dovecot stores a flag change and we import its folder again.
+    dovecot_imap(dovecot_dir, f"maildir:{out}", [b"s SELECT INBOX", b"t STORE 1 +FLAGS (\\Flagged)"])
+    mox("-config", server_dir.config, "import", "maildir", "mox", "Fwd2", out)
+    assert md_view(folder(server_dir, "Fwd2")) == {"<fwd.1@example.org>": ("FPS", frozenset({"$Forwarded"}))}
+
+
+@need_mblaze
+def test_forwarded_read_from_either_letter(server_dir, tmp_path):
+    """A name with only 'P' (mblaze's mflag -P) or only the $Forwarded keyword letter (Dovecot) is
+    $Forwarded; a flag change we make later writes both."""
+    src = str(tmp_path / "src")
+    for sub in ("cur", "new", "tmp"):
+        os.makedirs(os.path.join(src, sub))
+    with open(os.path.join(src, "dovecot-keywords"), "w") as f:
+        f.write("0 work\n1 $Forwarded\n")
+    open(os.path.join(src, "cur", "1700000001.M1P1.a:2,P"), "wb").write(msg_bytes("either", 1))
+    open(os.path.join(src, "cur", "1700000002.M1P1.a:2,Sb"), "wb").write(msg_bytes("either", 2))
+    open(os.path.join(src, "cur", "1700000003.M1P1.a:2,a"), "wb").write(msg_bytes("either", 3))
+    mox("-config", server_dir.config, "import", "maildir", "mox", "INBOX", src)
+    inbox = folder(server_dir, "INBOX")
+    fwd = frozenset({"$Forwarded"})
+    want = {"<either.1@example.org>": ("P", fwd), "<either.2@example.org>": ("PS", fwd),
+            "<either.3@example.org>": ("", frozenset({"work"}))}
+    assert md_view(inbox) == want
+    # mblaze lists the forwarded ones by 'P'.
+    out = subprocess.run(["mlist", "-P", inbox], capture_output=True, text=True, check=True).stdout.split()
+    assert {msgid_of(open(p, "rb").read()) for p in out} == {"<either.1@example.org>", "<either.2@example.org>"}
+    # The running server's sync reads a Dovecot-style name (letter only) as the flag too.
+    server_dir.start()
+    p = path_of(inbox, "<either.3@example.org>")
+    kw = {v: k for k, v in read_keywords(inbox).items()}
+    os.rename(p, p.split(":2,")[0] + ":2," + "".join(sorted(kw["work"] + kw["$Forwarded"])))
+    want["<either.3@example.org>"] = ("P", frozenset({"$Forwarded", "work"}))
+    deadline = time.monotonic() + 3
+    while semantic(index_view(server_dir, "INBOX", tmp_path)) != semantic(want):
+        assert time.monotonic() < deadline, index_view(server_dir, "INBOX", tmp_path)
+        time.sleep(0.1)
+    c = imap_open(server_dir)
+    if c is not None:
+        got = imap_messages(c)
+        assert {k: (v[1], v[2]) for k, v in got.items()} == {k: (f, kw - fwd) for k, (f, kw) in want.items()}
+        typ, _ = c.uid("STORE", str(got["<either.3@example.org>"][0]), "+FLAGS", "(\\Seen)")
+        assert typ == "OK"
+        c.logout()
+        assert md_view(inbox)["<either.3@example.org>"] == ("PS", frozenset({"$Forwarded", "work"}))
 
 
 @need_dovecot
-@pytest.mark.xfail(strict=True, reason="mbox import reads Status/X-Status but not X-Keywords")
 def test_dovecot_mbox_keywords_imported(server_dir, dovecot_dir, tmp_path):
     msgs = [(msg_bytes("kw", 1), "S", frozenset({"work"}))]
     dovecot_imap(dovecot_dir, "mbox:~/mail:INBOX=~/mail/inbox", append_script(msgs))
     mox("-config", server_dir.config, "import", "mbox", "mox", "Kw", os.path.join(dovecot_dir, "home", "mail", "inbox"))
     assert md_view(folder(server_dir, "Kw")) == {"<kw.1@example.org>": ("S", frozenset({"work"}))}
+
+
+def test_mbox_keywords_mutt_style(server_dir, tmp_path):
+    """X-Keywords as mutt writes it (commas), folded, with junk: valid keywords imported, junk
+    skipped, $Forwarded is the flag; export keeps the bytes, so a second import sees the same."""
+    src = str(tmp_path / "kw.mbox")
+    body = msg_bytes("mkw", 1).decode().replace("\r\n", "\n")
+    head, rest = body.split("\n\n", 1)
+    long_kw = "k" * 250
+    with open(src, "wb") as f:
+        f.write(("From a@example.org Mon Jan  1 00:00:00 2024\n" + head +
+                 "\nStatus: RO\nX-Keywords: work, $Label1,\n\tlater " + long_kw + " bad\\kw,$Forwarded\n\n" + rest +
+                 "\n").encode())
+        body2 = msg_bytes("mkw", 2).decode().replace("\r\n", "\n")
+        f.write(("From a@example.org Mon Jan  1 00:00:00 2024\nX-Keywords: Work work  \n" + body2 + "\n").encode())
+    p = mox("-config", server_dir.config, "import", "mbox", "mox", "Kw", src)
+    assert "imported 2 messages" in p.stdout
+    want = {"<mkw.1@example.org>": ("PS", frozenset({"work", "$Label1", "later", "$Forwarded"})),
+            "<mkw.2@example.org>": ("", frozenset({"work"}))}  # the folder's letter spells it so
+    assert md_view(folder(server_dir, "Kw")) == want
+    out = str(tmp_path / "out.mbox")
+    mox("-config", server_dir.config, "export", "mbox", "mox", "Kw", out)
+    data = open(out, "rb").read()
+    assert data.count(b"X-Keywords:") == 2 and b"Status: RO\n" in data
+    mox("-config", server_dir.config, "import", "mbox", "mox", "Kw2", out)
+    assert md_view(folder(server_dir, "Kw2"), with_bytes=True) == md_view(folder(server_dir, "Kw"), with_bytes=True)
 
 
 @need_dovecot
@@ -660,8 +785,9 @@ def test_dovecot_mbox_roundtrip(server_dir, dovecot_dir, tmp_path):
     p = mox("-config", cfg, "import", "mbox", "mox", "DoveMbox", src)
     assert "imported 20 messages" in p.stdout
     ours = md_view(folder(server_dir, "DoveMbox"), with_bytes=True)
-    # Flags from Dovecot's Status/X-Status (D is \Deleted and T \Draft there, as we read them).
-    assert {k: v[0] for k, v in ours.items()} == {k: v[0] for k, v in want.items()}
+    # Flags from Dovecot's Status/X-Status (D is \Deleted and T \Draft there, as we read them),
+    # keywords (and $Forwarded) from its X-Keywords.
+    assert {k: v[:2] for k, v in semantic(ours).items()} == want
     # Message bytes are Dovecot's, lines ending in CRLF.
     for mid, v in ours.items():
         assert v[2] == draw[mid].replace(b"\n", b"\r\n"), mid
@@ -680,4 +806,4 @@ def test_dovecot_mbox_roundtrip(server_dir, dovecot_dir, tmp_path):
     chown_tree(back)
     got = dovecot_fetch(dovecot_dir, f"mbox:{back}:INBOX={back}/inbox")
     assert set(got) == set(want)
-    assert {k: v[0] for k, v in got.items()} == {k: v[0] for k, v in ours.items()}
+    assert {k: v[0] for k, v in got.items()} == {k: v[0] for k, v in semantic(ours).items()}
