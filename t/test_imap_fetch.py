@@ -449,3 +449,17 @@ def test_vanished_modifier(localserve):
     res, ok = fetch(r, "p", "FETCH 1 (BODY.PEEK[1] BINARY.PEEK[1] BODY.PEEK[1.MIME])")
     assert res[1]["BODY[1]"] == b"body text\r\n" and res[1]["BINARY[1]"] == (b"body text\r\n", True)
     r.close()
+
+
+def test_client_leaves_during_fetch(localserve):
+    big = msg("big", ("x" * 998 + "\r\n") * 5000)
+    r = session(localserve, big, big)
+    r.send("f FETCH 1:2 (BODY.PEEK[] BINARY.PEEK[1])\r\n")
+    r.s.recv(1000)
+    r.close()
+    time.sleep(0.5)
+    # Others are served; the server stops cleanly (nothing leaked or left waiting).
+    r = session(localserve)
+    res, ok = fetch(r, "g", "FETCH 2 (RFC822.SIZE)")
+    assert ok.startswith("g OK") and res[2]["RFC822.SIZE"] == str(len(big)).encode()
+    r.close()
