@@ -131,8 +131,24 @@ change_done(struct imap_job *j)
 		imap_no(c, "[ALREADYEXISTS] mailbox already exists");
 	else if (j->rc == 0 && mj->op != OP_UNSUBSCRIBE)
 		imap_no(c, "[NONEXISTENT] no such mailbox");
-	else
+	else {
+		if (mj->op == OP_RENAME) {
+			/* Later LIST responses of this session carry OLDNAME (RFC 9051 7.3.1). */
+			imap_renamed(c, mj->name2, mj->name);
+			if (c->enabled & IMAP_EN_REV2) {
+				struct mbuf b;
+				mbuf_init(&b, 64 * 1024);
+				mbuf_adds(&b, "* LIST () \"/\" ");
+				imap_mailbox_out(c, &b, mj->name2);
+				mbuf_adds(&b, " (\"OLDNAME\" (");
+				imap_mailbox_out(c, &b, mj->name);
+				mbuf_adds(&b, "))\r\n");
+				imap_write(c, b.data, b.len);
+				mbuf_clear(&b);
+			}
+		}
 		imap_ok(c, "%s completed", c->cmd->name);
+	}
 	mb_job_free(mj);
 	imap_cmd_finish(c);
 }
@@ -403,6 +419,7 @@ list_done(struct imap_job *j)
 		job_error(c, j);
 		goto out;
 	}
+	imap_view_notified(c); /* renames other sessions made, for OLDNAME */
 	struct mbuf b;
 	mbuf_init(&b, 64 * 1024 * 1024);
 	const char *verb = (f & LIST_LSUB) ? "LSUB" : "LIST";
@@ -437,8 +454,20 @@ list_done(struct imap_job *j)
 			special_use_out(&b, mb->special_use, &sp);
 		mbuf_adds(&b, ") \"/\" ");
 		imap_mailbox_out(c, &b, mb->name);
-		if (childmatch)
-			mbuf_adds(&b, " (\"CHILDINFO\" (\"SUBSCRIBED\"))");
+		const char *oldname = NULL;
+		if (!(f & LIST_LSUB) && (f & LIST_EXTENDED || c->enabled & IMAP_EN_REV2))
+			oldname = imap_oldname(c, mb->name);
+		if (childmatch || oldname != NULL) {
+			mbuf_adds(&b, " (");
+			if (childmatch)
+				mbuf_adds(&b, "\"CHILDINFO\" (\"SUBSCRIBED\")");
+			if (oldname != NULL) {
+				mbuf_adds(&b, childmatch ? " \"OLDNAME\" (" : "\"OLDNAME\" (");
+				imap_mailbox_out(c, &b, oldname);
+				mbuf_adds(&b, ")");
+			}
+			mbuf_adds(&b, ")");
+		}
 		mbuf_adds(&b, "\r\n");
 		if ((f & LIST_RET_STATUS) && !childmatch)
 			imap_status_out(c, &b, mb, mj->status_items);

@@ -87,6 +87,9 @@ struct imap_view {
 	bool overflow;
 	bool applying;              /* a change-apply job runs */
 	bool listener_done;
+	uint32_t recent_from;       /* UIDs from here on are \Recent to this session (see imap_view_recent) */
+	void (*waiting)(struct imap_conn *c); /* a flush waiting for the running apply job */
+	bool waiting_allow;
 };
 
 enum imap_mode {
@@ -141,6 +144,9 @@ struct imap_conn {
 	char *tmpdir;
 	void (*resume_fn)(struct imap_conn *c); /* producer waiting for output to drain */
 	void *fetch_pending;        /* FETCH job waiting for output to drain */
+	char *held;                 /* tagged reply held until pending changes are announced */
+	char **renames;             /* OLDNAME: pairs (new, old) of renames this session saw */
+	size_t nrenames;
 };
 
 /* A unit of storage work for a connection. Embed as the first member. */
@@ -233,12 +239,22 @@ void imap_view_free(struct imap_conn *c);
 void imap_view_flush(struct imap_conn *c, bool allow_expunge, void (*then)(struct imap_conn *c));
 void imap_idle_line(struct imap_conn *c, const char *line, size_t len);
 void imap_view_notified(struct imap_conn *c);
+/* UID FETCH ... (CHANGEDSINCE since VANISHED): "* VANISHED (EARLIER)" for the UIDs of set
+ * expunged after since, then then(c); on failure NO and the command ends. */
+void imap_vanished_earlier(struct imap_conn *c, const struct imap_seqset *set, uint64_t since,
+    void (*then)(struct imap_conn *c));
 /* Sequence number of uid (1-based), 0 if not in view. */
 uint32_t imap_view_seq(const struct imap_view *v, uint32_t uid);
 /* Resolve a seqset (sequence numbers or UIDs per uid) into view UIDs, ascending. Caller frees. */
 int imap_view_resolve(struct imap_conn *c, struct imap_seqset *set, bool uid, uint32_t **uids_r, size_t *n_r);
 /* Remove uids from the view, announcing EXPUNGE or VANISHED. */
 void imap_view_expunged(struct imap_conn *c, const uint32_t *uids, size_t n);
+/* True when uid counts as \Recent for this session (added since it selected). */
+bool imap_view_recent(const struct imap_view *v, uint32_t uid);
+/* Remember a rename for OLDNAME in later LIST responses of this session. */
+void imap_renamed(struct imap_conn *c, const char *newname, const char *oldname);
+/* The old name of a mailbox this session saw renamed, NULL if none. */
+const char *imap_oldname(const struct imap_conn *c, const char *name);
 /* Flag string of system flags + keywords. */
 void imap_flags_out(struct mbuf *b, uint32_t flags, char *const *kw, size_t nkw, bool recent);
 /* Parse a flag list into flags/keywords (kw pointers into args). -1 with BAD sent. */

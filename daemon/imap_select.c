@@ -279,6 +279,14 @@ imap_view_free(struct imap_conn *c)
 
 /* ---- change announcements ---- */
 
+/*
+ * Changes a session keeps pending (about 40 bytes each). Past this a full
+ * resynchronization (one scan of the mailbox's UIDs) is cheaper than
+ * announcing them one by one, and it bounds the memory of a session that
+ * does not ask for updates while others make many changes.
+ */
+#define PENDING_MAX 2000
+
 static void
 notify_cb(void *arg)
 {
@@ -287,24 +295,120 @@ notify_cb(void *arg)
 	event_active(r->ev, 0, 0);
 }
 
+bool
+imap_view_recent(const struct imap_view *v, uint32_t uid)
+{
+	return v->recent_from != 0 && uid >= v->recent_from;
+}
+
+/* Messages of the view that are \Recent to this session. */
+static uint32_t
+recent_count(const struct imap_view *v)
+{
+	uint32_t n = 0;
+	for (size_t i = v->n; i-- > 0 && imap_view_recent(v, v->msgs[i].uid);)
+		n++;
+	return n;
+}
+
+/* A UID list (ascending) as a compact set "1:3,7". */
+static void
+uidlist_out(struct mbuf *b, const uint32_t *uids, size_t n)
+{
+	for (size_t i = 0; i < n;) {
+		size_t k = i;
+		while (k + 1 < n && uids[k + 1] == uids[k] + 1)
+			k++;
+		if (k > i)
+			mbuf_printf(b, "%s%u:%u", i ? "," : "", uids[i], uids[k]);
+		else
+			mbuf_printf(b, "%s%u", i ? "," : "", uids[i]);
+		i = k + 1;
+	}
+}
+
+/* "* seq FETCH (UID u FLAGS (...) [MODSEQ (m)])" for a changed message. */
+static void
+fetch_flags_out(struct imap_conn *c, struct mbuf *b, uint32_t seq, const struct idx_message *m)
+{
+	bool rev1 = !(c->enabled & IMAP_EN_REV2);
+	mbuf_printf(b, "* %u FETCH (UID %u FLAGS ", seq, m->uid);
+	imap_flags_out(b, m->flags, m->keywords, m->nkeywords, rev1 && imap_view_recent(c->sel, m->uid));
+	if (c->enabled & IMAP_EN_CONDSTORE)
+		mbuf_printf(b, " MODSEQ (%llu)", (unsigned long long)m->modseq);
+	mbuf_adds(b, ")\r\n");
+}
+
 struct apply_job {
 	struct imap_job j;
 	uint32_t mailbox_id;
 	bool allow_expunge;
-	void (*then)(struct imap_conn *c);
 	struct idx_change *ch;
 	size_t n;
 	struct idx_message *msgs; /* for FLAGS changes: current state (uid 0: gone) */
-	char **keywords;          /* mailbox keywords when they changed */
+	char **keywords;          /* mailbox keywords when they changed (or on resync) */
 	size_t nkeywords;
 	bool kwchanged;
+	/* Full resynchronization after lost changes. */
+	bool resync;
+	struct idx_uidstate *old; /* the view when the job started */
+	size_t nold;
+	struct idx_uidstate *cur; /* the mailbox now */
+	size_t ncur;
+	struct idx_message *changed; /* in both with another modseq */
+	size_t nchanged;
+	uint64_t highest_modseq;
 };
+
+static void
+resync_work(struct apply_job *aj, struct idx_account *a)
+{
+	struct imap_job *j = &aj->j;
+	struct idx_mailbox mb = {0};
+
+	if ((j->rc = idx_mailbox_get_id(a, aj->mailbox_id, &mb, j->err, sizeof(j->err))) <= 0)
+		return;
+	aj->keywords = mb.keywords;
+	aj->nkeywords = mb.nkeywords;
+	aj->highest_modseq = mb.highest_modseq;
+	mb.keywords = NULL;
+	mb.nkeywords = 0;
+	aj->kwchanged = true;
+	idx_mailbox_clear(&mb);
+	if (idx_mailbox_uids(a, aj->mailbox_id, &aj->cur, &aj->ncur, j->err, sizeof(j->err)) < 0) {
+		j->rc = -1;
+		return;
+	}
+	size_t i = 0, k = 0;
+	while (i < aj->nold && k < aj->ncur) {
+		if (aj->old[i].uid < aj->cur[k].uid) {
+			i++;
+		} else if (aj->old[i].uid > aj->cur[k].uid) {
+			k++;
+		} else {
+			if (aj->old[i].modseq != aj->cur[k].modseq || aj->old[i].flags != aj->cur[k].flags) {
+				aj->changed = xrealloc(aj->changed, (aj->nchanged + 1) * sizeof(*aj->changed));
+				if (idx_message_get(a, aj->mailbox_id, aj->cur[k].uid, &aj->changed[aj->nchanged], j->err,
+				    sizeof(j->err)) > 0)
+					aj->nchanged++;
+			}
+			i++;
+			k++;
+		}
+	}
+	j->rc = 1;
+}
 
 static void
 apply_work(struct imap_job *j, struct idx_account *a)
 {
 	struct apply_job *aj = (struct apply_job *)j;
 
+	if (aj->resync) {
+		resync_work(aj, a);
+		return;
+	}
+	j->rc = 1;
 	aj->msgs = xcalloc(aj->n ? aj->n : 1, sizeof(*aj->msgs));
 	for (size_t i = 0; i < aj->n; i++) {
 		if (aj->ch[i].kind == IDX_CH_FLAGS &&
@@ -335,55 +439,147 @@ pending_add(struct imap_view *v, struct idx_change *ch)
 }
 
 static void
-apply_done(struct imap_job *j)
+pending_drop(struct imap_view *v)
 {
-	struct apply_job *aj = (struct apply_job *)j;
-	struct imap_conn *c = j->c;
-	struct imap_view *v = c->sel;
-	bool condstore = (c->enabled & IMAP_EN_CONDSTORE) != 0;
+	idx_changes_free(v->pending, v->npending);
+	v->pending = NULL;
+	v->npending = v->cappending = 0;
+}
 
-	if (imap_gone(c) || v == NULL || v->mailbox_id != aj->mailbox_id) {
-		if (v != NULL)
-			v->applying = false;
-		goto out;
+static int
+cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static bool
+keywords_equal(char *const *a, size_t na, char *const *b, size_t nb)
+{
+	if (na != nb)
+		return false;
+	for (size_t i = 0; i < na; i++)
+		if (strcmp(a[i], b[i]) != 0)
+			return false;
+	return true;
+}
+
+/* Take over the mailbox keywords of the job; announce FLAGS when they differ. */
+static void
+keywords_apply(struct imap_view *v, struct apply_job *aj, struct mbuf *b)
+{
+	if (!aj->kwchanged)
+		return;
+	bool same = keywords_equal(v->keywords, v->nkeywords, aj->keywords, aj->nkeywords);
+	for (size_t i = 0; i < v->nkeywords; i++)
+		free(v->keywords[i]);
+	free(v->keywords);
+	v->keywords = aj->keywords;
+	v->nkeywords = aj->nkeywords;
+	aj->keywords = NULL;
+	aj->nkeywords = 0;
+	if (same)
+		return;
+	mbuf_adds(b, "* FLAGS ");
+	imap_flags_out(b, IDX_FLAGS_ALL, v->keywords, v->nkeywords, false);
+	mbuf_adds(b, "\r\n");
+}
+
+/* Append a new message to the view. */
+static bool
+view_add(struct imap_view *v, uint32_t uid, uint32_t flags, uint64_t modseq)
+{
+	if (v->n > 0 && uid <= v->msgs[v->n - 1].uid)
+		return false;
+	if (v->n == v->cap) {
+		v->cap = v->cap ? v->cap * 2 : 64;
+		v->msgs = xrealloc(v->msgs, v->cap * sizeof(*v->msgs));
 	}
-	v->applying = false;
-	struct mbuf b;
-	mbuf_init(&b, (size_t)1 << 30);
-	if (aj->kwchanged) {
-		for (size_t i = 0; i < v->nkeywords; i++)
-			free(v->keywords[i]);
-		free(v->keywords);
-		v->keywords = aj->keywords;
-		v->nkeywords = aj->nkeywords;
-		aj->keywords = NULL;
-		aj->nkeywords = 0;
-		mbuf_adds(&b, "* FLAGS ");
-		imap_flags_out(&b, IDX_FLAGS_ALL, v->keywords, v->nkeywords, false);
-		mbuf_adds(&b, "\r\n");
+	v->msgs[v->n++] = (struct idx_uidstate){uid, flags, modseq};
+	if (uid >= v->uidnext)
+		v->uidnext = uid + 1;
+	return true;
+}
+
+/* Expunges now (sorted, then EXPUNGE/VANISHED) or kept for an allowed point. */
+static void
+gone_apply(struct imap_conn *c, struct mbuf *b, uint32_t *gone, size_t ngone, bool allow)
+{
+	struct imap_view *v = c->sel;
+
+	if (ngone == 0)
+		return;
+	if (!allow) {
+		for (size_t i = 0; i < ngone; i++) {
+			struct idx_change ch = {.kind = IDX_CH_REMOVE, .mailbox_id = v->mailbox_id, .uid = gone[i]};
+			pending_add(v, &ch);
+		}
+		return;
 	}
+	qsort(gone, ngone, sizeof(*gone), cmp_u32);
+	imap_write(c, b->data, b->len);
+	mbuf_reset(b);
+	imap_view_expunged(c, gone, ngone);
+}
+
+static void
+resync_apply(struct imap_conn *c, struct apply_job *aj, struct mbuf *b)
+{
+	struct imap_view *v = c->sel;
+	uint32_t *gone = NULL;
+	size_t ngone = 0;
+
+	keywords_apply(v, aj, b);
+	/* Changed flags first: sequence numbers are still those of the view. */
+	for (size_t i = 0; i < aj->nchanged; i++) {
+		const struct idx_message *m = &aj->changed[i];
+		uint32_t seq = imap_view_seq(v, m->uid);
+		if (seq == 0)
+			continue;
+		v->msgs[seq - 1].flags = m->flags;
+		v->msgs[seq - 1].modseq = m->modseq;
+		fetch_flags_out(c, b, seq, m);
+	}
+	/* In the view, not in the mailbox: expunged. */
+	size_t k = 0;
+	for (size_t i = 0; i < v->n; i++) {
+		while (k < aj->ncur && aj->cur[k].uid < v->msgs[i].uid)
+			k++;
+		if (k >= aj->ncur || aj->cur[k].uid != v->msgs[i].uid) {
+			gone = xrealloc(gone, (ngone + 1) * sizeof(*gone));
+			gone[ngone++] = v->msgs[i].uid;
+		}
+	}
+	gone_apply(c, b, gone, ngone, aj->allow_expunge);
+	free(gone);
+	bool added = false;
+	for (size_t i = 0; i < aj->ncur; i++)
+		added |= view_add(v, aj->cur[i].uid, aj->cur[i].flags, aj->cur[i].modseq);
+	if (added) {
+		mbuf_printf(b, "* %zu EXISTS\r\n", v->n);
+		if (!(c->enabled & IMAP_EN_REV2))
+			mbuf_printf(b, "* %u RECENT\r\n", recent_count(v));
+	}
+	if (aj->highest_modseq > v->highest_modseq)
+		v->highest_modseq = aj->highest_modseq;
+}
+
+static void
+changes_apply(struct imap_conn *c, struct apply_job *aj, struct mbuf *b)
+{
+	struct imap_view *v = c->sel;
 	bool added = false;
 	uint32_t *gone = NULL;
 	size_t ngone = 0;
+
+	keywords_apply(v, aj, b);
 	for (size_t i = 0; i < aj->n; i++) {
 		struct idx_change *ch = &aj->ch[i];
 		if (ch->kind == IDX_CH_ADD) {
-			if (v->n > 0 && ch->uid <= v->msgs[v->n - 1].uid)
-				continue;
-			if (v->n == v->cap) {
-				v->cap = v->cap ? v->cap * 2 : 64;
-				v->msgs = xrealloc(v->msgs, v->cap * sizeof(*v->msgs));
-			}
-			v->msgs[v->n++] = (struct idx_uidstate){ch->uid, ch->flags, ch->modseq};
-			if (ch->uid >= v->uidnext)
-				v->uidnext = ch->uid + 1;
-			added = true;
+			added |= view_add(v, ch->uid, ch->flags, ch->modseq);
 		} else if (ch->kind == IDX_CH_REMOVE) {
-			if (!aj->allow_expunge) {
-				pending_add(v, ch);
-				memset(ch, 0, sizeof(*ch)); /* ownership moved */
+			if (imap_view_seq(v, ch->uid) == 0)
 				continue;
-			}
 			gone = xrealloc(gone, (ngone + 1) * sizeof(*gone));
 			gone[ngone++] = ch->uid;
 		} else if (ch->kind == IDX_CH_FLAGS) {
@@ -393,35 +589,23 @@ apply_done(struct imap_job *j)
 				continue;
 			v->msgs[seq - 1].flags = m->flags;
 			v->msgs[seq - 1].modseq = m->modseq;
-			mbuf_printf(&b, "* %u FETCH (UID %u FLAGS ", seq, m->uid);
-			imap_flags_out(&b, m->flags, m->keywords, m->nkeywords, false);
-			if (condstore)
-				mbuf_printf(&b, " MODSEQ (%llu)", (unsigned long long)m->modseq);
-			mbuf_adds(&b, ")\r\n");
+			fetch_flags_out(c, b, seq, m);
 		}
 		if (ch->modseq > v->highest_modseq)
 			v->highest_modseq = ch->modseq;
 	}
-	if (ngone > 0) {
-		/* Sorted ascending for imap_view_expunged. */
-		for (size_t i = 1; i < ngone; i++)
-			for (size_t k = i; k > 0 && gone[k - 1] > gone[k]; k--) {
-				uint32_t t = gone[k];
-				gone[k] = gone[k - 1];
-				gone[k - 1] = t;
-			}
-		imap_write(c, b.data, b.len);
-		mbuf_reset(&b);
-		imap_view_expunged(c, gone, ngone);
-	}
+	gone_apply(c, b, gone, ngone, aj->allow_expunge);
 	free(gone);
-	if (added)
-		mbuf_printf(&b, "* %zu EXISTS\r\n", v->n);
-	imap_write(c, b.data, b.len);
-	mbuf_clear(&b);
-	if (aj->then != NULL)
-		aj->then(c);
-out:
+	if (added) {
+		mbuf_printf(b, "* %zu EXISTS\r\n", v->n);
+		if (!(c->enabled & IMAP_EN_REV2))
+			mbuf_printf(b, "* %u RECENT\r\n", recent_count(v));
+	}
+}
+
+static void
+apply_free(struct apply_job *aj)
+{
 	idx_changes_free(aj->ch, aj->n);
 	if (aj->msgs != NULL)
 		for (size_t i = 0; i < aj->n; i++)
@@ -430,7 +614,50 @@ out:
 	for (size_t i = 0; i < aj->nkeywords; i++)
 		free(aj->keywords[i]);
 	free(aj->keywords);
+	free(aj->old);
+	free(aj->cur);
+	for (size_t i = 0; i < aj->nchanged; i++)
+		idx_message_clear(&aj->changed[i]);
+	free(aj->changed);
 	free(aj);
+}
+
+static void
+apply_done(struct imap_job *j)
+{
+	struct apply_job *aj = (struct apply_job *)j;
+	struct imap_conn *c = j->c;
+	struct imap_view *v = c->sel;
+
+	if (imap_gone(c) || v == NULL || v->mailbox_id != aj->mailbox_id) {
+		if (v != NULL)
+			v->applying = false;
+		apply_free(aj);
+		return;
+	}
+	v->applying = false;
+	if (j->rc <= 0) {
+		/* Try again from scratch at the next point. */
+		log_error(PKG, c->ci->cid, "announcing changes", "err", j->err);
+		v->overflow = true;
+	} else {
+		struct mbuf b;
+		mbuf_init(&b, (size_t)1 << 30);
+		if (aj->resync)
+			resync_apply(c, aj, &b);
+		else
+			changes_apply(c, aj, &b);
+		imap_write(c, b.data, b.len);
+		mbuf_clear(&b);
+	}
+	apply_free(aj);
+	/* More may have arrived meanwhile; a waiting command ends once all are announced. */
+	void (*then)(struct imap_conn *) = v->waiting;
+	v->waiting = NULL;
+	if (then != NULL)
+		imap_view_flush(c, v->waiting_allow, then);
+	else if (c->mode == IMAP_MODE_IDLE)
+		imap_view_flush(c, true, NULL);
 }
 
 static void
@@ -448,12 +675,15 @@ drain(struct imap_conn *c)
 	if (r->l == NULL)
 		return;
 	idx_listener_drain(r->l, &ch, &n, &overflow);
-	if (overflow && !v->overflow) {
-		v->overflow = true;
-		log_info(PKG, c->ci->cid, "change queue overflowed; client should reselect");
-	}
 	for (size_t i = 0; i < n; i++) {
-		bool mine = ch[i].mailbox_id == v->mailbox_id &&
+		if (ch[i].kind == IDX_CH_MAILBOX_RENAME && ch[i].name != NULL && ch[i].oldname != NULL) {
+			imap_renamed(c, ch[i].name, ch[i].oldname);
+			if (ch[i].mailbox_id == v->mailbox_id) {
+				free(v->name);
+				v->name = xstrdup(ch[i].name);
+			}
+		}
+		bool mine = ch[i].mailbox_id == v->mailbox_id && !v->overflow &&
 		    (ch[i].kind == IDX_CH_ADD || ch[i].kind == IDX_CH_REMOVE || ch[i].kind == IDX_CH_FLAGS ||
 		    ch[i].kind == IDX_CH_MAILBOX_KEYWORDS);
 		if (mine) {
@@ -464,6 +694,25 @@ drain(struct imap_conn *c)
 		}
 	}
 	free(ch);
+	if ((overflow || v->npending > PENDING_MAX) && !v->overflow) {
+		/* Changes were lost (or too many wait): compare the whole mailbox at the next point. */
+		log_info(PKG, c->ci->cid, "change queue overflowed; resynchronizing the view");
+		v->overflow = true;
+	}
+	if (v->overflow)
+		pending_drop(v);
+}
+
+/* Whether pending changes can be announced now. */
+static bool
+pending_work(const struct imap_view *v, bool allow_expunge)
+{
+	if (v->overflow)
+		return true;
+	for (size_t i = 0; i < v->npending; i++)
+		if (allow_expunge || v->pending[i].kind != IDX_CH_REMOVE)
+			return true;
+	return false;
 }
 
 void
@@ -472,7 +721,15 @@ imap_view_flush(struct imap_conn *c, bool allow_expunge, void (*then)(struct ima
 	struct imap_view *v = c->sel;
 
 	drain(c);
-	if (v == NULL || v->applying || v->npending == 0) {
+	if (v != NULL && v->applying) {
+		/* Wait for the running job; it comes back here. */
+		if (then != NULL) {
+			v->waiting = then;
+			v->waiting_allow = allow_expunge;
+		}
+		return;
+	}
+	if (v == NULL || !pending_work(v, allow_expunge)) {
 		if (then != NULL)
 			then(c);
 		return;
@@ -480,12 +737,33 @@ imap_view_flush(struct imap_conn *c, bool allow_expunge, void (*then)(struct ima
 	struct apply_job *aj = xcalloc(1, sizeof(*aj));
 	aj->mailbox_id = v->mailbox_id;
 	aj->allow_expunge = allow_expunge;
-	aj->then = then;
-	aj->ch = v->pending;
-	aj->n = v->npending;
-	v->pending = NULL;
-	v->npending = v->cappending = 0;
+	if (v->overflow) {
+		aj->resync = true;
+		v->overflow = false;
+		pending_drop(v);
+		aj->nold = v->n;
+		aj->old = xmalloc((v->n ? v->n : 1) * sizeof(*aj->old));
+		memcpy(aj->old, v->msgs, v->n * sizeof(*aj->old));
+	} else if (allow_expunge) {
+		aj->ch = v->pending;
+		aj->n = v->npending;
+		v->pending = NULL;
+		v->npending = v->cappending = 0;
+	} else {
+		/* Expunges stay pending; the rest is announced. */
+		size_t keep = 0;
+		aj->ch = xmalloc(v->npending * sizeof(*aj->ch));
+		for (size_t i = 0; i < v->npending; i++) {
+			if (v->pending[i].kind == IDX_CH_REMOVE)
+				v->pending[keep++] = v->pending[i];
+			else
+				aj->ch[aj->n++] = v->pending[i];
+		}
+		v->npending = keep;
+	}
 	v->applying = true;
+	v->waiting = then;
+	v->waiting_allow = allow_expunge;
 	aj->j.work = apply_work;
 	aj->j.done = apply_done;
 	imap_submit(c, &aj->j);
@@ -499,8 +777,10 @@ notify_event(evutil_socket_t fd, short what, void *arg)
 
 	if (c == NULL || c->closing)
 		return;
-	drain(c);
-	if (c->mode == IMAP_MODE_IDLE)
+	/* Outside IDLE, changes wait (bounded by PENDING_MAX) for the end of a command. */
+	if (c->mode != IMAP_MODE_IDLE)
+		drain(c);
+	else
 		imap_view_flush(c, true, NULL);
 }
 
@@ -508,6 +788,88 @@ void
 imap_view_notified(struct imap_conn *c)
 {
 	drain(c);
+}
+
+/* ---- VANISHED (EARLIER) for UID FETCH ---- */
+
+struct vanished_job {
+	struct imap_job j;
+	uint32_t mailbox_id;
+	uint64_t since;
+	struct imap_seqset set;
+	uint32_t star;
+	uint32_t *uids;
+	size_t n, cap;
+	void (*then)(struct imap_conn *c);
+};
+
+static int
+vanished_set_cb(void *arg, uint32_t uid, uint64_t modseq)
+{
+	struct vanished_job *vj = arg;
+	if (!imap_seqset_contains(&vj->set, uid, vj->star))
+		return 1;
+	if (vj->n == vj->cap) {
+		vj->cap = vj->cap ? vj->cap * 2 : 64;
+		vj->uids = xrealloc(vj->uids, vj->cap * sizeof(*vj->uids));
+	}
+	vj->uids[vj->n++] = uid;
+	return 1;
+}
+
+static void
+vanished_work(struct imap_job *j, struct idx_account *a)
+{
+	struct vanished_job *vj = (struct vanished_job *)j;
+	j->rc = idx_tombstones(a, vj->mailbox_id, vj->since, vanished_set_cb, vj, j->err, sizeof(j->err));
+}
+
+static void
+vanished_done(struct imap_job *j)
+{
+	struct vanished_job *vj = (struct vanished_job *)j;
+	struct imap_conn *c = j->c;
+
+	if (!imap_gone(c)) {
+		if (j->rc < 0) {
+			imap_serverbug(c, "vanished", j->err);
+			imap_cmd_finish(c);
+		} else {
+			if (vj->n > 0) {
+				struct mbuf b;
+				mbuf_init(&b, (size_t)1 << 30);
+				qsort(vj->uids, vj->n, sizeof(*vj->uids), cmp_u32);
+				mbuf_adds(&b, "* VANISHED (EARLIER) ");
+				uidlist_out(&b, vj->uids, vj->n);
+				mbuf_adds(&b, "\r\n");
+				imap_write(c, b.data, b.len);
+				mbuf_clear(&b);
+			}
+			vj->then(c);
+		}
+	}
+	imap_seqset_clear(&vj->set);
+	free(vj->uids);
+	free(vj);
+}
+
+void
+imap_vanished_earlier(struct imap_conn *c, const struct imap_seqset *set, uint64_t since,
+    void (*then)(struct imap_conn *c))
+{
+	struct vanished_job *vj = xcalloc(1, sizeof(*vj));
+	struct imap_view *v = c->sel;
+
+	vj->mailbox_id = v->mailbox_id;
+	vj->since = since;
+	vj->star = v->uidnext > 0 ? v->uidnext - 1 : 0;
+	vj->set.n = set->n;
+	vj->set.ranges = xmalloc((set->n ? set->n : 1) * sizeof(*vj->set.ranges));
+	memcpy(vj->set.ranges, set->ranges, set->n * sizeof(*vj->set.ranges));
+	vj->then = then;
+	vj->j.work = vanished_work;
+	vj->j.done = vanished_done;
+	imap_submit(c, &vj->j);
 }
 
 /* ---- SELECT / EXAMINE ---- */
@@ -519,6 +881,11 @@ struct select_job {
 	bool qresync;
 	uint32_t q_uidvalidity;
 	uint64_t q_modseq;
+	bool q_known;                /* known-uids given */
+	struct imap_seqset known;    /* known-uids */
+	uint32_t *match_seq, *match_uid; /* seq-match-data pairs */
+	size_t nmatch;
+	uint32_t floor;              /* no UID at or below vanished (from seq-match) */
 	struct idx_mailbox mb;
 	struct idx_uidstate *msgs;
 	size_t n;
@@ -537,8 +904,29 @@ vanished_cb(void *arg, uint32_t uid, uint64_t modseq)
 		sj->capvanished = sj->capvanished ? sj->capvanished * 2 : 64;
 		sj->vanished = xrealloc(sj->vanished, sj->capvanished * sizeof(*sj->vanished));
 	}
+	if (uid <= sj->floor)
+		return 1;
+	if (sj->q_known && !imap_seqset_contains(&sj->known, uid, sj->mb.uidnext ? sj->mb.uidnext - 1 : 0))
+		return 1;
 	sj->vanished[sj->nvanished++] = uid;
 	return 1;
+}
+
+/*
+ * seq-match-data (RFC 7162 3.2.5.2): a pair (s, u) whose UID u is still at
+ * sequence number s means no message below u was expunged as the client
+ * sees it, so only UIDs above the highest such u can have vanished for it.
+ */
+static uint32_t
+match_floor(const struct select_job *sj)
+{
+	uint32_t floor = 0;
+	for (size_t i = 0; i < sj->nmatch; i++) {
+		uint32_t s = sj->match_seq[i], u = sj->match_uid[i];
+		if (s >= 1 && s <= sj->n && sj->msgs[s - 1].uid == u && u > floor)
+			floor = u;
+	}
+	return floor;
 }
 
 static void
@@ -563,6 +951,7 @@ select_work(struct imap_job *j, struct idx_account *a)
 		return;
 	}
 	if (sj->qresync && sj->q_uidvalidity == sj->mb.uidvalidity) {
+		sj->floor = match_floor(sj);
 		if (idx_tombstones(a, sj->mb.id, sj->q_modseq, vanished_cb, sj, j->err, sizeof(j->err)) < 0) {
 			j->rc = -1;
 			return;
@@ -585,6 +974,9 @@ select_job_free(struct select_job *sj)
 	idx_mailbox_clear(&sj->mb);
 	free(sj->msgs);
 	free(sj->vanished);
+	imap_seqset_clear(&sj->known);
+	free(sj->match_seq);
+	free(sj->match_uid);
 	for (size_t i = 0; i < sj->nchanged; i++)
 		idx_message_clear(&sj->changed[i]);
 	free(sj->changed);
@@ -622,6 +1014,15 @@ select_done(struct imap_job *j)
 	v->uidvalidity = sj->mb.uidvalidity;
 	v->uidnext = sj->mb.uidnext;
 	v->highest_modseq = sj->mb.highest_modseq;
+	/*
+	 * \Recent (IMAP4rev1 only): a message is recent to this session when it
+	 * arrived after the session selected the mailbox. Several sessions may
+	 * then see the same message as recent; RFC 3501 allows no better without
+	 * a shared per-mailbox "last seen by a session" UID, and IMAP4rev2
+	 * dropped \Recent. So SELECT reports RECENT 0 and each EXISTS for
+	 * arrivals comes with the RECENT count of this session.
+	 */
+	v->recent_from = sj->mb.uidnext ? sj->mb.uidnext : 1;
 	v->msgs = sj->msgs;
 	v->n = v->cap = sj->n;
 	sj->msgs = NULL;
@@ -668,22 +1069,70 @@ select_done(struct imap_job *j)
 	}
 	if (sj->nvanished > 0) {
 		mbuf_adds(&b, "* VANISHED (EARLIER) ");
-		for (size_t i = 0; i < sj->nvanished; i++)
-			mbuf_printf(&b, "%s%u", i ? "," : "", sj->vanished[i]);
+		uidlist_out(&b, sj->vanished, sj->nvanished);
 		mbuf_adds(&b, "\r\n");
 	}
-	for (size_t i = 0; i < sj->nchanged; i++) {
-		const struct idx_message *m = &sj->changed[i];
-		mbuf_printf(&b, "* %u FETCH (UID %u FLAGS ", imap_view_seq(v, m->uid), m->uid);
-		imap_flags_out(&b, m->flags, m->keywords, m->nkeywords, false);
-		mbuf_printf(&b, " MODSEQ (%llu))\r\n", (unsigned long long)m->modseq);
-	}
+	for (size_t i = 0; i < sj->nchanged; i++)
+		fetch_flags_out(c, &b, imap_view_seq(v, sj->changed[i].uid), &sj->changed[i]);
 	imap_write(c, b.data, b.len);
 	mbuf_clear(&b);
 	imap_set_state(c, IMAP_ST_SELECTED);
 	imap_ok(c, "[%s] %s completed", v->readonly ? "READ-ONLY" : "READ-WRITE", c->cmd->name);
 	select_job_free(sj);
 	imap_cmd_finish(c);
+}
+
+/* [known-uids [(known-sequence-set known-uid-set)]] of a QRESYNC parameter. 0, -1 bad. */
+static int
+qresync_optional(struct select_job *sj, struct imap_args *q)
+{
+	struct imap_args m;
+	struct imap_seqset seqs = {0}, uids = {0};
+
+	if (imap_args_peek(q) == NULL)
+		return 0;
+	if (imap_args_peek(q)->type != IMAP_ARG_LIST) {
+		if (imap_args_seqset(q, &sj->known) < 0 || sj->known.searchres)
+			return -1;
+		sj->q_known = true;
+	}
+	if (imap_args_peek(q) == NULL)
+		return 0;
+	if (imap_args_list(q, &m) < 0 || imap_args_seqset(&m, &seqs) < 0 || imap_args_seqset(&m, &uids) < 0 ||
+	    imap_args_end(&m) < 0 || imap_args_end(q) < 0 || seqs.searchres || uids.searchres)
+		goto bad;
+	/* Both sets list the same number of messages, in the same order (no '*'). */
+	uint64_t ns = 0, nu = 0;
+	for (size_t i = 0; i < seqs.n; i++) {
+		if (seqs.ranges[i].first == IMAP_SEQ_STAR || seqs.ranges[i].last == IMAP_SEQ_STAR ||
+		    seqs.ranges[i].last < seqs.ranges[i].first)
+			goto bad;
+		ns += (uint64_t)seqs.ranges[i].last - seqs.ranges[i].first + 1;
+	}
+	for (size_t i = 0; i < uids.n; i++) {
+		if (uids.ranges[i].first == IMAP_SEQ_STAR || uids.ranges[i].last == IMAP_SEQ_STAR ||
+		    uids.ranges[i].last < uids.ranges[i].first)
+			goto bad;
+		nu += (uint64_t)uids.ranges[i].last - uids.ranges[i].first + 1;
+	}
+	if (ns != nu || ns > 100000)
+		goto bad;
+	sj->match_seq = xmalloc((ns ? ns : 1) * sizeof(*sj->match_seq));
+	sj->match_uid = xmalloc((ns ? ns : 1) * sizeof(*sj->match_uid));
+	for (size_t i = 0; i < seqs.n; i++)
+		for (uint64_t v = seqs.ranges[i].first; v <= seqs.ranges[i].last; v++)
+			sj->match_seq[sj->nmatch++] = (uint32_t)v;
+	size_t k = 0;
+	for (size_t i = 0; i < uids.n; i++)
+		for (uint64_t v = uids.ranges[i].first; v <= uids.ranges[i].last; v++)
+			sj->match_uid[k++] = (uint32_t)v;
+	imap_seqset_clear(&seqs);
+	imap_seqset_clear(&uids);
+	return 0;
+bad:
+	imap_seqset_clear(&seqs);
+	imap_seqset_clear(&uids);
+	return -1;
 }
 
 static int
@@ -715,11 +1164,10 @@ select_common(struct imap_conn *c, struct imap_args *args, bool readonly)
 					goto fail;
 				}
 				if (imap_args_list(&sub, &q) < 0 || imap_args_nz_number(&q, &sj->q_uidvalidity) < 0 ||
-				    imap_args_number64(&q, &sj->q_modseq) < 0) {
+				    imap_args_number64(&q, &sj->q_modseq) < 0 || qresync_optional(sj, &q) < 0) {
 					imap_bad(c, "bad QRESYNC parameters");
 					goto fail;
 				}
-				/* Known UIDs and sequence match data are optional; we report all vanished since modseq. */
 				sj->qresync = true;
 			} else {
 				imap_bad(c, "unknown select parameter");
@@ -734,7 +1182,7 @@ select_common(struct imap_conn *c, struct imap_args *args, bool readonly)
 	mbuf_clear(&b);
 	if (c->sel != NULL) {
 		imap_view_free(c);
-		if (c->enabled & IMAP_EN_QRESYNC)
+		if (c->enabled & (IMAP_EN_QRESYNC | IMAP_EN_REV2))
 			imap_printf(c, "* OK [CLOSED] x\r\n");
 		imap_set_state(c, IMAP_ST_AUTH);
 	}
@@ -746,6 +1194,9 @@ select_common(struct imap_conn *c, struct imap_args *args, bool readonly)
 fail:
 	mbuf_clear(&b);
 	free(sj->name);
+	imap_seqset_clear(&sj->known);
+	free(sj->match_seq);
+	free(sj->match_uid);
 	free(sj);
 	return IMAP_CMD_DONE;
 }

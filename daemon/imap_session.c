@@ -125,11 +125,34 @@ imap_printf(struct imap_conn *c, const char *fmt, ...)
 	va_end(ap);
 }
 
+/*
+ * The tagged reply of a command in the selected state is held back until
+ * the changes other sessions made are announced (RFC 9051 5.2: after every
+ * command, not only NOOP and IDLE); imap_cmd_finish writes it.
+ */
+static bool
+hold_reply(const struct imap_conn *c)
+{
+	return c->busy && c->cmd != NULL && c->sel != NULL && c->state == IMAP_ST_SELECTED && c->held == NULL;
+}
+
 static void
 tagged(struct imap_conn *c, const char *status, bool cid, const char *fmt, va_list ap)
 {
 	if (c->closing)
 		return;
+	if (hold_reply(c)) {
+		struct mbuf b;
+		mbuf_init(&b, 1 << 20);
+		mbuf_printf(&b, "%s %s ", c->tag != NULL ? c->tag : "*", status);
+		mbuf_vprintf(&b, fmt, ap);
+		if (cid)
+			mbuf_printf(&b, " (cid %llx)", (unsigned long long)c->ci->cid);
+		mbuf_adds(&b, "\r\n");
+		c->held = xstrdup(b.data);
+		mbuf_clear(&b);
+		return;
+	}
 	struct evbuffer *out = imap_out(c);
 	evbuffer_add_printf(out, "%s %s ", c->tag != NULL ? c->tag : "*", status);
 	evbuffer_add_vprintf(out, fmt, ap);
@@ -293,6 +316,10 @@ conn_free(struct imap_conn *c)
 	imap_append_clear(c);
 	auth_session_free(&c->as);
 	free(c->delayed_reply);
+	free(c->held);
+	for (size_t i = 0; i < 2 * c->nrenames; i++)
+		free(c->renames[i]);
+	free(c->renames);
 	imap_parse_free(&c->p);
 	event_free(c->ev_timer);
 	event_free(c->ev_defer);
@@ -357,8 +384,40 @@ read_cb(struct bufferevent *bev, void *arg)
 
 /* ---- input ---- */
 
+static void cmd_finish_real(struct imap_conn *c);
+
+/* Whether EXPUNGE/VANISHED may be sent at the end of the current command (RFC 9051 7.5.1). */
+static bool
+expunge_allowed(const struct imap_conn *c)
+{
+	if (c->cmd == NULL)
+		return false;
+	return !(c->cmd->flags & IMAP_CMDF_NOEXPUNGE) || c->uid;
+}
+
+static void
+write_held(struct imap_conn *c)
+{
+	if (c->held != NULL) {
+		imap_write(c, c->held, strlen(c->held));
+		free(c->held);
+		c->held = NULL;
+	}
+	cmd_finish_real(c);
+}
+
 void
 imap_cmd_finish(struct imap_conn *c)
+{
+	if (c->held != NULL && !c->closing && c->sel != NULL) {
+		imap_view_flush(c, expunge_allowed(c), write_held);
+		return;
+	}
+	write_held(c);
+}
+
+static void
+cmd_finish_real(struct imap_conn *c)
 {
 	c->busy = false;
 	c->mode = IMAP_MODE_COMMAND;
@@ -401,6 +460,72 @@ command_failed(struct imap_conn *c)
 		imap_close(c);
 		return;
 	}
+}
+
+/* UID FETCH after its VANISHED (EARLIER) response: run the FETCH itself. */
+static void
+fetch_after_vanished(struct imap_conn *c)
+{
+	struct imap_args args;
+	const struct imap_arg *a;
+
+	imap_args_init(&args, imap_parse_command(c->p)->args);
+	imap_args_any(&args, &a); /* "FETCH" after "UID" */
+	if (c->cmd->fn(c, &args) == IMAP_CMD_DONE)
+		imap_cmd_finish(c);
+}
+
+/*
+ * UID FETCH seqset items (CHANGEDSINCE n VANISHED) (RFC 7162 3.2.6): the
+ * UIDs of the set expunged since n are reported as VANISHED (EARLIER) before
+ * the FETCH responses. 1 when this took over the command (a job or a BAD
+ * reply), 0 when the FETCH runs as usual.
+ */
+static int
+fetch_vanished(struct imap_conn *c, const struct imap_args *args)
+{
+	const struct imap_arg *set = imap_args_peek(args);
+	const struct imap_arg *items = set != NULL ? set->next : NULL;
+	const struct imap_arg *mods = items != NULL ? items->next : NULL;
+	bool vanished = false, changed = false;
+	uint64_t since = 0;
+
+	if (mods == NULL || mods->type != IMAP_ARG_LIST || set->type != IMAP_ARG_ATOM)
+		return 0;
+	for (const struct imap_arg *m = mods->list; m != NULL; m = m->next) {
+		if (m->type != IMAP_ARG_ATOM)
+			continue;
+		if (str_ieq(m->str, "VANISHED")) {
+			vanished = true;
+		} else if (str_ieq(m->str, "CHANGEDSINCE") && m->next != NULL && m->next->type == IMAP_ARG_ATOM) {
+			long long v;
+			if (parse_ll(m->next->str, 0, INT64_MAX, &v) < 0)
+				return 0; /* FETCH says BAD */
+			since = (uint64_t)v;
+			changed = true;
+		}
+	}
+	if (!vanished)
+		return 0;
+	if (!(c->enabled & IMAP_EN_QRESYNC)) {
+		imap_bad(c, "VANISHED needs ENABLE QRESYNC");
+		imap_cmd_finish(c);
+		return 1;
+	}
+	if (!changed) {
+		imap_bad(c, "VANISHED needs CHANGEDSINCE");
+		imap_cmd_finish(c);
+		return 1;
+	}
+	struct imap_seqset ss = {0};
+	const char *err = NULL;
+	if (imap_seqset_parse(set->str, set->len, IMAP_SEQSET_MAX_RANGES, &ss, &err) < 0 || ss.searchres) {
+		imap_seqset_clear(&ss);
+		return 0; /* FETCH answers a bad set (or resolves "$" without VANISHED) */
+	}
+	imap_vanished_earlier(c, &ss, since, fetch_after_vanished);
+	imap_seqset_clear(&ss);
+	return 1;
 }
 
 static void
@@ -463,6 +588,8 @@ dispatch(struct imap_conn *c)
 	log_debug(PKG, c->ci->cid, "command", "command", def->name, "uid", c->uid ? "yes" : "");
 	c->cmd = def;
 	c->busy = true;
+	if (c->uid && def->fn == imap_cmd_fetch && fetch_vanished(c, &args))
+		return;
 	int r = def->fn(c, &args);
 	if (r == IMAP_CMD_DONE)
 		imap_cmd_finish(c);
@@ -736,6 +863,41 @@ imap_wait_output(struct imap_conn *c, void (*resume)(struct imap_conn *c))
 }
 
 /* ---- names ---- */
+
+/* Renames are few per session; the list only grows to a small bound. */
+#define RENAMES_MAX 64
+
+void
+imap_renamed(struct imap_conn *c, const char *newname, const char *oldname)
+{
+	/* A chain a -> b -> c keeps the oldest name. */
+	for (size_t i = 0; i < c->nrenames; i++) {
+		if (strcmp(c->renames[2 * i], oldname) == 0) {
+			free(c->renames[2 * i]);
+			c->renames[2 * i] = xstrdup(newname);
+			return;
+		}
+	}
+	if (c->nrenames == RENAMES_MAX) {
+		free(c->renames[0]);
+		free(c->renames[1]);
+		memmove(&c->renames[0], &c->renames[2], 2 * (c->nrenames - 1) * sizeof(*c->renames));
+		c->nrenames--;
+	}
+	c->renames = xrealloc(c->renames, 2 * (c->nrenames + 1) * sizeof(*c->renames));
+	c->renames[2 * c->nrenames] = xstrdup(newname);
+	c->renames[2 * c->nrenames + 1] = xstrdup(oldname);
+	c->nrenames++;
+}
+
+const char *
+imap_oldname(const struct imap_conn *c, const char *name)
+{
+	for (size_t i = 0; i < c->nrenames; i++)
+		if (strcmp(c->renames[2 * i], name) == 0)
+			return c->renames[2 * i + 1];
+	return NULL;
+}
 
 int
 imap_arg_mailbox(struct imap_conn *c, struct imap_args *args, struct mbuf *out)
