@@ -11,6 +11,7 @@
 #include "index/index_private.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -156,6 +157,12 @@ int op_end(struct idx_account *a, int r, char *err, size_t errlen)
 		(void)tcbdbtranabort(a->db);
 		changes_drop(a);
 		(void)rec_load(a, NULL, 0);
+	} else if (!a->no_fsync && fdatasync(a->syncfd) < 0) {
+		/* Committed but maybe not on disk: the caller must not acknowledge. The
+		 * change stands (it cannot be undone any more); a later sync keeps
+		 * files and index consistent. */
+		idx_seterr(err, errlen, "%s: fdatasync: %s", a->dbpath, strerror(errno));
+		r = -1;
 	}
 	a->in_tx = false;
 	a->rec_dirty = false;
@@ -266,6 +273,7 @@ int idx_account_open(const char *dir, const struct idx_options *opts, struct idx
 	a = calloc(1, sizeof(*a));
 	if (a == NULL)
 		abort();
+	a->syncfd = -1;
 	pthread_mutex_init(&a->mu, NULL);
 	pthread_mutex_init(&a->lmu, NULL);
 	a->dir = idx_xstrdup(dir);
@@ -286,7 +294,16 @@ int idx_account_open(const char *dir, const struct idx_options *opts, struct idx
 		idx_dberr(a, err, errlen, "tune");
 		goto fail;
 	}
-	omode = BDBOWRITER | BDBOCREAT | BDBOLCKNB | (a->no_fsync ? 0 : BDBOTSYNC);
+	/*
+	 * Not BDBOTSYNC: with it Tokyo Cabinet fsyncs its write-ahead log for every
+	 * page a transaction writes (measured: 11 fsyncs for one STORE, ~40 ms under
+	 * load). Instead a commit is made durable with one fdatasync of the file
+	 * (op_end). A process crash (kill -9) is still recovered by TC's WAL from
+	 * the page cache; a power loss during a commit can damage the index, which
+	 * `mox verifydata -fix` rebuilds from the Maildir — message files are synced
+	 * before any commit, so mail is never lost.
+	 */
+	omode = BDBOWRITER | BDBOCREAT | BDBOLCKNB;
 	if (!tcbdbopen(a->db, a->dbpath, omode)) {
 		int ecode = tcbdbecode(a->db);
 
@@ -297,6 +314,11 @@ int idx_account_open(const char *dir, const struct idx_options *opts, struct idx
 			idx_dberr(a, err, errlen, "open");
 		tcbdbdel(a->db);
 		a->db = NULL;
+		goto fail;
+	}
+	a->syncfd = open(a->dbpath, O_RDONLY | O_CLOEXEC);
+	if (a->syncfd < 0) {
+		idx_seterr(err, errlen, "%s: %s", a->dbpath, strerror(errno));
 		goto fail;
 	}
 	pthread_mutex_lock(&a->mu);
@@ -341,6 +363,11 @@ void idx_account_close(struct idx_account **ap)
 	if (a->db != NULL) {
 		(void)tcbdbclose(a->db);
 		tcbdbdel(a->db);
+	}
+	if (a->syncfd >= 0) {
+		if (!a->no_fsync)
+			(void)fdatasync(a->syncfd); /* what close wrote back from TC's cache */
+		close(a->syncfd);
 	}
 	while (a->listeners != NULL) {
 		struct idx_listener *l = a->listeners;
