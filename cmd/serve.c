@@ -1,6 +1,8 @@
 /* serve: run the configured server (mox serve), shared with localserve. */
 #define _GNU_SOURCE 1
+#include <dirent.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -31,6 +33,37 @@ register_handlers(struct server *srv)
 	server_register(srv, SVC_METRICS, &stub_http_handler);
 }
 
+/*
+ * Spool files left in DataDir/tmp by a previous run belong to messages that were
+ * never acknowledged (a delivered message is linked into its Maildir before its
+ * 250/OK, and only then is the spool file removed), so they can go.
+ */
+static void
+clean_spool(const struct config *cfg)
+{
+	char *dir = xasprintf("%s/tmp", cfg->data_dir);
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int n = 0;
+
+	if (d != NULL) {
+		while ((e = readdir(d)) != NULL) {
+			if (e->d_name[0] == '.' || e->d_type == DT_DIR)
+				continue;
+			if (unlinkat(dirfd(d), e->d_name, 0) == 0)
+				n++;
+		}
+		closedir(d);
+	}
+	if (n > 0) {
+		char count[32];
+		snprintf(count, sizeof(count), "%d", n);
+		log_info("serve", 0, "removed spool files of unacknowledged messages from a previous run", "count", count,
+		    "dir", dir);
+	}
+	free(dir);
+}
+
 int
 serve_run(struct config *cfg, bool drop)
 {
@@ -46,6 +79,7 @@ serve_run(struct config *cfg, bool drop)
 		log_error("serve", 0, "cannot create data directory", "dir", cfg->data_dir, "err", strerror(errno));
 		return 1;
 	}
+	clean_spool(cfg);
 	srv = server_new(cfg);
 	if (srv == NULL) {
 		log_error("serve", 0, "cannot create event loop");

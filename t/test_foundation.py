@@ -335,3 +335,17 @@ def test_examples_are_valid():
     examples = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "mox.yaml")
     p = mox("-config", examples, "config", "test")
     assert "2 listeners, 1 domains, 1 accounts" in p.stdout
+
+
+def test_stale_spool_files_removed_at_start(server_dir):
+    """A spool file of a message that was never acknowledged (crash mid-delivery) is removed at start."""
+    spool = os.path.join(server_dir.dir, "data", "tmp")
+    os.makedirs(spool, exist_ok=True)
+    stale = os.path.join(spool, "1700000000.M1P2Q3.localhost")
+    open(stale, "w").write("Subject: half\r\n")
+    server_dir.start()
+    assert not os.path.exists(stale)
+    assert "removed spool files of unacknowledged messages" in server_dir.logtext()
+    server_dir.stop()
+    p = mox("verifydata", os.path.join(server_dir.dir, "data"), check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
