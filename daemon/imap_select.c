@@ -6,10 +6,17 @@
  * (sequence number = index + 1) with flags and modseq, loaded by one
  * idx_mailbox_uids scan. Other sessions, deliveries and Maildir syncs change
  * the index; their changes reach us through an idx_listener whose notify
- * (on a storage thread) only activates an event. Changes wait in `pending`
- * until an allowed point (NOOP, IDLE, CHECK, and EXPUNGE-free points for
- * flags and new messages) where a job fetches the keywords of changed
- * messages and the loop thread announces EXISTS/EXPUNGE(VANISHED)/FETCH.
+ * (on a storage thread) only activates an event; the loop thread then moves
+ * them to `pending` (at most PENDING_MAX, past which, or when the listener
+ * lost changes, the view is resynchronized as a whole: one idx_mailbox_uids
+ * scan compared with the view). At the end of every command in the selected
+ * state (imap_session.c holds the tagged reply until then) and during IDLE,
+ * a job fetches the keywords of changed messages and the loop thread
+ * announces FLAGS, FETCH (FLAGS, MODSEQ with CONDSTORE), EXISTS (and RECENT
+ * for IMAP4rev1), and EXPUNGE or, after ENABLE QRESYNC, VANISHED. Expunges
+ * wait while the command is a FETCH, STORE, SEARCH, COPY or MOVE by
+ * sequence number (RFC 9051 7.5.1), so sequence numbers stay valid.
+ * The mailbox always has modseqs: HIGHESTMODSEQ is sent, NOMODSEQ never.
  * Invariant: the view only changes on the loop thread, between responses, so
  * sequence numbers sent to the client always match it.
  */
@@ -1243,6 +1250,8 @@ imap_cmd_idle(struct imap_conn *c, struct imap_args *args)
 	}
 	imap_printf(c, "+ idling\r\n");
 	c->mode = IMAP_MODE_IDLE;
+	/* An idle session keeps no parser (its arena block is most of a session's memory); DONE is read as a line. */
+	imap_parse_free(&c->p);
 	if (c->sel != NULL)
 		imap_view_flush(c, true, NULL);
 	return IMAP_CMD_ASYNC;

@@ -426,6 +426,10 @@ cmd_finish_real(struct imap_conn *c)
 	c->append_failed = false;
 	free(c->tag);
 	c->tag = NULL;
+	if (c->p == NULL) {
+		c->p = imap_parse_new(NULL);
+		imap_parse_set_utf8(c->p, imap_utf8(c));
+	}
 	imap_parse_reset(c->p);
 	c->lit_begun = false;
 	c->lit_external = false;

@@ -157,6 +157,22 @@ def test_two_deliveries_back_to_back_in_idle(localserve):
     a.close()
 
 
+def test_command_pipelined_after_done(localserve):
+    a = session(localserve)
+    a.send("i IDLE\r\n")
+    assert a.line().startswith("+")
+    c = login(localserve)
+    append(c, 1)
+    idle_until(a, lambda s: "* 1 EXISTS" in s)
+    a.send("DONE\r\nn NOOP\r\nf FETCH 1 (UID)\r\n")
+    assert a.until_tag("i")[-1].startswith("i OK")
+    assert a.until_tag("n")[-1].startswith("n OK")
+    res = a.until_tag("f")
+    assert "* 1 FETCH (UID 1)" in untagged(res), res
+    c.logout()
+    a.close()
+
+
 def test_smtp_deliveries_reach_idle(localserve):
     import smtplib
     a = session(localserve)
