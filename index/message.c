@@ -570,6 +570,40 @@ static int add_one(struct idx_account *a, struct add_state *s, struct add_folder
 	return 1;
 }
 
+/* Files up to which a batch is synced file by file rather than with syncfs. */
+#define ADD_SYNC_FILES_MAX 16
+
+static int sync_batch(struct idx_account *a, struct idx_add *items, size_t n, char *err, size_t errlen)
+{
+	const struct maildir_writer *seen[ADD_SYNC_FILES_MAX];
+	size_t nseen = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		bool dup = false;
+		if (items[i].result < 0 || items[i].synced || items[i].w == NULL)
+			continue;
+		for (size_t k = 0; k < nseen && !dup; k++)
+			dup = seen[k] == items[i].w;
+		if (dup)
+			continue;
+		if (nseen == ADD_SYNC_FILES_MAX)
+			return maildir_syncfs(a->maildir, err, errlen) < 0 ? -1 : 1;
+		seen[nseen++] = items[i].w;
+	}
+	for (size_t k = 0; k < nseen; k++) {
+		const char *path = maildir_writer_path(seen[k]);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 || fdatasync(fd) < 0) {
+			idx_seterr(err, errlen, "%s: fdatasync: %s", path, strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			return -1;
+		}
+		close(fd);
+	}
+	return 1;
+}
+
 int idx_add(struct idx_account *a, struct idx_add *items, size_t n, char *err, size_t errlen)
 {
 	struct add_state s;
@@ -620,9 +654,11 @@ int idx_add(struct idx_account *a, struct idx_add *items, size_t n, char *err, s
 		pending += maildir_writer_size(it->w);
 		need_sync |= !it->synced;
 	}
-	/* One filesystem sync makes every file of the batch durable. */
-	if (r >= 0 && need_sync && !a->no_fsync && maildir_syncfs(a->maildir, err, errlen) < 0)
-		r = -1;
+	/* Make every file of the batch durable: a few files get an fdatasync each (cheap on a
+	 * busy filesystem); a large batch one syncfs (its cost does not grow with the batch,
+	 * but it also writes back whatever else is dirty on the filesystem). */
+	if (r >= 0 && need_sync && !a->no_fsync)
+		r = sync_batch(a, items, n, err, errlen);
 	for (i = 0; i < n && r >= 0; i++) {
 		struct idx_add *it = &items[i];
 		struct add_parsed *p;
