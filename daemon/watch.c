@@ -5,6 +5,23 @@
  * storage threads (which add watches while listing folders) and the loop
  * thread (which reads events), under a mutex. A burst of events marks the
  * folder dirty; a short timer later one sync job per dirty folder runs.
+ *
+ * A file that appears in new/ or cur/ must be complete before the sync
+ * adopts it (its size and MIME structure are read once). Renamed in
+ * (IN_MOVED_TO, the Maildir way from tmp/) it is. Created in place
+ * (IN_CREATE) it may still be written: the file is held as pending and
+ * marks its folder dirty only when the writer closes it (IN_CLOSE_WRITE),
+ * or when it goes away again. A hard link (link() from tmp/, how many
+ * delivery agents and we ourselves deliver) is complete too but brings no
+ * close: it is told apart by the IN_OPEN that every open(O_CREAT) queues in
+ * the same system call as its IN_CREATE; a pending file that saw no IN_OPEN
+ * within WATCH_OPEN_GRACE_MS was linked and is adopted then. Readers open
+ * pending files too (a notifier, another tool): their IN_OPEN is balanced
+ * by an IN_CLOSE_NOWRITE, so a pending file is complete once it saw
+ * IN_CLOSE_WRITE, or when its opens are all closed again after the grace.
+ * As a last resort a pending file is adopted after WATCH_WRITE_WAIT_MS.
+ * Pending files live on the loop thread only (read_cb and timer_cb).
+ * IN_OPEN and IN_CLOSE_NOWRITE of any other file are dropped at once.
  */
 #define _GNU_SOURCE 1
 #include "daemon/watch.h"
@@ -16,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "daemon/log.h"
@@ -23,7 +41,20 @@
 #include "maildir/maildir.h"
 
 #define WATCH_DEBOUNCE_MS 250
-#define WATCH_MASK (IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM | IN_ONLYDIR | IN_EXCL_UNLINK)
+#define WATCH_OPEN_GRACE_MS 100 /* an IN_OPEN follows its IN_CREATE within microseconds */
+#define WATCH_WRITE_WAIT_MS 30000
+#define WATCH_PENDING_MAX 4096  /* beyond this, created files mark their folder at once */
+#define WATCH_MASK \
+	(IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM | IN_CLOSE_WRITE | IN_OPEN | IN_CLOSE_NOWRITE | \
+	    IN_ONLYDIR | IN_EXCL_UNLINK)
+
+/* A file created in new/ or cur/ that may still be written. */
+struct pending {
+	int wd;
+	char *name;
+	unsigned opens;   /* IN_OPEN not yet balanced by IN_CLOSE_NOWRITE */
+	int64_t created;  /* monotonic ms of the IN_CREATE */
+};
 
 struct wd_entry {
 	int wd;
@@ -42,8 +73,58 @@ struct watch {
 	struct wd_entry *e;
 	size_t n;
 	bool timer_armed;
+	int64_t timer_due; /* monotonic ms the armed timer fires */
 	bool stopping;
+	struct pending *pend; /* loop thread only */
+	size_t npend;
 };
+
+static int64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static ssize_t
+pending_find(struct watch *w, int wd, const char *name)
+{
+	for (size_t i = 0; i < w->npend; i++)
+		if (w->pend[i].wd == wd && strcmp(w->pend[i].name, name) == 0)
+			return (ssize_t)i;
+	return -1;
+}
+
+static void
+pending_remove(struct watch *w, size_t i)
+{
+	free(w->pend[i].name);
+	w->pend[i] = w->pend[--w->npend];
+}
+
+static void
+pending_clear(struct watch *w)
+{
+	while (w->npend > 0)
+		pending_remove(w, w->npend - 1);
+	free(w->pend);
+	w->pend = NULL;
+}
+
+/* Mark the folder of watch wd dirty (caller holds w->mu). */
+static bool
+mark_dirty_locked(struct watch *w, int wd)
+{
+	for (size_t i = 0; i < w->n; i++) {
+		if (w->e[i].wd == wd) {
+			w->e[i].dirty = true;
+			return true;
+		}
+	}
+	return false;
+}
 
 struct watch *
 watch_new(struct server *srv)
@@ -82,6 +163,7 @@ watch_stop(struct watch *w)
 	w->e = NULL;
 	w->n = 0;
 	pthread_mutex_unlock(&w->mu);
+	pending_clear(w);
 }
 
 void
@@ -257,6 +339,20 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
 
 	w->timer_armed = false;
 	pthread_mutex_lock(&w->mu);
+	/* Created without an open: hard-linked, complete. */
+	int64_t now = now_ms(), next = -1;
+	for (size_t i = 0; i < w->npend;) {
+		struct pending *pd = &w->pend[i];
+		int64_t due = pd->created + (pd->opens > 0 ? WATCH_WRITE_WAIT_MS : WATCH_OPEN_GRACE_MS);
+		if (now >= due) {
+			mark_dirty_locked(w, pd->wd);
+			pending_remove(w, i);
+			continue;
+		}
+		if (next < 0 || due < next)
+			next = due;
+		i++;
+	}
 	for (size_t i = 0; i < w->n; i++)
 		w->e[i].submitted = false;
 	for (size_t i = 0; i < w->n; i++) {
@@ -285,6 +381,48 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
 			free(j->folder), free(j);
 	}
 	pthread_mutex_unlock(&w->mu);
+	if (next >= 0 && !w->stopping) {
+		int64_t ms = next - now > 0 ? next - now : 1;
+		struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+		w->timer_armed = true;
+		w->timer_due = now + ms;
+		evtimer_add(w->timer, &tv);
+	}
+}
+
+/*
+ * A file event in new/ or cur/ (wd is such a watch): returns true when it
+ * makes the folder dirty now, false when it waits (or means nothing).
+ */
+static bool
+file_event(struct watch *w, const struct inotify_event *ev, bool *arm_r)
+{
+	ssize_t i = ev->len > 0 ? pending_find(w, ev->wd, ev->name) : -1;
+
+	if (ev->mask & IN_OPEN) {
+		if (i >= 0)
+			w->pend[i].opens++;
+		return false; /* reads of messages (ours too) change nothing */
+	}
+	if (ev->mask & IN_CLOSE_NOWRITE) {
+		if (i >= 0 && w->pend[i].opens > 0)
+			w->pend[i].opens--;
+		return false;
+	}
+	if ((ev->mask & IN_CREATE) && !(ev->mask & IN_ISDIR) && ev->len > 0) {
+		if (i >= 0)
+			return false;
+		if (w->npend >= WATCH_PENDING_MAX)
+			return true;
+		w->pend = xrealloc(w->pend, (w->npend + 1) * sizeof(*w->pend));
+		w->pend[w->npend++] = (struct pending){.wd = ev->wd, .name = xstrdup(ev->name), .created = now_ms()};
+		*arm_r = true; /* the timer settles linked files */
+		return false;
+	}
+	/* IN_CLOSE_WRITE: written; IN_MOVED_FROM/IN_DELETE: it left; IN_MOVED_TO: complete. */
+	if (i >= 0)
+		pending_remove(w, (size_t)i);
+	return true;
 }
 
 static void
@@ -310,25 +448,48 @@ read_cb(evutil_socket_t fd, short what, void *arg)
 			}
 			if (ev->len > 0 && ev->name[0] == '.' && !(ev->mask & IN_ISDIR))
 				continue; /* dot-files are not messages */
+			if ((ev->mask & (IN_OPEN | IN_CLOSE_NOWRITE)) && w->npend == 0)
+				continue; /* the common case: someone reads a message */
 			pthread_mutex_lock(&w->mu);
 			for (size_t i = 0; i < w->n; i++) {
 				if (w->e[i].wd != ev->wd)
 					continue;
+				if (ev->mask & IN_IGNORED) {
+					for (size_t k = w->npend; k > 0; k--)
+						if (w->pend[k - 1].wd == ev->wd)
+							pending_remove(w, k - 1);
+					break;
+				}
 				/* In the Maildir root only folders (dot-directories) matter. */
-				if (w->e[i].folder == NULL && !((ev->mask & IN_ISDIR) && ev->len > 0 && ev->name[0] == '.'))
+				if (w->e[i].folder == NULL) {
+					if ((ev->mask & IN_ISDIR) && ev->len > 0 && ev->name[0] == '.' &&
+					    !(ev->mask & (IN_OPEN | IN_CLOSE_NOWRITE))) {
+						w->e[i].dirty = true;
+						any = true;
+					}
 					break;
-				if (ev->mask & IN_IGNORED)
+				}
+				if ((ev->mask & IN_ISDIR) && !(ev->mask & (IN_OPEN | IN_CLOSE_NOWRITE))) {
+					w->e[i].dirty = true; /* odd, but let the sync look */
+					any = true;
 					break;
-				w->e[i].dirty = true;
-				any = true;
+				}
+				if (ev->mask & IN_ISDIR)
+					break;
+				if (file_event(w, ev, &any)) {
+					w->e[i].dirty = true;
+					any = true;
+				}
 				break;
 			}
 			pthread_mutex_unlock(&w->mu);
 		}
 	}
-	if (any && !w->timer_armed) {
+	/* Armed for a late pending file (WATCH_WRITE_WAIT_MS): come sooner. */
+	if (any && (!w->timer_armed || w->timer_due > now_ms() + WATCH_DEBOUNCE_MS)) {
 		struct timeval tv = {0, WATCH_DEBOUNCE_MS * 1000};
 		w->timer_armed = true;
+		w->timer_due = now_ms() + WATCH_DEBOUNCE_MS;
 		evtimer_add(w->timer, &tv);
 	}
 }

@@ -524,6 +524,37 @@ def test_export_right_after_rename_by_other_tool(server_dir, tmp_path):
     backup_verifies(srv, tmp_path)
 
 
+def test_watcher_waits_for_slow_writer(localserve, tmp_path):
+    """A file written straight into new/ (not through tmp/) is adopted once its writer closes it,
+    with its full size; a hard link (how delivery agents put a finished file in place) is adopted
+    without any close."""
+    srv = localserve
+    inbox = folder(srv, "INBOX")
+    data = msg_bytes("slow", 1) + b"y" * 5000 + b"\r\n"
+    with open(os.path.join(inbox, "new", "1700002000.M1P77.writer"), "wb") as f:
+        f.write(data[:len(data) // 2])
+        f.flush()
+        time.sleep(1)
+        f.write(data[len(data) // 2:])
+    tmpfile = os.path.join(inbox, "tmp", "1700002001.M1P77.linker")
+    with open(tmpfile, "wb") as f:
+        f.write(msg_bytes("linked", 1))
+    time.sleep(0.5)  # the tmp/ file's close is long gone before the link appears
+    os.link(tmpfile, os.path.join(inbox, "new", "1700002001.M1P77.linker"))
+    os.unlink(tmpfile)
+    view = wait_index(srv, "INBOX", tmp_path)
+    assert set(view) == {"<slow.1@example.org>", "<linked.1@example.org>"}
+    c = imap_open(srv)
+    if c is not None:
+        typ, resp = c.fetch("1:*", "(RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+        assert typ == "OK"
+        sizes = {msgid_of(item[1]): int(re.search(r"RFC822.SIZE (\d+)", item[0].decode()).group(1))
+                 for item in resp if isinstance(item, tuple)}
+        assert sizes == {"<slow.1@example.org>": len(data), "<linked.1@example.org>": len(msg_bytes("linked", 1))}
+        c.logout()
+    backup_verifies(srv, tmp_path)
+
+
 @need_mblaze
 def test_watcher_follows_folder_created_while_running(localserve, tmp_path):
     """A mailbox that appears after the start (here: a running import) is watched too."""
