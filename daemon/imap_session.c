@@ -133,7 +133,9 @@ imap_printf(struct imap_conn *c, const char *fmt, ...)
 static bool
 hold_reply(const struct imap_conn *c)
 {
-	return c->busy && c->cmd != NULL && c->sel != NULL && c->state == IMAP_ST_SELECTED && c->held == NULL;
+	/* LOGOUT: nothing after its BYE. */
+	return c->busy && c->cmd != NULL && c->sel != NULL && c->state == IMAP_ST_SELECTED && c->held == NULL &&
+	    c->cmd->fn != imap_cmd_logout;
 }
 
 static void

@@ -173,6 +173,16 @@ def test_command_pipelined_after_done(localserve):
     a.close()
 
 
+def test_logout_says_nothing_after_bye(localserve):
+    a = session(localserve)
+    c = login(localserve)
+    append(c, 1)
+    res = a.cmd("o", "LOGOUT")
+    assert res[-2].startswith("* BYE") and res[-1].startswith("o OK"), res
+    c.logout()
+    a.close()
+
+
 def test_smtp_deliveries_reach_idle(localserve):
     import smtplib
     a = session(localserve)
