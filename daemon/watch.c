@@ -233,9 +233,14 @@ setup_work(struct store_account *sa, struct idx_account *a, void *arg)
 	if (a == NULL)
 		return;
 	md = idx_account_maildir(a);
-	s->paths = xcalloc(2 + 2 * 4096, sizeof(char *));
-	s->folders = xcalloc(2 + 2 * 4096, sizeof(char *));
-	s->roots = xcalloc(2 + 2 * 4096, sizeof(bool));
+	if (maildir_folder_list(md, &fl, err, sizeof(err)) < 0) {
+		log_error("watch", 0, "cannot list folders", "path", md, "err", err);
+		fl.count = 0;
+	}
+	/* The root, INBOX's new/ and cur/, and new/ and cur/ of every folder. */
+	s->paths = xcalloc(3 + 2 * fl.count, sizeof(char *));
+	s->folders = xcalloc(3 + 2 * fl.count, sizeof(char *));
+	s->roots = xcalloc(3 + 2 * fl.count, sizeof(bool));
 	s->paths[s->npaths] = xstrdup(md);
 	s->folders[s->npaths] = NULL;
 	s->roots[s->npaths++] = true;
@@ -243,11 +248,7 @@ setup_work(struct store_account *sa, struct idx_account *a, void *arg)
 		s->paths[s->npaths] = xasprintf("%s/%s", md, sub ? "cur" : "new");
 		s->folders[s->npaths++] = xstrdup("");
 	}
-	if (maildir_folder_list(md, &fl, err, sizeof(err)) < 0) {
-		log_error("watch", 0, "cannot list folders", "path", md, "err", err);
-		return;
-	}
-	for (size_t i = 0; i < fl.count && s->npaths + 2 <= 2 + 2 * 4096; i++) {
+	for (size_t i = 0; i < fl.count; i++) {
 		for (int sub = 0; sub < 2; sub++) {
 			s->paths[s->npaths] = xasprintf("%s/%s/%s", md, fl.entries[i].dirname, sub ? "cur" : "new");
 			s->folders[s->npaths++] = xstrdup(fl.entries[i].dirname);
@@ -455,9 +456,13 @@ read_cb(evutil_socket_t fd, short what, void *arg)
 				if (w->e[i].wd != ev->wd)
 					continue;
 				if (ev->mask & IN_IGNORED) {
+					/* The kernel dropped the watch (folder deleted): forget the entry. */
 					for (size_t k = w->npend; k > 0; k--)
 						if (w->pend[k - 1].wd == ev->wd)
 							pending_remove(w, k - 1);
+					store_account_put(&w->e[i].sa);
+					free(w->e[i].folder);
+					w->e[i] = w->e[--w->n];
 					break;
 				}
 				/* In the Maildir root only folders (dot-directories) matter. */
