@@ -149,10 +149,26 @@ dispatch(struct server *srv, struct bufferevent *bev, struct conn_info *ci)
 	h->accept(srv, bev, ci);
 }
 
+/* A TLS handshake in progress; listed in the server so a stop can free it. */
 struct handshake {
 	struct server *srv;
 	struct conn_info *ci;
+	struct bufferevent *bev;
+	struct handshake *prev, *next;
 };
+
+static void
+handshake_unlink(struct handshake *hs)
+{
+	struct server *srv = hs->srv;
+
+	if (hs->prev)
+		hs->prev->next = hs->next;
+	else
+		srv->handshakes = hs->next;
+	if (hs->next)
+		hs->next->prev = hs->prev;
+}
 
 static void
 handshake_event(struct bufferevent *bev, short what, void *arg)
@@ -162,6 +178,7 @@ handshake_event(struct bufferevent *bev, short what, void *arg)
 	struct conn_info *ci = hs->ci;
 	char e[256];
 
+	handshake_unlink(hs);
 	free(hs);
 	if (what & BEV_EVENT_CONNECTED) {
 		ci->ssl = bufferevent_openssl_get_ssl(bev);
@@ -248,6 +265,11 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa, i
 	struct handshake *hs = xcalloc(1, sizeof(*hs));
 	hs->srv = srv;
 	hs->ci = ci;
+	hs->bev = bev;
+	hs->next = srv->handshakes;
+	if (hs->next)
+		hs->next->prev = hs;
+	srv->handshakes = hs;
 	struct timeval tv = {TLS_HANDSHAKE_TIMEOUT_SEC, 0};
 	bufferevent_set_timeouts(bev, &tv, &tv);
 	bufferevent_setcb(bev, NULL, NULL, handshake_event, hs);
@@ -257,7 +279,9 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa, i
 static void
 accept_resume(evutil_socket_t fd, short what, void *arg)
 {
-	evconnlistener_enable(arg);
+	struct listen_sock *ls = arg;
+
+	evconnlistener_enable(ls->evl);
 }
 
 static void
@@ -270,7 +294,9 @@ accept_error_cb(struct evconnlistener *evl, void *arg)
 	log_error("server", 0, "accept failed", "listener", ls->addr, "err", evutil_socket_error_to_string(e));
 	evconnlistener_disable(evl);
 	struct timeval tv = {1, 0};
-	event_base_once(ls->srv->base, -1, EV_TIMEOUT, accept_resume, evl, &tv);
+	if (ls->resume == NULL)
+		ls->resume = evtimer_new(ls->srv->base, accept_resume, ls);
+	evtimer_add(ls->resume, &tv);
 }
 
 static int
@@ -372,8 +398,18 @@ server_accept_start(struct server *srv)
 void
 listeners_close(struct server *srv)
 {
+	/* Handshakes still running never reach a protocol handler: drop them. */
+	while (srv->handshakes != NULL) {
+		struct handshake *hs = srv->handshakes;
+		handshake_unlink(hs);
+		bufferevent_free(hs->bev);
+		server_conn_done(srv, hs->ci);
+		free(hs);
+	}
 	for (size_t i = 0; i < srv->nsocks; i++) {
 		evconnlistener_free(srv->socks[i]->evl);
+		if (srv->socks[i]->resume != NULL)
+			event_free(srv->socks[i]->resume);
 		free(srv->socks[i]);
 	}
 	free(srv->socks);

@@ -14,6 +14,7 @@ struct listen_sock {
 	const struct config_listener *listener;
 	enum config_svc svc;
 	struct tls_ctx *tls;
+	struct event *resume; /* re-enables accepting after an accept error */
 	char addr[80];
 };
 
@@ -31,6 +32,7 @@ struct server {
 	size_t ntls;
 	struct listen_sock **socks;
 	size_t nsocks;
+	struct handshake *handshakes; /* TLS handshakes in progress (listener.c) */
 	struct event *sigterm, *sigint, *sigpipe;
 	struct event *stop_ev;
 	bool stopping;
@@ -48,6 +50,8 @@ struct server {
 	struct control_cmd *cmds;
 	size_t ncmds;
 };
+
+struct handshake;
 
 struct ip_state {
 	uint32_t conns;       /* open now */
