@@ -1390,7 +1390,8 @@ fetch_modifiers(struct imap_conn *c, struct fetch_job *fj, struct imap_args *arg
 			*err_r = "VANISHED needs UID FETCH, CHANGEDSINCE and ENABLE QRESYNC";
 			return -1;
 		}
-		fj->vanished = true;
+		/* The VANISHED (EARLIER) response itself is sent by the session layer before
+		 * the FETCH runs (imap_session.c); sending it here too would repeat it. */
 	}
 	return 1;
 }
