@@ -108,6 +108,7 @@ struct search_job {
 	size_t nsaved;
 	uint32_t *view;      /* view UIDs, ascending; seq = index + 1 */
 	size_t nview, vi;
+	uint32_t recent_from; /* the view's: see imap_view_recent */
 	bool walked;
 	struct pend *pend;
 	size_t npend, cappend, next;
@@ -679,9 +680,10 @@ eval(const struct search_job *sj, const struct snode *n, const struct mctx *x)
 		return uid_in(sj->saved, sj->nsaved, m->uid);
 	case SK_MODSEQ:
 		return m->modseq >= n->num;
-	case SK_RECENT:
-		/* No message is \Recent to a session here (SELECT reports 0 RECENT). */
-		return TV_FALSE;
+	case SK_RECENT: {
+		struct imap_view rv = {.recent_from = sj->recent_from};
+		return imap_view_recent(&rv, m->uid);
+	}
 	case SK_HEADER: case SK_BODY: case SK_TEXT:
 		if (!x->content)
 			return TV_UNKNOWN;
@@ -1439,6 +1441,7 @@ imap_cmd_search(struct imap_conn *c, struct imap_args *args)
 	for (size_t i = 0; i < v->n; i++)
 		sj->view[i] = v->msgs[i].uid;
 	sj->nview = v->n;
+	sj->recent_from = v->recent_from;
 	sj->mailbox_id = v->mailbox_id;
 	sj->cres = xcalloc((size_t)sj->ncontent + 1, sizeof(*sj->cres));
 	if (sj->needs & NEED_BODY) {

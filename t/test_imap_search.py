@@ -110,8 +110,24 @@ def test_flag_keys(localserve):
         assert search(r, q) == want, q
     # RECENT/NEW/OLD: whatever counts as recent, OLD is its complement and NEW its unseen part.
     recent = search(r, "RECENT")
+    assert recent == set()  # all were there before SELECT
     assert search(r, "OLD") == {1, 2, 3, 4, 5} - recent
     assert search(r, "NEW") == recent & {2, 3, 5}
+    r.close()
+
+
+def test_recent_new_old(localserve):
+    r = fill(localserve)
+    c = login(localserve)
+    c.append(MBOX, None, None, b"From: late@example.com\r\nSubject: late\r\n\r\nlate arrival\r\n")
+    c.append(MBOX, "(\\Seen)", None, b"From: late@example.com\r\nSubject: late2\r\n\r\nseen arrival\r\n")
+    c.logout()
+    lines = r.cmd("n", "NOOP")
+    assert any(ln.startswith("* 7 EXISTS") for ln in lines), lines
+    assert search(r, "RECENT") == {6, 7}
+    assert search(r, "NEW") == {6}
+    assert search(r, "OLD") == {1, 2, 3, 4, 5}
+    assert search(r, "NOT RECENT FROM late") == set()
     r.close()
 
 
@@ -274,6 +290,10 @@ def test_imap4rev2_gets_esearch(localserve):
     assert esearch(r, "SEEN", cmd="UID SEARCH") == ['* ESEARCH (TAG "x") UID ALL 1,4']
     assert esearch(r, "KEYWORD nosuch") == ['* ESEARCH (TAG "x")']
     assert esearch(r, "RETURN (COUNT) SEEN") == ['* ESEARCH (TAG "x") COUNT 2']
+    # IMAP4rev2 allows UTF-8 in quoted strings.
+    r.send('u SEARCH SUBJECT "MÜNCHEN"\r\n'.encode())
+    lines = r.until_tag("u")
+    assert lines[-1].startswith("u OK") and lines[0].rstrip() == '* ESEARCH (TAG "u") ALL 2', lines
     r.close()
 
 
