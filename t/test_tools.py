@@ -316,8 +316,8 @@ def test_import_crash_rounds(server_dir, tmp_path):
         p = mox("-config", cfg, "verifydata", "-fix", data, check=False)
         assert p.returncode == 0, p.stdout + p.stderr
         d = folder(server_dir, f"Crash{r}")
-        if not os.path.isdir(d):
-            continue  # killed before the mailbox was created
+        if not (os.path.isdir(os.path.join(d, "cur")) and os.path.isdir(os.path.join(d, "new"))):
+            continue  # killed before the mailbox's folder was complete
         got = contents(d)
         assert len(got) == len(set(got)), "duplicated messages"
         assert set(got) <= want, "a message that is not from the source"
