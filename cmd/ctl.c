@@ -1,10 +1,6 @@
 /* ctl: commands that talk to the running server over its control socket. */
 #define _GNU_SOURCE 1
-#include <errno.h>
 #include <stdio.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "cmd/cmd.h"
@@ -12,59 +8,8 @@
 int
 cmd_control(const struct config *cfg, int argc, const char *const *argv)
 {
-	struct sockaddr_un sun = {0};
-	struct mbuf req;
-	FILE *f;
-	char line[65536];
-	int fd, rc = 1;
-
-	sun.sun_family = AF_UNIX;
-	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", cfg->control_socket);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-		fprintf(stderr, "mox: no server answers at control socket %s: %s\n", cfg->control_socket, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return 1;
-	}
-	mbuf_init(&req, 65536);
-	for (int i = 0; i < argc; i++) {
-		if (strchr(argv[i], '\t') != NULL || strchr(argv[i], '\n') != NULL) {
-			fprintf(stderr, "mox: arguments may not contain tabs or newlines\n");
-			goto out;
-		}
-		if (mbuf_printf(&req, "%s%s", i ? "\t" : "", argv[i]) < 0) {
-			fprintf(stderr, "mox: command too long\n");
-			goto out;
-		}
-	}
-	if (mbuf_add(&req, "\n", 1) < 0 || write_all(fd, req.data, req.len) < 0) {
-		fprintf(stderr, "mox: writing to control socket: %s\n", strerror(errno));
-		goto out;
-	}
-	f = fdopen(fd, "r");
-	if (f == NULL)
-		goto out;
-	fd = -1;
-	while (fgets(line, sizeof(line), f) != NULL) {
-		if (strncmp(line, "- ", 2) == 0) {
-			fputs(line + 2, stdout);
-		} else if (strcmp(line, "ok\n") == 0) {
-			rc = 0;
-			break;
-		} else {
-			fprintf(stderr, "mox: %s", line);
-			break;
-		}
-	}
-	if (rc != 0 && feof(f))
-		fprintf(stderr, "mox: control connection closed without an answer\n");
-	fclose(f);
-out:
-	if (fd >= 0)
-		close(fd);
-	mbuf_clear(&req);
-	return rc;
+	/* The same client as the data tools use; other commands send no progress lines. */
+	return cmd_control_progress(cfg, argc, argv);
 }
 
 static int
@@ -96,18 +41,8 @@ cmd_stop(int argc, char **argv)
 		return 1;
 	rc = cmd_control(cfg, 1, args);
 	/* Return once the server is gone: its control socket stops answering. */
-	for (int i = 0; rc == 0 && i < 300; i++) {
-		struct sockaddr_un sun = {0};
-		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		sun.sun_family = AF_UNIX;
-		snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", cfg->control_socket);
-		int up = fd >= 0 && connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0;
-		if (fd >= 0)
-			close(fd);
-		if (!up)
-			break;
+	for (int i = 0; rc == 0 && i < 300 && cmd_server_running(cfg); i++)
 		usleep(100000);
-	}
 	config_free(&cfg);
 	return rc;
 }
