@@ -16,7 +16,7 @@
  * the MIME cache gives the structure and the Date, the header is read once
  * (bounded), text parts are streamed through a transfer decoder (base64,
  * quoted-printable), a charset step (ISO-8859-1 to UTF-8) and a case-folding
- * substring matcher in fixed-size chunks. So a flag search opens no file and
+ * substring matcher in fixed-size chunks (the pure text code is imap_text.h). So a flag search opens no file and
  * a body search never holds more than a chunk of a message in memory.
  * Messages of the index that the view does not show yet are not searched.
  */
@@ -31,6 +31,7 @@
 #include <tcutil.h>
 
 #include "daemon/imap_private.h"
+#include "daemon/imap_text.h"
 #include "daemon/log.h"
 #include "index/mime.h"
 
@@ -119,8 +120,7 @@ struct search_job {
 	unsigned ret;
 	bool esearch, has_modseq;
 	char *chunk;         /* SEARCH_CHUNK raw bytes */
-	char *dec;           /* transfer-decoded */
-	char *conv;          /* charset-converted (2x) */
+	char *dec;           /* decoded: IMAP_TEXT_DECODE_MAX(SEARCH_CHUNK) */
 };
 
 /* ---- search program ---- */
@@ -157,165 +157,6 @@ node_new(struct sparse *ps, enum skey k)
 	n->k = k;
 	n->ci = -1;
 	return n;
-}
-
-/* Days since 1970-01-01 of a proleptic Gregorian date. */
-static int64_t
-days_from_civil(int64_t y, unsigned m, unsigned d)
-{
-	y -= m <= 2;
-	int64_t era = (y >= 0 ? y : y - 399) / 400;
-	unsigned yoe = (unsigned)(y - era * 400);
-	unsigned doy = (153 * (m + (m > 2 ? (unsigned)-3 : 9)) + 2) / 5 + d - 1;
-	unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-	return era * 146097 + (int64_t)doe - 719468;
-}
-
-static int64_t
-day_of(int64_t t)
-{
-	return t >= 0 ? t / 86400 : -((-t + 86399) / 86400);
-}
-
-static int
-month_num(const char *s)
-{
-	static const char *mon[] = {"jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"};
-	for (int i = 0; i < 12; i++)
-		if (strncasecmp(s, mon[i], 3) == 0)
-			return i + 1;
-	return 0;
-}
-
-/* IMAP date "1-Feb-1994" (RFC 9051 date-text). */
-static int
-parse_search_date(const char *s, size_t len, int64_t *day_r)
-{
-	size_t i = 0;
-	unsigned d = 0, y = 0;
-	while (i < len && i < 2 && s[i] >= '0' && s[i] <= '9')
-		d = d * 10 + (unsigned)(s[i++] - '0');
-	if (i == 0 || d < 1 || d > 31 || i + 9 != len || s[i] != '-' || s[i + 4] != '-')
-		return -1;
-	int m = month_num(s + i + 1);
-	if (m == 0)
-		return -1;
-	for (size_t k = i + 5; k < len; k++) {
-		if (s[k] < '0' || s[k] > '9')
-			return -1;
-		y = y * 10 + (unsigned)(s[k] - '0');
-	}
-	*day_r = days_from_civil(y, (unsigned)m, d);
-	return 1;
-}
-
-/*
- * The date of a Date header as written (its own time zone disregarded, as
- * SENTON asks): "[Day,] d Mon yyyy ...". Falls back to the parsed time.
- */
-static int
-sent_day(const char *s, int64_t parsed, int64_t *day_r)
-{
-	if (s != NULL) {
-		const char *p = s;
-		while (*p == ' ' || *p == '\t')
-			p++;
-		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')) {
-			while ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z'))
-				p++;
-			while (*p == ' ' || *p == '\t' || *p == ',')
-				p++;
-		}
-		unsigned d = 0, y = 0, nd = 0, ny = 0;
-		while (*p >= '0' && *p <= '9' && nd < 2)
-			d = d * 10 + (unsigned)(*p++ - '0'), nd++;
-		while (*p == ' ' || *p == '\t' || *p == '-')
-			p++;
-		int m = strlen(p) >= 3 ? month_num(p) : 0;
-		if (m > 0) {
-			p += 3;
-			while ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z'))
-				p++;
-			while (*p == ' ' || *p == '\t' || *p == '-')
-				p++;
-			while (*p >= '0' && *p <= '9' && ny < 4)
-				y = y * 10 + (unsigned)(*p++ - '0'), ny++;
-			if (ny == 2)
-				y += y < 50 ? 2000 : 1900;
-			else if (ny == 3)
-				y += 1900;
-			if (nd > 0 && d >= 1 && d <= 31 && ny >= 2) {
-				*day_r = days_from_civil(y, (unsigned)m, d);
-				return 1;
-			}
-		}
-	}
-	if (parsed >= 0) {
-		*day_r = day_of(parsed);
-		return 1;
-	}
-	return 0;
-}
-
-/* ---- case folding ---- */
-
-/* Simple lowercase mapping for code points whose UTF-8 form has 2 bytes. */
-static uint32_t
-fold_cp(uint32_t cp)
-{
-	if (cp >= 0xC0 && cp <= 0xDE && cp != 0xD7)
-		return cp + 0x20;
-	if (cp >= 0x100 && cp <= 0x17F) {
-		if (cp == 0x130 || cp == 0x131 || cp == 0x138 || cp == 0x149 || cp == 0x17F)
-			return cp;
-		if (cp == 0x178)
-			return 0xFF;
-		if (cp <= 0x137 || (cp >= 0x14A && cp <= 0x177))
-			return cp | 1;
-		return (cp & 1) ? cp + 1 : cp;
-	}
-	if (cp >= 0x391 && cp <= 0x3AB && cp != 0x3A2)
-		return cp + 0x20;
-	if (cp == 0x3C2)
-		return 0x3C3;
-	if (cp >= 0x410 && cp <= 0x42F)
-		return cp + 0x20;
-	if (cp >= 0x400 && cp <= 0x40F)
-		return cp + 0x50;
-	return cp;
-}
-
-/*
- * Fold s[0..len) in place (lengths never change). Returns the bytes done:
- * less than len when s ends inside a UTF-8 sequence (unless final).
- */
-static size_t
-fold(char *s, size_t len, bool final)
-{
-	size_t i = 0;
-	while (i < len) {
-		unsigned char b = (unsigned char)s[i];
-		if (b < 0x80) {
-			if (b >= 'A' && b <= 'Z')
-				s[i] = (char)(b + 32);
-			i++;
-			continue;
-		}
-		size_t need = (b & 0xE0) == 0xC0 ? 2 : (b & 0xF0) == 0xE0 ? 3 : (b & 0xF8) == 0xF0 ? 4 : 1;
-		if (i + need > len) {
-			if (!final)
-				return i;
-			break;
-		}
-		if (need == 2 && ((unsigned char)s[i + 1] & 0xC0) == 0x80) {
-			uint32_t cp = ((uint32_t)(b & 0x1F) << 6) | ((unsigned char)s[i + 1] & 0x3F);
-			cp = fold_cp(cp);
-			s[i] = (char)(0xC0 | (cp >> 6));
-			s[i + 1] = (char)(0x80 | (cp & 0x3F));
-		}
-		i += need;
-	}
-	return len;
 }
 
 /* ---- parsing ---- */
@@ -361,7 +202,7 @@ str_node(struct sparse *ps, struct imap_args *args, enum skey k, const char *fie
 		return NULL;
 	n->str = xstrndup(s, len);
 	n->len = len;
-	fold(n->str, len, true);
+	imap_text_fold(n->str, len, true);
 	n->field = field != NULL ? xstrdup(field) : NULL;
 	n->ci = ps->sj->ncontent++;
 	ps->sj->needs |= k == SK_HEADER ? NEED_HDR : k == SK_BODY ? (NEED_BODY | NEED_MIME) :
@@ -479,7 +320,7 @@ parse_key(struct sparse *ps, struct imap_args *args, int depth)
 		if (str_ieq(s, date_keys[i].name)) {
 			const char *d;
 			int64_t day;
-			if (imap_args_astring(args, &d, &len) < 0 || parse_search_date(d, len, &day) < 0) {
+			if (imap_args_astring(args, &d, &len) < 0 || imap_text_parse_date(d, len, &day) < 0) {
 				ps->err = "bad date, expected e.g. 1-Feb-2024";
 				return NULL;
 			}
@@ -665,9 +506,9 @@ eval(const struct search_job *sj, const struct snode *n, const struct mctx *x)
 	case SK_SMALLER:
 		return m->size < n->num;
 	case SK_BEFORE: case SK_ON: case SK_SINCE:
-		return cmp_day(n->k, day_of(m->received + (int64_t)m->received_tz * 60), n->day);
+		return cmp_day(n->k, imap_text_day_of(m->received + (int64_t)m->received_tz * 60), n->day);
 	case SK_SAVEDBEFORE: case SK_SAVEDON: case SK_SAVEDSINCE:
-		return cmp_day(n->k, day_of(m->savedate ? m->savedate : m->received), n->day);
+		return cmp_day(n->k, imap_text_day_of(m->savedate ? m->savedate : m->received), n->day);
 	case SK_SENTBEFORE: case SK_SENTON: case SK_SENTSINCE:
 		if (!x->content)
 			return TV_UNKNOWN;
@@ -755,206 +596,21 @@ pend_clear(struct pend *p)
 	memset(p, 0, sizeof(*p));
 }
 
-/* ---- content: streaming matcher ---- */
+/* ---- content: streaming through imap_text ---- */
 
-struct needle {
-	const char *s;
-	size_t len;
-	bool *found;
+/* The body needles of one message: matcher index i answers content key ci[i]. */
+struct body_match {
+	struct imap_text_matcher *m;
+	int *ci;
+	size_t n;
 };
 
-/* Case-folding substring search over a stream of text, in bounded memory. */
-struct sink {
-	struct needle *nd;
-	size_t nn, left, maxlen;
-	char *buf;
-	size_t len, folded, cap;
-};
-
-static void
-sink_search(struct sink *k, size_t end)
-{
-	for (size_t i = 0; i < k->nn; i++) {
-		struct needle *n = &k->nd[i];
-		if (*n->found)
-			continue;
-		if (n->len == 0 || (n->len <= end && memmem(k->buf, end, n->s, n->len) != NULL)) {
-			*n->found = true;
-			k->left--;
-		}
-	}
-}
-
-/* Search what has arrived; keep a tail so matches across chunks are found. */
-static void
-sink_flush(struct sink *k, bool final)
-{
-	k->folded += fold(k->buf + k->folded, k->len - k->folded, final);
-	sink_search(k, k->folded);
-	if (final) {
-		k->len = k->folded = 0;
-		return;
-	}
-	size_t keep = k->maxlen > 0 ? k->maxlen - 1 : 0;
-	size_t from = k->folded > keep ? k->folded - keep : 0;
-	memmove(k->buf, k->buf + from, k->len - from);
-	k->len -= from;
-	k->folded -= from;
-}
-
-static void
-sink_feed(struct sink *k, const char *p, size_t len)
-{
-	while (len > 0 && k->left > 0) {
-		size_t room = k->cap - k->len;
-		size_t n = len < room ? len : room;
-		memcpy(k->buf + k->len, p, n);
-		k->len += n;
-		p += n;
-		len -= n;
-		if (k->len == k->cap)
-			sink_flush(k, false);
-	}
-}
-
-/* End of a text segment: no match spans two segments. */
-static void
-sink_end(struct sink *k)
-{
-	if (k->left > 0)
-		sink_flush(k, true);
-	k->len = k->folded = 0;
-}
-
-/* Transfer decoding state. */
-enum { ENC_NONE, ENC_B64, ENC_QP };
-struct decoder {
-	int enc;
-	bool latin1;
-	uint32_t acc;
-	int nbits;
-	int qst;       /* 0 text, 1 after '=', 2 after "=X", 3 after "=\r" */
-	char qh;
-};
-
+/* Stream bytes [off, off+len) of fd through a decoder into the matcher, as one segment. */
 static int
-hexval(char ch)
+stream_range(struct search_job *sj, int fd, uint64_t off, uint64_t len, struct imap_text_decoder *d,
+    struct body_match *bm)
 {
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	return -1;
-}
-
-static size_t
-qp_step(struct decoder *d, char ch, char *out)
-{
-	size_t o = 0;
-	for (;;) {
-		switch (d->qst) {
-		case 0:
-			if (ch == '=')
-				d->qst = 1;
-			else
-				out[o++] = ch;
-			return o;
-		case 1:
-			if (hexval(ch) >= 0) {
-				d->qh = ch;
-				d->qst = 2;
-			} else if (ch == '\r') {
-				d->qst = 3;
-			} else if (ch == '\n') {
-				d->qst = 0;
-			} else if (ch == ' ' || ch == '\t') {
-				/* transport padding before a soft break: stay */
-			} else {
-				out[o++] = '=';
-				d->qst = 0;
-				continue;
-			}
-			return o;
-		case 2:
-			d->qst = 0;
-			if (hexval(ch) >= 0) {
-				out[o++] = (char)(hexval(d->qh) * 16 + hexval(ch));
-				return o;
-			}
-			out[o++] = '=';
-			out[o++] = d->qh;
-			continue;
-		default:
-			d->qst = 0;
-			if (ch == '\n')
-				return o;
-			continue;
-		}
-	}
-}
-
-/* Decode in[0..len) into the job's buffers and feed the sink. */
-static void
-decode_feed(struct search_job *sj, struct decoder *d, struct sink *k, const char *in, size_t len)
-{
-	static const signed char b64[256] = {
-		['A'] = 1, ['B'] = 2, ['C'] = 3, ['D'] = 4, ['E'] = 5, ['F'] = 6, ['G'] = 7, ['H'] = 8, ['I'] = 9,
-		['J'] = 10, ['K'] = 11, ['L'] = 12, ['M'] = 13, ['N'] = 14, ['O'] = 15, ['P'] = 16, ['Q'] = 17,
-		['R'] = 18, ['S'] = 19, ['T'] = 20, ['U'] = 21, ['V'] = 22, ['W'] = 23, ['X'] = 24, ['Y'] = 25,
-		['Z'] = 26, ['a'] = 27, ['b'] = 28, ['c'] = 29, ['d'] = 30, ['e'] = 31, ['f'] = 32, ['g'] = 33,
-		['h'] = 34, ['i'] = 35, ['j'] = 36, ['k'] = 37, ['l'] = 38, ['m'] = 39, ['n'] = 40, ['o'] = 41,
-		['p'] = 42, ['q'] = 43, ['r'] = 44, ['s'] = 45, ['t'] = 46, ['u'] = 47, ['v'] = 48, ['w'] = 49,
-		['x'] = 50, ['y'] = 51, ['z'] = 52, ['0'] = 53, ['1'] = 54, ['2'] = 55, ['3'] = 56, ['4'] = 57,
-		['5'] = 58, ['6'] = 59, ['7'] = 60, ['8'] = 61, ['9'] = 62, ['+'] = 63, ['/'] = 64,
-	}; /* value + 1; 0: not in the alphabet */
-	const char *p = in;
-	size_t n = len, o = 0;
-
-	if (d->enc == ENC_B64) {
-		for (size_t i = 0; i < len; i++) {
-			int v = b64[(unsigned char)in[i]];
-			if (v == 0)
-				continue;
-			d->acc = (d->acc << 6) | (uint32_t)(v - 1);
-			d->nbits += 6;
-			if (d->nbits >= 8) {
-				d->nbits -= 8;
-				sj->dec[o++] = (char)((d->acc >> d->nbits) & 0xff);
-				d->acc &= (1u << d->nbits) - 1;
-			}
-		}
-		p = sj->dec;
-		n = o;
-	} else if (d->enc == ENC_QP) {
-		for (size_t i = 0; i < len; i++)
-			o += qp_step(d, in[i], sj->dec + o);
-		p = sj->dec;
-		n = o;
-	}
-	if (d->latin1) {
-		o = 0;
-		for (size_t i = 0; i < n; i++) {
-			unsigned char ch = (unsigned char)p[i];
-			if (ch < 0x80) {
-				sj->conv[o++] = (char)ch;
-			} else {
-				sj->conv[o++] = (char)(0xC0 | (ch >> 6));
-				sj->conv[o++] = (char)(0x80 | (ch & 0x3F));
-			}
-		}
-		p = sj->conv;
-		n = o;
-	}
-	sink_feed(k, p, n);
-}
-
-/* Stream bytes [off, off+len) of fd through a decoder into the sink. */
-static int
-stream_range(struct search_job *sj, int fd, uint64_t off, uint64_t len, struct decoder *d, struct sink *k)
-{
-	while (len > 0 && k->left > 0) {
+	while (len > 0 && imap_text_matcher_left(bm->m) > 0) {
 		size_t want = len < SEARCH_CHUNK ? (size_t)len : SEARCH_CHUNK;
 		ssize_t r = pread(fd, sj->chunk, want, (off_t)off);
 		if (r < 0) {
@@ -964,11 +620,12 @@ stream_range(struct search_job *sj, int fd, uint64_t off, uint64_t len, struct d
 		if (r == 0)
 			break;
 		sj->budget += (uint64_t)r;
-		decode_feed(sj, d, k, sj->chunk, (size_t)r);
+		size_t n = imap_text_decode(d, sj->chunk, (size_t)r, sj->dec);
+		imap_text_matcher_feed(bm->m, sj->dec, n);
 		off += (uint64_t)r;
 		len -= (uint64_t)r;
 	}
-	sink_end(k);
+	imap_text_matcher_end(bm->m);
 	return 1;
 }
 
@@ -982,19 +639,20 @@ param(const struct mime_param *p, uint32_t n, const char *name)
 }
 
 static int
-body_part(struct search_job *sj, int fd, const struct mime_part *p, struct sink *k, int depth)
+body_part(struct search_job *sj, int fd, const struct mime_part *p, struct body_match *bm, int depth)
 {
-	struct decoder d = {0};
+	struct imap_text_decoder d;
 
-	if (k->left == 0 || depth > 100)
+	if (imap_text_matcher_left(bm->m) == 0 || depth > 100)
 		return 1;
 	if (p->nchildren > 0) {
 		bool msg = strcmp(p->type, "message") == 0;
-		for (uint32_t i = 0; i < p->nchildren && k->left > 0; i++) {
+		imap_text_decoder_init(&d, IMAP_TEXT_ENC_NONE, false);
+		for (uint32_t i = 0; i < p->nchildren && imap_text_matcher_left(bm->m) > 0; i++) {
 			const struct mime_part *ch = &p->children[i];
-			if (msg && stream_range(sj, fd, ch->hdr_off, ch->hdr_len, &d, k) < 0)
+			if (msg && stream_range(sj, fd, ch->hdr_off, ch->hdr_len, &d, bm) < 0)
 				return -1;
-			if (body_part(sj, fd, ch, k, depth + 1) < 0)
+			if (body_part(sj, fd, ch, bm, depth + 1) < 0)
 				return -1;
 		}
 		return 1;
@@ -1004,14 +662,9 @@ body_part(struct search_job *sj, int fd, const struct mime_part *p, struct sink 
 	if (strcmp(p->type, "text") != 0 && !(p->flags & MIME_PART_OPAQUE) && strcmp(p->type, "message") != 0 &&
 	    strcmp(p->type, "multipart") != 0)
 		return 1;
-	if (p->encoding != NULL && strcasecmp(p->encoding, "base64") == 0)
-		d.enc = ENC_B64;
-	else if (p->encoding != NULL && strcasecmp(p->encoding, "quoted-printable") == 0)
-		d.enc = ENC_QP;
-	const char *cs = param(p->params, p->nparams, "charset");
-	d.latin1 = cs != NULL && (strcasecmp(cs, "iso-8859-1") == 0 || strcasecmp(cs, "latin1") == 0 ||
-	    strcasecmp(cs, "windows-1252") == 0);
-	return stream_range(sj, fd, p->body_off, p->body_len, &d, k);
+	imap_text_decoder_init(&d, imap_text_enc_of(p->encoding),
+	    imap_text_charset_latin1(param(p->params, p->nparams, "charset")));
+	return stream_range(sj, fd, p->body_off, p->body_len, &d, bm);
 }
 
 /* One header field: check HEADER/FROM/... and the header part of TEXT. */
@@ -1032,30 +685,20 @@ field_check(struct search_job *sj, const struct snode *n, const char *name, size
 	}
 }
 
+/* Header keys are matched against the raw field and its RFC 2047 decoding, both folded. */
 static void
-field_done(struct search_job *sj, TCXSTR *f)
+field_done(void *arg, const struct imap_text_field *f)
 {
-	const char *s = tcxstrptr(f);
-	size_t len = (size_t)tcxstrsize(f);
-	const char *colon = memchr(s, ':', len);
-	if (colon == NULL || len == 0)
-		return;
-	size_t nlen = (size_t)(colon - s);
-	while (nlen > 0 && (s[nlen - 1] == ' ' || s[nlen - 1] == '\t'))
-		nlen--;
-	const char *v = colon + 1;
-	while (v < s + len && (*v == ' ' || *v == '\t'))
-		v++;
-	size_t vlen = len - (size_t)(v - s);
+	struct search_job *sj = arg;
 	TCXSTR *dec = tcxstrnew();
-	mime_decode_2047(v, vlen, dec);
-	char *raw = xmalloc(len + 1), *d = xmalloc((size_t)tcxstrsize(dec) + 1);
-	memcpy(raw, s, len);
-	memcpy(d, tcxstrptr(dec), (size_t)tcxstrsize(dec));
+	mime_decode_2047(f->value, f->vlen, dec);
 	size_t dlen = (size_t)tcxstrsize(dec);
-	fold(raw, len, true);
-	fold(d, dlen, true);
-	field_check(sj, sj->root, s, nlen, raw, len, d, dlen);
+	char *raw = xmalloc(f->len + 1), *d = xmalloc(dlen + 1);
+	memcpy(raw, f->line, f->len);
+	memcpy(d, tcxstrptr(dec), dlen);
+	imap_text_fold(raw, f->len, true);
+	imap_text_fold(d, dlen, true);
+	field_check(sj, sj->root, f->name, f->nlen, raw, f->len, d, dlen);
 	free(raw);
 	free(d);
 	tcxstrdel(dec);
@@ -1082,44 +725,20 @@ header_check(struct search_job *sj, int fd, const struct mime_msg *mm, uint64_t 
 		got += (size_t)r;
 	}
 	sj->budget += got;
-	TCXSTR *f = tcxstrnew();
-	size_t pos = 0;
-	*hlen_r = got;
-	while (pos < got) {
-		const char *nl = memchr(buf + pos, '\n', got - pos);
-		size_t end = nl != NULL ? (size_t)(nl - buf) : got;
-		size_t next = nl != NULL ? end + 1 : got;
-		size_t l = end - pos;
-		if (l > 0 && buf[pos + l - 1] == '\r')
-			l--;
-		if (l == 0) {
-			*hlen_r = next;
-			break;
-		}
-		if (buf[pos] == ' ' || buf[pos] == '\t') {
-			tcxstrcat(f, buf + pos, (int)l);
-		} else {
-			field_done(sj, f);
-			tcxstrclear(f);
-			tcxstrcat(f, buf + pos, (int)l);
-		}
-		pos = next;
-	}
-	field_done(sj, f);
-	tcxstrdel(f);
+	*hlen_r = imap_text_header_fields(buf, got, field_done, sj);
 	free(buf);
 	return 1;
 }
 
 static void
-collect_needles(struct search_job *sj, const struct snode *n, struct sink *k)
+collect_needles(struct search_job *sj, const struct snode *n, struct body_match *bm)
 {
 	for (; n != NULL; n = n->next) {
-		collect_needles(sj, n->kids, k);
+		collect_needles(sj, n->kids, bm);
 		if ((n->k == SK_BODY || n->k == SK_TEXT) && !sj->cres[n->ci]) {
-			k->nd[k->nn++] = (struct needle){n->str, n->len, &sj->cres[n->ci]};
-			if (n->len > k->maxlen)
-				k->maxlen = n->len;
+			size_t i = imap_text_matcher_add(bm->m, n->str, n->len);
+			bm->ci[i] = n->ci;
+			bm->n = i + 1;
 		}
 	}
 }
@@ -1143,7 +762,7 @@ examine(struct search_job *sj, struct idx_account *a, struct pend *p, struct mct
 	}
 	if ((sj->needs & NEED_SENT) && mm != NULL) {
 		int64_t d;
-		if (sent_day(mm->env.date, mm->date, &d) > 0) {
+		if (imap_text_sent_day(mm->env.date, mm->date, &d) > 0) {
 			x->has_sent = true;
 			x->sentday = d;
 		}
@@ -1158,22 +777,23 @@ examine(struct search_job *sj, struct idx_account *a, struct pend *p, struct mct
 		if ((sj->needs & NEED_HDR) || mm == NULL)
 			rc = header_check(sj, fd, mm, p->m.size, &hlen);
 		if (rc > 0 && (sj->needs & NEED_BODY)) {
-			struct sink k = {0};
-			k.nd = xmalloc((size_t)sj->ncontent * sizeof(*k.nd));
-			collect_needles(sj, sj->root, &k);
-			k.left = k.nn;
-			k.cap = SEARCH_CHUNK * 2 + k.maxlen;
-			if (k.left > 0) {
-				k.buf = xmalloc(k.cap);
+			struct body_match bm = {.m = imap_text_matcher_new(SEARCH_CHUNK * 2)};
+			bm.ci = xmalloc(((size_t)sj->ncontent + 1) * sizeof(*bm.ci));
+			collect_needles(sj, sj->root, &bm);
+			if (imap_text_matcher_left(bm.m) > 0) {
 				if (mm != NULL) {
-					rc = body_part(sj, fd, &mm->root, &k, 0);
+					rc = body_part(sj, fd, &mm->root, &bm, 0);
 				} else {
-					struct decoder d = {0};
-					rc = stream_range(sj, fd, hlen, p->m.size > hlen ? p->m.size - hlen : 0, &d, &k);
+					struct imap_text_decoder d;
+					imap_text_decoder_init(&d, IMAP_TEXT_ENC_NONE, false);
+					rc = stream_range(sj, fd, hlen, p->m.size > hlen ? p->m.size - hlen : 0, &d, &bm);
 				}
 			}
-			free(k.buf);
-			free(k.nd);
+			for (size_t i = 0; i < bm.n; i++)
+				if (imap_text_matcher_found(bm.m, i))
+					sj->cres[bm.ci[i]] = true;
+			imap_text_matcher_free(&bm.m);
+			free(bm.ci);
 		}
 		close(fd);
 	}
@@ -1229,7 +849,6 @@ search_free(struct search_job *sj)
 	free(sj->cres);
 	free(sj->chunk);
 	free(sj->dec);
-	free(sj->conv);
 	free(sj);
 }
 
@@ -1446,8 +1065,7 @@ imap_cmd_search(struct imap_conn *c, struct imap_args *args)
 	sj->cres = xcalloc((size_t)sj->ncontent + 1, sizeof(*sj->cres));
 	if (sj->needs & NEED_BODY) {
 		sj->chunk = xmalloc(SEARCH_CHUNK);
-		sj->dec = xmalloc(SEARCH_CHUNK + 8);
-		sj->conv = xmalloc(2 * SEARCH_CHUNK + 16);
+		sj->dec = xmalloc(IMAP_TEXT_DECODE_MAX(SEARCH_CHUNK));
 	}
 	sj->j.work = search_work;
 	sj->j.done = search_done;
