@@ -22,6 +22,7 @@
 #include <event2/buffer.h>
 
 #include "daemon/log.h"
+#include "daemon/resolve.h"
 #include "maildir/maildir.h"
 
 /* The reply of any command fits; an EHLO is the longest. */
@@ -258,6 +259,27 @@ cmd_mail(struct smtp_conn *c, struct smtp_cmd *cmd)
 	if (cmd->mail.requiretls && !(c->flags & SMTP_F_TLS)) {
 		smtp_reply(c, 530, "5.7.10", "REQUIRETLS needs a TLS connection");
 		return;
+	}
+	/*
+	 * Submission: an authenticated account sends only as one of its own
+	 * addresses (any localpart of a catch-all domain it owns; "<>" for
+	 * bounces). localserve lets any address through, as the Go mox does.
+	 */
+	if ((c->flags & SMTP_F_SUBMIT) && !cfg->st.local_serve && !(cmd->path.flags & SMTP_ADDR_NULL)) {
+		char *lp = xstrndup(cmd->path.localpart_canon.p, cmd->path.localpart_canon.len);
+		char *dom = xstrndup(cmd->path.domain.p, cmd->path.domain.len);
+		struct resolved r;
+		bool own = resolve_recipient(cfg, lp, dom, &r) > 0 && c->account != NULL &&
+		    strcmp(r.account->name, c->account) == 0;
+		free(lp);
+		free(dom);
+		if (!own) {
+			log_info(SMTP_PKG, c->ci->cid, "refused sender address not of the account", "account",
+			    c->account ? c->account : "", "remote", c->ci->remote_ip);
+			smtp_reply(c, 550, "5.7.1", "you may only send as addresses of your account");
+			smtp_error(c);
+			return;
+		}
 	}
 	t = xcalloc(1, sizeof(*t));
 	if (cmd->path.flags & SMTP_ADDR_NULL)

@@ -783,6 +783,13 @@ def test_submission_remote_without_queue(server_dir):
     code, text = s.rcpt("someone@example.com")
     assert code == 451 and text.startswith(b"4.3.0")
     assert s.rcpt("temperror@localhost")[0] == 250, "no error injection outside localserve"
+    s.rset()
+    # An account sends only as its own addresses (catch-all separator and "<>" too).
+    code, text = s.mail("someone@example.org")
+    assert code == 550 and text.startswith(b"5.7.1"), (code, text)
+    assert s.mail("mox+list@localhost")[0] == 250
+    s.rset()
+    assert s.mail("")[0] == 250
     s.quit()
 
 
