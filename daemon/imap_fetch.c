@@ -128,6 +128,8 @@ struct fetch_job {
 	/* walk */
 	size_t skipped;
 	bool stopped;
+	bool flags_only;            /* only UID, FLAGS, MODSEQ: a light walk */
+	struct mbuf wb;             /* responses formatted during a walk */
 	struct batch_msg *batch;
 	size_t nbatch, ibatch;
 	/* current message */
@@ -445,18 +447,35 @@ note(struct fetch_job *fj, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* A decimal number (FETCH 1:* of a big mailbox formats hundreds of thousands). */
+static void
+num_out(struct mbuf *b, uint64_t v)
+{
+	char t[24];
+	size_t i = sizeof(t);
+	do {
+		t[--i] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	mbuf_add(b, t + i, sizeof(t) - i);
+}
+
 /* "* n FETCH (" and the items that come from the record. */
 static void
 record_out(struct fetch_job *fj, uint32_t seq, const struct idx_message *m, struct mbuf *b)
 {
-	mbuf_printf(b, "* %u FETCH (", seq);
+	mbuf_adds(b, "* ");
+	num_out(b, seq);
+	mbuf_adds(b, " FETCH (");
 	const char *sp = "";
 	if (fj->items & F_UID) {
-		mbuf_printf(b, "UID %u", m->uid);
+		mbuf_adds(b, "UID ");
+		num_out(b, m->uid);
 		sp = " ";
 	}
 	if (fj->items & F_FLAGS) {
-		mbuf_printf(b, "%sFLAGS ", sp);
+		mbuf_adds(b, sp);
+		mbuf_adds(b, "FLAGS ");
 		imap_flags_out(b, m->flags, m->keywords, m->nkeywords, false);
 		sp = " ";
 	}
@@ -477,8 +496,12 @@ record_out(struct fetch_job *fj, uint32_t seq, const struct idx_message *m, stru
 			mbuf_adds(b, "NIL");
 		sp = " ";
 	}
-	if (fj->items & F_MODSEQ)
-		mbuf_printf(b, "%sMODSEQ (%llu)", sp, (unsigned long long)m->modseq);
+	if (fj->items & F_MODSEQ) {
+		mbuf_adds(b, sp);
+		mbuf_adds(b, "MODSEQ (");
+		num_out(b, m->modseq);
+		mbuf_adds(b, ")");
+	}
 }
 
 /* ---- building one message's response ---- */
@@ -898,13 +921,10 @@ walk_cb(void *arg, const struct idx_message *m)
 			goto stop;
 		return 1;
 	}
-	struct mbuf b;
-	mbuf_init(&b, (size_t)1 << 30);
-	record_out(fj, seq, m, &b);
-	mbuf_adds(&b, ")\r\n");
-	evbuffer_add(fj->out, b.data, b.len);
-	mbuf_clear(&b);
-	if (evbuffer_get_length(fj->out) >= FETCH_STEP)
+	/* Formatted into one buffer, moved to the output once per walk. */
+	record_out(fj, seq, m, &fj->wb);
+	mbuf_adds(&fj->wb, ")\r\n");
+	if (evbuffer_get_length(fj->out) + fj->wb.len >= FETCH_STEP)
 		goto stop;
 	return 1;
 stop:
@@ -1004,7 +1024,14 @@ fetch_work(struct imap_job *j, struct idx_account *a)
 		if (fj->next < fj->n) {
 			fj->stopped = false;
 			fj->skipped = 0;
-			int r = idx_message_each(a, fj->mailbox_id, fj->uids[fj->next], walk_cb, fj, j->err, sizeof(j->err));
+			int r = fj->flags_only ?
+			    idx_message_each_flags(a, fj->mailbox_id, fj->uids[fj->next], walk_cb, fj, j->err,
+			    sizeof(j->err)) :
+			    idx_message_each(a, fj->mailbox_id, fj->uids[fj->next], walk_cb, fj, j->err, sizeof(j->err));
+			if (fj->wb.len > 0) {
+				evbuffer_add(fj->out, fj->wb.data, fj->wb.len);
+				mbuf_reset(&fj->wb);
+			}
 			if (r < 0) {
 				j->rc = -1;
 				return;
@@ -1056,6 +1083,7 @@ fetch_free(struct fetch_job *fj)
 	if (fj->guard != NULL)
 		event_free(fj->guard);
 	evbuffer_free(fj->out);
+	mbuf_clear(&fj->wb);
 	free(fj);
 }
 
@@ -1447,8 +1475,17 @@ imap_cmd_fetch(struct imap_conn *c, struct imap_args *args)
 	}
 	imap_seqset_clear(&set);
 	fj->seqs = xmalloc((fj->n ? fj->n : 1) * sizeof(*fj->seqs));
-	for (size_t i = 0; i < fj->n; i++)
-		fj->seqs[i] = imap_view_seq(c->sel, fj->uids[i]);
+	/* Both ascending: one merge instead of a search per UID. */
+	for (size_t i = 0, k = 0; i < fj->n; i++) {
+		const struct imap_view *v = c->sel;
+		if (i > 0 && fj->uids[i] <= fj->uids[i - 1]) {
+			fj->seqs[i] = imap_view_seq(v, fj->uids[i]);
+			continue;
+		}
+		while (k < v->n && v->msgs[k].uid < fj->uids[i])
+			k++;
+		fj->seqs[i] = k < v->n && v->msgs[k].uid == fj->uids[i] ? (uint32_t)k + 1 : 0;
+	}
 	for (size_t i = 0; i < fj->nsecs; i++) {
 		const struct fetch_sec *s = &fj->secs[i];
 		fj->want_file = true;
@@ -1458,6 +1495,8 @@ imap_cmd_fetch(struct imap_conn *c, struct imap_args *args)
 	if (fj->items & (F_ENVELOPE | F_BODYSTRUCTURE | F_BODY))
 		fj->want_mime = true;
 	fj->collect = fj->want_file || fj->want_mime || fj->set_seen;
+	fj->flags_only = !fj->collect && (fj->items & ~(unsigned)(F_UID | F_FLAGS | F_MODSEQ)) == 0;
+	mbuf_init(&fj->wb, (size_t)1 << 30);
 	if (fj->collect)
 		fj->batch = xmalloc(FETCH_BATCH * sizeof(*fj->batch));
 	if (fj->want_file)

@@ -44,7 +44,7 @@ imap_flags_out(struct mbuf *b, uint32_t flags, char *const *kw, size_t nkw, bool
 {
 	const char *sp = "";
 	mbuf_adds(b, "(");
-#define F(bit, name) if (flags & (bit)) { mbuf_printf(b, "%s%s", sp, name); sp = " "; }
+#define F(bit, name) if (flags & (bit)) { mbuf_adds(b, sp); mbuf_adds(b, name); sp = " "; }
 	F(IDX_SEEN, "\\Seen");
 	F(IDX_ANSWERED, "\\Answered");
 	F(IDX_FLAGGED, "\\Flagged");
@@ -53,11 +53,13 @@ imap_flags_out(struct mbuf *b, uint32_t flags, char *const *kw, size_t nkw, bool
 	F(IDX_FORWARDED, "$Forwarded");
 #undef F
 	if (recent) {
-		mbuf_printf(b, "%s\\Recent", sp);
+		mbuf_adds(b, sp);
+		mbuf_adds(b, "\\Recent");
 		sp = " ";
 	}
 	for (size_t i = 0; i < nkw; i++) {
-		mbuf_printf(b, "%s%s", sp, kw[i]);
+		mbuf_adds(b, sp);
+		mbuf_adds(b, kw[i]);
 		sp = " ";
 	}
 	mbuf_adds(b, ")");
@@ -945,7 +947,7 @@ select_work(struct imap_job *j, struct idx_account *a)
 	if (j->rc <= 0)
 		return;
 	struct idx_sync_stats st = {0};
-	if (idx_sync_mailbox(a, sj->mb.id, &st, j->err, sizeof(j->err)) > 0 &&
+	if (idx_sync_mailbox_changed(a, sj->mb.id, &st, j->err, sizeof(j->err)) > 0 &&
 	    (st.added || st.flagged || st.removed)) {
 		idx_mailbox_clear(&sj->mb);
 		if ((j->rc = idx_mailbox_get_id(a, sj->mb.id, &sj->mb, j->err, sizeof(j->err))) <= 0)
@@ -1038,8 +1040,7 @@ select_done(struct imap_job *j)
 	sj->mb.keywords = NULL;
 	sj->mb.nkeywords = 0;
 	c->sel = v;
-	c->ev_notify = event_new(server_base(c->srv), -1, 0, notify_event, sj->ref);
-	sj->ref->ev = c->ev_notify;
+	c->ev_notify = sj->ref->ev;
 	sj->ref->c = c;
 	sj->ref = NULL;
 
@@ -1194,6 +1195,9 @@ select_common(struct imap_conn *c, struct imap_args *args, bool readonly)
 		imap_set_state(c, IMAP_ST_AUTH);
 	}
 	sj->ref = xcalloc(1, sizeof(*sj->ref));
+	/* The event exists before the storage thread listens: another storage
+	 * thread may announce a change before select_done runs. */
+	sj->ref->ev = event_new(server_base(c->srv), -1, 0, notify_event, sj->ref);
 	sj->j.work = select_work;
 	sj->j.done = select_done;
 	imap_submit(c, &sj->j);

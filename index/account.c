@@ -83,6 +83,7 @@ int db_get(struct idx_account *a, const void *k, size_t klen, void **val_r, size
 int db_put(struct idx_account *a, const void *k, size_t klen, const void *v, size_t vlen, char *err,
     size_t errlen)
 {
+	a->tx_writes++;
 	if (!tcbdbput(a->db, k, (int)klen, v, (int)vlen))
 		return idx_dberr(a, err, errlen, "write");
 	return 1;
@@ -90,6 +91,7 @@ int db_put(struct idx_account *a, const void *k, size_t klen, const void *v, siz
 
 int db_out(struct idx_account *a, const void *k, size_t klen, char *err, size_t errlen)
 {
+	a->tx_writes++;
 	if (!tcbdbout(a->db, k, (int)klen)) {
 		if (tcbdbecode(a->db) == TCENOREC)
 			return 0;
@@ -139,6 +141,7 @@ int op_begin(struct idx_account *a, char *err, size_t errlen)
 		return -1;
 	}
 	a->in_tx = true;
+	a->tx_writes = 0;
 	a->rec_dirty = false;
 	a->op_modseq = 0;
 	return 1;
@@ -152,12 +155,18 @@ int op_end(struct idx_account *a, int r, char *err, size_t errlen)
 		idx_dberr(a, err, errlen, "commit");
 		r = -1;
 	}
+	/*
+	 * A transaction that wrote nothing (a Maildir sync that found the folder
+	 * as the index has it, a STORE that changed no flag) committed only what
+	 * was durable before: Tokyo Cabinet rewrote its header with the same
+	 * bytes. It needs no fdatasync.
+	 */
 	if (r < 0) {
 		/* The commit may have failed half-way: abort whatever is left. */
 		(void)tcbdbtranabort(a->db);
 		changes_drop(a);
 		(void)rec_load(a, NULL, 0);
-	} else if (!a->no_fsync && fdatasync(a->syncfd) < 0) {
+	} else if (!a->no_fsync && a->tx_writes > 0 && fdatasync(a->syncfd) < 0) {
 		/* Committed but maybe not on disk: the caller must not acknowledge. The
 		 * change stands (it cannot be undone any more); a later sync keeps
 		 * files and index consistent. */
@@ -295,6 +304,17 @@ int idx_account_open(const char *dir, const struct idx_options *opts, struct idx
 		goto fail;
 	}
 	/*
+	 * Leaf and node cache: Tokyo Cabinet's defaults (1024/512) are smaller than
+	 * the message range of a 100,000-message mailbox, so every SELECT and FETCH
+	 * 1:* reread and re-decoded each leaf from the file (measured: SELECT 78 ->
+	 * 48 ms, FETCH 100 -> 67 ms with this size). The cache only holds leaves
+	 * that were used, so a small account stays small.
+	 */
+	if (!tcbdbsetcache(a->db, 4096, 1024)) {
+		idx_dberr(a, err, errlen, "cache");
+		goto fail;
+	}
+	/*
 	 * Not BDBOTSYNC: with it Tokyo Cabinet fsyncs its write-ahead log for every
 	 * page a transaction writes (measured: 11 fsyncs for one STORE, ~40 ms under
 	 * load). Instead a commit is made durable with one fdatasync of the file
@@ -376,6 +396,7 @@ void idx_account_close(struct idx_account **ap)
 	}
 	changes_drop(a);
 	free(a->pend);
+	free(a->stamps);
 	rec_account_clear(&a->rec);
 	free(a->dir);
 	free(a->maildir);

@@ -291,6 +291,11 @@ int idx_message_get_id(struct idx_account *a, uint64_t id, struct idx_message *m
 typedef int (*idx_message_fn)(void *arg, const struct idx_message *m);
 int idx_message_each(struct idx_account *a, uint32_t mailbox_id, uint32_t from_uid, idx_message_fn fn,
     void *arg, char *err, size_t errlen);
+/* The same, cheaper: the message passed has only id, mailbox_id, uid,
+ * modseq, createseq, flags and keywords (other fields zero/NULL), and a
+ * record corrupt beyond those fields is not skipped. */
+int idx_message_each_flags(struct idx_account *a, uint32_t mailbox_id, uint32_t from_uid, idx_message_fn fn,
+    void *arg, char *err, size_t errlen);
 
 /* Compact per-message state for an IMAP session's view of a mailbox. */
 struct idx_uidstate {
@@ -300,7 +305,9 @@ struct idx_uidstate {
 };
 /*
  * All live messages of a mailbox as (uid, flags, modseq), UID order, in one
- * sequential scan. Keywords are not included (see idx_message_get). Returns
+ * sequential scan that decodes only those fields (a record corrupt beyond
+ * them is listed; the checker reports it). Keywords are not included (see
+ * idx_message_get). Returns
  * the count with *list_r (caller frees), -1.
  */
 int idx_mailbox_uids(struct idx_account *a, uint32_t mailbox_id, struct idx_uidstate **list_r, size_t *n_r,
@@ -391,6 +398,11 @@ struct idx_sync_stats {
  * (st may be NULL). A missing folder is recreated (records tombstoned).
  * Returns 1, -1 (also for an unknown mailbox). */
 int idx_sync_mailbox(struct idx_account *a, uint32_t mailbox_id, struct idx_sync_stats *st, char *err, size_t errlen);
+/* The same, but returns 1 at once (st zeroed) when the folder's directories
+ * are unchanged since this handle's last complete sync of the mailbox found
+ * them equal to the index (inode and ctime of the folder, new/ and cur/). */
+int idx_sync_mailbox_changed(struct idx_account *a, uint32_t mailbox_id, struct idx_sync_stats *st, char *err,
+    size_t errlen);
 /* All folders, also ones created by other tools. 1, -1. */
 int idx_sync_all(struct idx_account *a, struct idx_sync_stats *st, char *err, size_t errlen);
 

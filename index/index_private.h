@@ -65,6 +65,7 @@ struct idx_account {
 	int syncfd; /* index.tcb, for the fdatasync that makes a commit durable */
 	bool in_tx;
 	bool rec_dirty;     /* rec changed inside the transaction */
+	uint64_t tx_writes; /* db_put/db_out calls inside the transaction */
 	uint64_t op_modseq; /* modseq of the running operation, 0 none yet */
 	struct acct_rec rec;
 	/* Changes of the running operation, handed to listeners after commit. */
@@ -74,6 +75,21 @@ struct idx_account {
 	pthread_mutex_t lmu;
 	struct idx_listener *listeners;
 	uint64_t name_counter;
+	/* Folders known to match the index (sync.c): skip a SELECT's rescan. */
+	struct sync_stamp *stamps;
+	size_t nstamps;
+};
+
+/*
+ * State of a mailbox's folder (the folder directory, new/ and cur/: inode
+ * and ctime) when a complete sync found it equal to the index. Any entry
+ * created, removed or renamed in them, and a rename of the folder, moves a
+ * ctime (which, unlike mtime, no tool can set back).
+ */
+struct sync_stamp {
+	uint32_t mbid;
+	uint64_t ino[3];
+	int64_t sec[3], nsec[3];
 };
 
 /* ---- rec.c: keys and records ---- */
@@ -102,6 +118,12 @@ void rec_mailbox_encode(const struct idx_mailbox *mb, TCXSTR *x);
 int rec_mailbox_decode(const void *p, size_t len, uint32_t mbid, struct idx_mailbox *mb_r);
 void rec_message_encode(const struct idx_message *m, TCXSTR *x);
 int rec_message_decode(const void *p, size_t len, uint32_t mbid, uint32_t uid, struct idx_message *m_r);
+/* Only id, modseq, createseq, flags and keywords (the rest of m_r zero; mailbox_id
+ * and uid set): 1, or -1 (corrupt leading fields; m_r cleared). */
+int rec_message_decode_flags(const void *p, size_t len, uint32_t mbid, uint32_t uid, struct idx_message *m_r);
+/* Only the leading modseq and flags of a message record (the SELECT scan):
+ * 1, or -1 when those fields are corrupt (the rest is not checked). */
+int rec_message_decode_state(const void *p, size_t len, uint32_t *flags_r, uint64_t *modseq_r);
 /* Deep copies. */
 void idx_message_copy(struct idx_message *dst, const struct idx_message *src);
 void idx_mailbox_copy(struct idx_mailbox *dst, const struct idx_mailbox *src);

@@ -734,8 +734,10 @@ int idx_message_get_id(struct idx_account *a, uint64_t id, struct idx_message *m
 	return r;
 }
 
-/* Walk the live messages of mbid from from_uid; corrupt records are skipped. */
-static int msg_walk(struct idx_account *a, uint32_t mbid, uint32_t from_uid, idx_message_fn fn, void *arg)
+/* Walk the live messages of mbid from from_uid; corrupt records are skipped.
+ * flags_only: decode only what idx_message_each_flags promises. */
+static int msg_walk2(struct idx_account *a, uint32_t mbid, uint32_t from_uid, idx_message_fn fn, void *arg,
+    bool flags_only)
 {
 	BDBCUR *cur = tcbdbcurnew(a->db);
 	uint8_t k[9];
@@ -752,7 +754,8 @@ static int msg_walk(struct idx_account *a, uint32_t mbid, uint32_t from_uid, idx
 			if (kp == NULL || ks != 9 || memcmp(kp, k, 5) != 0)
 				break;
 			vp = tcbdbcurval3(cur, &vs);
-			if (vp != NULL && rec_message_decode(vp, (size_t)vs, mbid, be32_get(kp + 5), &m) > 0) {
+			if (vp != NULL && (flags_only ? rec_message_decode_flags(vp, (size_t)vs, mbid, be32_get(kp + 5), &m)
+			    : rec_message_decode(vp, (size_t)vs, mbid, be32_get(kp + 5), &m)) > 0) {
 				n++;
 				r = fn(arg, &m);
 				idx_message_clear(&m);
@@ -765,6 +768,24 @@ static int msg_walk(struct idx_account *a, uint32_t mbid, uint32_t from_uid, idx
 	}
 	tcbdbcurdel(cur);
 	return r < 0 ? r : n;
+}
+
+static int msg_walk(struct idx_account *a, uint32_t mbid, uint32_t from_uid, idx_message_fn fn, void *arg)
+{
+	return msg_walk2(a, mbid, from_uid, fn, arg, false);
+}
+
+int idx_message_each_flags(struct idx_account *a, uint32_t mailbox_id, uint32_t from_uid, idx_message_fn fn,
+    void *arg, char *err, size_t errlen)
+{
+	int r;
+
+	pthread_mutex_lock(&a->mu);
+	r = msg_walk2(a, mailbox_id, from_uid ? from_uid : 1, fn, arg, true);
+	pthread_mutex_unlock(&a->mu);
+	if (r < 0)
+		idx_seterr(err, errlen, "stopped by the callback");
+	return r;
 }
 
 int idx_message_each(struct idx_account *a, uint32_t mailbox_id, uint32_t from_uid, idx_message_fn fn, void *arg,
@@ -780,34 +801,49 @@ int idx_message_each(struct idx_account *a, uint32_t mailbox_id, uint32_t from_u
 	return r;
 }
 
-struct uids_ctx {
-	struct idx_uidstate *v;
-	size_t n, cap;
-};
-
-static int uids_cb(void *arg, const struct idx_message *m)
-{
-	struct uids_ctx *c = arg;
-
-	if (c->n == c->cap) {
-		c->cap = c->cap ? c->cap * 2 : 256;
-		c->v = idx_xrealloc(c->v, sizeof(*c->v) * c->cap);
-	}
-	c->v[c->n].uid = m->uid;
-	c->v[c->n].flags = m->flags;
-	c->v[c->n].modseq = m->modseq;
-	c->n++;
-	return 1;
-}
-
+/*
+ * The SELECT scan: one cursor walk that decodes only the leading modseq and
+ * flags of each record (no allocation per message). A record whose later
+ * fields are corrupt is listed here (msg_walk would skip it); the
+ * consistency checker reports it.
+ */
 int msg_uids_locked(struct idx_account *a, uint32_t mbid, struct idx_uidstate **list_r, size_t *n_r)
 {
-	struct uids_ctx c = { 0 };
+	BDBCUR *cur = tcbdbcurnew(a->db);
+	struct idx_uidstate *v = NULL;
+	size_t n = 0, cap = 0;
+	uint8_t k[9];
 
-	msg_walk(a, mbid, 1, uids_cb, &c);
-	*list_r = c.v;
-	*n_r = c.n;
-	return (int)c.n;
+	key_mbuid(k, K_MSG, mbid, 1);
+	if (tcbdbcurjump(cur, k, 9)) {
+		for (;;) {
+			int ks, vs;
+			const uint8_t *kp = tcbdbcurkey3(cur, &ks);
+			const void *vp;
+			uint32_t flags;
+			uint64_t modseq;
+
+			if (kp == NULL || ks != 9 || memcmp(kp, k, 5) != 0)
+				break;
+			vp = tcbdbcurval3(cur, &vs);
+			if (vp != NULL && rec_message_decode_state(vp, (size_t)vs, &flags, &modseq) > 0) {
+				if (n == cap) {
+					cap = cap ? cap * 2 : 1024;
+					v = idx_xrealloc(v, sizeof(*v) * cap);
+				}
+				v[n].uid = be32_get(kp + 5);
+				v[n].flags = flags;
+				v[n].modseq = modseq;
+				n++;
+			}
+			if (!tcbdbcurnext(cur))
+				break;
+		}
+	}
+	tcbdbcurdel(cur);
+	*list_r = v;
+	*n_r = n;
+	return (int)n;
 }
 
 int idx_mailbox_uids(struct idx_account *a, uint32_t mailbox_id, struct idx_uidstate **list_r, size_t *n_r,

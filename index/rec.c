@@ -493,6 +493,41 @@ bad:
 	return -1;
 }
 
+int rec_message_decode_flags(const void *p, size_t len, uint32_t mbid, uint32_t uid, struct idx_message *m)
+{
+	struct rd r;
+
+	memset(m, 0, sizeof(*m));
+	if (!rd_start(&r, p, len))
+		return -1;
+	m->id = get_uv_max(&r, INT64_MAX);
+	m->modseq = get_uv_max(&r, INT64_MAX);
+	m->createseq = get_uv_max(&r, INT64_MAX);
+	m->flags = (uint32_t)get_uv_max(&r, IDX_FLAGS_ALL);
+	m->keywords = get_strlist(&r, IDX_KEYWORDS_PER_MESSAGE, IDX_KEYWORD_MAX, &m->nkeywords);
+	if (r.bad || m->id == 0) {
+		idx_message_clear(m);
+		return -1;
+	}
+	m->mailbox_id = mbid;
+	m->uid = uid;
+	return 1;
+}
+
+int rec_message_decode_state(const void *p, size_t len, uint32_t *flags_r, uint64_t *modseq_r)
+{
+	struct rd r;
+	uint64_t id;
+
+	if (!rd_start(&r, p, len))
+		return -1;
+	id = get_uv_max(&r, INT64_MAX);
+	*modseq_r = get_uv_max(&r, INT64_MAX);
+	(void)get_uv_max(&r, INT64_MAX); /* createseq */
+	*flags_r = (uint32_t)get_uv_max(&r, IDX_FLAGS_ALL);
+	return r.bad || id == 0 ? -1 : 1;
+}
+
 void idx_message_clear(struct idx_message *m)
 {
 	if (m == NULL)

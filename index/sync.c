@@ -12,6 +12,17 @@
  * A file that vanishes while we read it is skipped: the next sync sees its
  * new state. Everything runs in one transaction per mailbox and the changes
  * go to listeners like our own.
+ *
+ * A SELECT of a large mailbox would spend most of its time in that scan
+ * although nothing changed, so a complete sync leaves a stamp (inode and
+ * ctime of the folder, new/ and cur/, struct sync_stamp) taken before its
+ * scan, and idx_sync_mailbox_changed skips the scan while the stamp still
+ * matches. Every way a file can appear, vanish or be renamed in a folder
+ * moves the ctime of its directory, and no tool can set a ctime back. A
+ * stamp is kept only when every ctime was at least two seconds old when it
+ * was taken: a change later in the same clock tick as the stat would leave
+ * the ctime as it was; with that margin a later change always gets a
+ * larger one. Our own changes move the ctimes too (the next SELECT rescans).
  */
 #define _GNU_SOURCE
 #include "index/index_private.h"
@@ -64,6 +75,73 @@ static size_t fkeys_all(struct idx_account *a, uint32_t mbid, struct fkey **v_r)
 	tcbdbcurdel(cur);
 	*v_r = v;
 	return n;
+}
+
+/* ---- folder stamps ---- */
+
+/*
+ * Stamp of folder dir (taken before a scan). 1: every ctime is at least two
+ * seconds old, so the stamp may be kept; 0: too recent; -1: a stat failed.
+ */
+static int folder_stamp(const char *dir, uint32_t mbid, struct sync_stamp *s)
+{
+	static const char *const sub[3] = { "", "/new", "/cur" };
+	struct timespec now;
+	int stable = 1;
+
+	memset(s, 0, sizeof(*s));
+	s->mbid = mbid;
+	if (clock_gettime(CLOCK_REALTIME, &now) < 0)
+		return -1;
+	for (int i = 0; i < 3; i++) {
+		char path[IDX_PATH_MAX + 8];
+		struct stat st;
+
+		snprintf(path, sizeof(path), "%s%s", dir, sub[i]);
+		if (stat(path, &st) < 0)
+			return -1;
+		s->ino[i] = (uint64_t)st.st_ino;
+		s->sec[i] = (int64_t)st.st_ctim.tv_sec;
+		s->nsec[i] = (int64_t)st.st_ctim.tv_nsec;
+		if ((int64_t)st.st_ctim.tv_sec >= (int64_t)now.tv_sec - 2)
+			stable = 0;
+	}
+	return stable;
+}
+
+static bool stamp_equal(const struct sync_stamp *x, const struct sync_stamp *y)
+{
+	for (int i = 0; i < 3; i++)
+		if (x->ino[i] != y->ino[i] || x->sec[i] != y->sec[i] || x->nsec[i] != y->nsec[i])
+			return false;
+	return x->mbid == y->mbid;
+}
+
+static struct sync_stamp *stamp_find(struct idx_account *a, uint32_t mbid)
+{
+	for (size_t i = 0; i < a->nstamps; i++)
+		if (a->stamps[i].mbid == mbid)
+			return &a->stamps[i];
+	return NULL;
+}
+
+static void stamp_drop(struct idx_account *a, uint32_t mbid)
+{
+	struct sync_stamp *s = stamp_find(a, mbid);
+
+	if (s != NULL)
+		*s = a->stamps[--a->nstamps];
+}
+
+static void stamp_set(struct idx_account *a, const struct sync_stamp *s)
+{
+	struct sync_stamp *old = stamp_find(a, s->mbid);
+
+	if (old == NULL) {
+		a->stamps = idx_xrealloc(a->stamps, sizeof(*a->stamps) * (a->nstamps + 1));
+		old = &a->stamps[a->nstamps++];
+	}
+	*old = *s;
 }
 
 /* Keywords of a file name: letters through the table plus the index-only
@@ -182,7 +260,9 @@ static int adopt(struct idx_account *a, struct idx_mailbox *mb, const char *dir,
 	return r < 0 ? -1 : 1;
 }
 
-static int sync_locked(struct idx_account *a, uint32_t mbid, struct idx_sync_stats *st, char *err, size_t errlen)
+/* stamp_r gets the folder's stamp when it may be kept (mbid 0 otherwise). */
+static int sync_locked(struct idx_account *a, uint32_t mbid, struct idx_sync_stats *st, struct sync_stamp *stamp_r,
+    char *err, size_t errlen)
 {
 	struct maildir_keywords kw;
 	struct maildir_scan scan;
@@ -195,13 +275,19 @@ static int sync_locked(struct idx_account *a, uint32_t mbid, struct idx_sync_sta
 	int r;
 
 	memset(&scan, 0, sizeof(scan));
+	memset(stamp_r, 0, sizeof(*stamp_r));
 	maildir_keywords_init(&kw);
 	r = mb_load(a, mbid, &mb, err, errlen);
 	if (r <= 0)
 		return r;
 	if (idx_folder_path(a, mb.folder, dir, sizeof(dir), err, errlen) < 0 ||
-	    maildir_folder_create(a->maildir, mb.folder, err, errlen) < 0 ||
-	    maildir_scan(dir, &scan, err, errlen) < 0 || maildir_keywords_read(&kw, dir, err, errlen) < 0) {
+	    maildir_folder_create(a->maildir, mb.folder, err, errlen) < 0) {
+		r = -1;
+		goto out;
+	}
+	if (folder_stamp(dir, mbid, stamp_r) <= 0)
+		memset(stamp_r, 0, sizeof(*stamp_r));
+	if (maildir_scan(dir, &scan, err, errlen) < 0 || maildir_keywords_read(&kw, dir, err, errlen) < 0) {
 		r = -1;
 		goto out;
 	}
@@ -314,6 +400,7 @@ int idx_sync_mailbox(struct idx_account *a, uint32_t mailbox_id, struct idx_sync
     size_t errlen)
 {
 	struct idx_sync_stats dummy;
+	struct sync_stamp stamp;
 	int r;
 
 	if (st == NULL)
@@ -321,14 +408,45 @@ int idx_sync_mailbox(struct idx_account *a, uint32_t mailbox_id, struct idx_sync
 	memset(st, 0, sizeof(*st));
 	if (op_begin(a, err, errlen) < 0)
 		return -1;
-	r = sync_locked(a, mailbox_id, st, err, errlen);
+	stamp_drop(a, mailbox_id);
+	r = sync_locked(a, mailbox_id, st, &stamp, err, errlen);
 	if (r == 0) {
 		idx_seterr(err, errlen, "mailbox does not exist");
 		r = -1;
 	}
 	r = op_end(a, r, err, errlen);
+	if (r > 0 && stamp.mbid != 0)
+		stamp_set(a, &stamp);
 	op_unlock(a);
 	return r;
+}
+
+int idx_sync_mailbox_changed(struct idx_account *a, uint32_t mailbox_id, struct idx_sync_stats *st, char *err,
+    size_t errlen)
+{
+	const struct sync_stamp *old;
+	bool same = false;
+
+	pthread_mutex_lock(&a->mu);
+	old = stamp_find(a, mailbox_id);
+	if (old != NULL) {
+		struct idx_mailbox mb;
+		struct sync_stamp now;
+		char dir[IDX_PATH_MAX];
+
+		if (mb_load(a, mailbox_id, &mb, NULL, 0) > 0) {
+			same = idx_folder_path(a, mb.folder, dir, sizeof(dir), NULL, 0) > 0 &&
+			    folder_stamp(dir, mailbox_id, &now) >= 0 && stamp_equal(old, &now);
+			idx_mailbox_clear(&mb);
+		}
+	}
+	pthread_mutex_unlock(&a->mu);
+	if (same) {
+		if (st != NULL)
+			memset(st, 0, sizeof(*st));
+		return 1;
+	}
+	return idx_sync_mailbox(a, mailbox_id, st, err, errlen);
 }
 
 int idx_sync_all(struct idx_account *a, struct idx_sync_stats *st, char *err, size_t errlen)
