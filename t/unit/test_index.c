@@ -855,6 +855,68 @@ static void test_sync(void **state)
 	idx_unlisten(&l);
 }
 
+/*
+ * idx_sync_mailbox_changed after a complete sync of a folder whose
+ * directories are older than the stamp margin: a change by another tool is
+ * still found (its ctime moves), and nothing is reported when nothing changed.
+ */
+static int flags_cb(void *arg, const struct idx_message *m)
+{
+	struct idx_message *out = arg;
+
+	out->uid = m->uid;
+	out->flags = m->flags;
+	out->modseq = m->modseq;
+	out->nkeywords = m->nkeywords;
+	assert_null(m->filename);
+	if (m->nkeywords > 0)
+		assert_string_equal(m->keywords[0], "known");
+	return 1;
+}
+
+static void test_sync_stamp(void **state)
+{
+	struct fx *f = *state;
+	uint32_t inbox = mbid(f->a, "INBOX"), u;
+	struct idx_sync_stats st;
+	struct idx_uidstate *us;
+	struct idx_message got;
+	size_t n;
+	char err[256], path[1024], path2[1024];
+
+	u = deliver(f->a, inbox, msg1, IDX_FLAGGED, "known");
+	sleep(3);
+	assert_int_equal(idx_sync_mailbox(f->a, inbox, &st, err, sizeof(err)), 1);
+	assert_int_equal(idx_sync_mailbox_changed(f->a, inbox, &st, err, sizeof(err)), 1);
+	assert_int_equal(st.added + st.flagged + st.removed, 0);
+	/* Light reads: uid/flags/modseq, and flags with keywords. */
+	assert_int_equal(idx_mailbox_uids(f->a, inbox, &us, &n, err, sizeof(err)), 1);
+	assert_int_equal(n, 1);
+	assert_int_equal(us[0].uid, u);
+	assert_int_equal(us[0].flags, IDX_FLAGGED);
+	memset(&got, 0, sizeof(got));
+	assert_int_equal(idx_message_each_flags(f->a, inbox, 1, flags_cb, &got, err, sizeof(err)), 1);
+	assert_int_equal(got.uid, u);
+	assert_int_equal(got.flags, IDX_FLAGGED);
+	assert_int_equal(got.modseq, us[0].modseq);
+	assert_int_equal(got.nkeywords, 1);
+	free(us);
+	/* Another tool adds a file: found although a stamp is kept. */
+	snprintf(path, sizeof(path), "%s/new/1700000000.M9P9.other", idx_account_maildir(f->a));
+	put_file(path, "Message-ID: <st@x>\r\nSubject: st\r\n\r\nhi\r\n");
+	assert_int_equal(idx_sync_mailbox_changed(f->a, inbox, &st, err, sizeof(err)), 1);
+	assert_int_equal(st.added, 1);
+	/* Renamed with flags, then removed. */
+	snprintf(path2, sizeof(path2), "%s/cur/1700000000.M9P9.other:2,S", idx_account_maildir(f->a));
+	assert_int_equal(rename(path, path2), 0);
+	assert_int_equal(idx_sync_mailbox_changed(f->a, inbox, &st, err, sizeof(err)), 1);
+	assert_int_equal(st.flagged, 1);
+	assert_int_equal(unlink(path2), 0);
+	assert_int_equal(idx_sync_mailbox_changed(f->a, inbox, &st, err, sizeof(err)), 1);
+	assert_int_equal(st.removed, 1);
+	CHECK(f->a);
+}
+
 /* ---- corruption ---- */
 
 static int each_count(void *arg, const struct idx_message *m)
@@ -942,6 +1004,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_threading, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_notify, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sync, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sync_stamp, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_record, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fsync_on, setup, teardown),
 	};
