@@ -1170,10 +1170,9 @@ fetch_done(struct imap_job *j)
 	if (v != NULL && v->mailbox_id == fj->mailbox_id)
 		for (size_t i = 0; i < fj->nseen; i++) {
 			uint32_t seq = imap_view_seq(v, fj->seen[i].uid);
-			if (seq == 0 || v->msgs[seq - 1].modseq >= fj->seen[i].modseq)
+			if (seq == 0 || imap_view_modseq(v, seq - 1) >= fj->seen[i].modseq)
 				continue;
-			v->msgs[seq - 1].flags |= fj->seen[i].flags;
-			v->msgs[seq - 1].modseq = fj->seen[i].modseq;
+			imap_view_set(v, seq - 1, imap_view_flags(v, seq - 1) | fj->seen[i].flags, fj->seen[i].modseq);
 			if (fj->seen[i].modseq > v->highest_modseq)
 				v->highest_modseq = fj->seen[i].modseq;
 		}
@@ -1482,9 +1481,9 @@ imap_cmd_fetch(struct imap_conn *c, struct imap_args *args)
 			fj->seqs[i] = imap_view_seq(v, fj->uids[i]);
 			continue;
 		}
-		while (k < v->n && v->msgs[k].uid < fj->uids[i])
+		while (k < v->n && imap_view_uid(v, k) < fj->uids[i])
 			k++;
-		fj->seqs[i] = k < v->n && v->msgs[k].uid == fj->uids[i] ? (uint32_t)k + 1 : 0;
+		fj->seqs[i] = k < v->n && imap_view_uid(v, k) == fj->uids[i] ? (uint32_t)k + 1 : 0;
 	}
 	for (size_t i = 0; i < fj->nsecs; i++) {
 		const struct fetch_sec *s = &fj->secs[i];

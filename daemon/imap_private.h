@@ -66,7 +66,13 @@ struct imap_cmd_def {
 	imap_cmd_fn fn;
 };
 
-/* One message of the selected mailbox as the session sees it. */
+/*
+ * The selected mailbox as the session sees it. An idle session keeps this for
+ * as long as it stays selected, so the messages are kept compact (9 bytes
+ * each) and read through imap_view_uid/flags/modseq: UIDs ascending (index + 1
+ * is the sequence number), system flags (IDX_FLAGS_ALL fits a byte) and the
+ * modseq as 32 bits until one needs more (then all 64).
+ */
 struct imap_view {
 	uint32_t mailbox_id;
 	char *name;                 /* UTF-8 */
@@ -74,7 +80,10 @@ struct imap_view {
 	uint32_t uidvalidity;
 	uint32_t uidnext;
 	uint64_t highest_modseq;
-	struct idx_uidstate *msgs;  /* ascending UID; index + 1 is the sequence number */
+	uint32_t *uids;             /* n of cap; ascending */
+	uint8_t *flags;
+	uint32_t *modseq32;         /* while modseq64 is NULL */
+	uint64_t *modseq64;
 	size_t n, cap;
 	char **keywords;            /* of the mailbox, as last announced in FLAGS */
 	size_t nkeywords;
@@ -243,6 +252,16 @@ void imap_view_notified(struct imap_conn *c);
  * expunged after since, then then(c); on failure NO and the command ends. */
 void imap_vanished_earlier(struct imap_conn *c, const struct imap_seqset *set, uint64_t since,
     void (*then)(struct imap_conn *c));
+/* Message i (0-based: sequence number - 1) of the view. */
+static inline uint32_t imap_view_uid(const struct imap_view *v, size_t i) { return v->uids[i]; }
+static inline uint32_t imap_view_flags(const struct imap_view *v, size_t i) { return v->flags[i]; }
+static inline uint64_t
+imap_view_modseq(const struct imap_view *v, size_t i)
+{
+	return v->modseq64 != NULL ? v->modseq64[i] : v->modseq32[i];
+}
+/* Set the flags and modseq of message i of the view. */
+void imap_view_set(struct imap_view *v, size_t i, uint32_t flags, uint64_t modseq);
 /* Sequence number of uid (1-based), 0 if not in view. */
 uint32_t imap_view_seq(const struct imap_view *v, uint32_t uid);
 /* Resolve a seqset (sequence numbers or UIDs per uid) into view UIDs, ascending. Caller frees. */

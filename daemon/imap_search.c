@@ -228,7 +228,7 @@ seqset_node(struct sparse *ps, struct imap_args *args, bool uid)
 		imap_seqset_clear(&set);
 		return n;
 	}
-	n->star = uid ? (v->n ? v->msgs[v->n - 1].uid : 0) : (uint32_t)v->n;
+	n->star = uid ? (v->n ? imap_view_uid(v, v->n - 1) : 0) : (uint32_t)v->n;
 	imap_seqset_normalize(&set, n->star);
 	n->set = set;
 	return n;
@@ -1058,7 +1058,7 @@ imap_cmd_search(struct imap_conn *c, struct imap_args *args)
 	}
 	sj->view = v->n ? xmalloc(v->n * sizeof(*sj->view)) : NULL;
 	for (size_t i = 0; i < v->n; i++)
-		sj->view[i] = v->msgs[i].uid;
+		sj->view[i] = imap_view_uid(v, i);
 	sj->nview = v->n;
 	sj->recent_from = v->recent_from;
 	sj->mailbox_id = v->mailbox_id;

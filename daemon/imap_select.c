@@ -128,18 +128,60 @@ imap_flags_parse(struct imap_conn *c, struct imap_args *list, uint32_t *flags_r,
 
 /* ---- view ---- */
 
+/* Room for cap messages (never shrinks below n). */
+static void
+view_reserve(struct imap_view *v, size_t cap)
+{
+	v->uids = xrealloc(v->uids, (cap ? cap : 1) * sizeof(*v->uids));
+	v->flags = xrealloc(v->flags, (cap ? cap : 1) * sizeof(*v->flags));
+	if (v->modseq64 != NULL)
+		v->modseq64 = xrealloc(v->modseq64, (cap ? cap : 1) * sizeof(*v->modseq64));
+	else
+		v->modseq32 = xrealloc(v->modseq32, (cap ? cap : 1) * sizeof(*v->modseq32));
+	v->cap = cap;
+}
+
+void
+imap_view_set(struct imap_view *v, size_t i, uint32_t flags, uint64_t modseq)
+{
+	v->flags[i] = (uint8_t)(flags & IDX_FLAGS_ALL);
+	if (v->modseq64 == NULL && modseq > UINT32_MAX) {
+		v->modseq64 = xmalloc((v->cap ? v->cap : 1) * sizeof(*v->modseq64));
+		for (size_t k = 0; k < v->n; k++)
+			v->modseq64[k] = v->modseq32[k];
+		free(v->modseq32);
+		v->modseq32 = NULL;
+	}
+	if (v->modseq64 != NULL)
+		v->modseq64[i] = modseq;
+	else
+		v->modseq32[i] = (uint32_t)modseq;
+}
+
+/* The view's messages from a scan (UID order), in arrays of exactly that size. */
+static void
+view_load(struct imap_view *v, const struct idx_uidstate *m, size_t n)
+{
+	view_reserve(v, n);
+	v->n = n;
+	for (size_t i = 0; i < n; i++) {
+		v->uids[i] = m[i].uid;
+		imap_view_set(v, i, m[i].flags, m[i].modseq);
+	}
+}
+
 uint32_t
 imap_view_seq(const struct imap_view *v, uint32_t uid)
 {
 	size_t lo = 0, hi = v->n;
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
-		if (v->msgs[mid].uid < uid)
+		if (v->uids[mid] < uid)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	return lo < v->n && v->msgs[lo].uid == uid ? (uint32_t)lo + 1 : 0;
+	return lo < v->n && v->uids[lo] == uid ? (uint32_t)lo + 1 : 0;
 }
 
 static bool
@@ -165,10 +207,10 @@ imap_view_resolve(struct imap_conn *c, struct imap_seqset *set, bool uid, uint32
 
 	if (set->searchres) {
 		for (size_t i = 0; i < v->n; i++)
-			if (saved_has(v, v->msgs[i].uid)) {
+			if (saved_has(v, v->uids[i])) {
 				if (n == cap)
 					out = xrealloc(out, (cap = cap ? cap * 2 : 64) * sizeof(*out));
-				out[n++] = v->msgs[i].uid;
+				out[n++] = v->uids[i];
 			}
 		*uids_r = out;
 		*n_r = n;
@@ -179,7 +221,7 @@ imap_view_resolve(struct imap_conn *c, struct imap_seqset *set, bool uid, uint32
 		*n_r = 0;
 		return -1; /* no messages: any sequence number is invalid */
 	}
-	uint32_t star = uid ? (v->n ? v->msgs[v->n - 1].uid : 0) : (uint32_t)v->n;
+	uint32_t star = uid ? (v->n ? v->uids[v->n - 1] : 0) : (uint32_t)v->n;
 	imap_seqset_normalize(set, star);
 	if (!uid) {
 		for (size_t r = 0; r < set->n; r++)
@@ -192,17 +234,17 @@ imap_view_resolve(struct imap_conn *c, struct imap_seqset *set, bool uid, uint32
 		out = total ? xmalloc(total * sizeof(*out)) : NULL;
 		for (size_t r = 0; r < set->n; r++)
 			for (uint32_t s = set->ranges[r].first; s <= set->ranges[r].last && s != 0; s++)
-				out[n++] = v->msgs[s - 1].uid;
+				out[n++] = v->uids[s - 1];
 	} else {
 		size_t i = 0;
 		for (size_t r = 0; r < set->n; r++) {
 			/* Skip to the first view UID in the range. */
-			while (i < v->n && v->msgs[i].uid < set->ranges[r].first)
+			while (i < v->n && v->uids[i] < set->ranges[r].first)
 				i++;
-			while (i < v->n && v->msgs[i].uid <= set->ranges[r].last) {
+			while (i < v->n && v->uids[i] <= set->ranges[r].last) {
 				if (n == cap)
 					out = xrealloc(out, (cap = cap ? cap * 2 : 64) * sizeof(*out));
-				out[n++] = v->msgs[i++].uid;
+				out[n++] = v->uids[i++];
 			}
 		}
 	}
@@ -227,7 +269,13 @@ imap_view_expunged(struct imap_conn *c, const uint32_t *uids, size_t n)
 		uint32_t seq = imap_view_seq(v, uids[k]);
 		if (seq == 0)
 			continue;
-		memmove(&v->msgs[seq - 1], &v->msgs[seq], (v->n - seq) * sizeof(*v->msgs));
+		size_t rest = v->n - seq;
+		memmove(&v->uids[seq - 1], &v->uids[seq], rest * sizeof(*v->uids));
+		memmove(&v->flags[seq - 1], &v->flags[seq], rest * sizeof(*v->flags));
+		if (v->modseq64 != NULL)
+			memmove(&v->modseq64[seq - 1], &v->modseq64[seq], rest * sizeof(*v->modseq64));
+		else
+			memmove(&v->modseq32[seq - 1], &v->modseq32[seq], rest * sizeof(*v->modseq32));
 		v->n--;
 		if (qresync) {
 			mbuf_printf(&b, "%s%u", first ? "" : ",", uids[k]);
@@ -276,7 +324,10 @@ imap_view_free(struct imap_conn *c)
 		c->ev_notify = NULL;
 	}
 	free(v->name);
-	free(v->msgs);
+	free(v->uids);
+	free(v->flags);
+	free(v->modseq32);
+	free(v->modseq64);
 	for (size_t i = 0; i < v->nkeywords; i++)
 		free(v->keywords[i]);
 	free(v->keywords);
@@ -315,7 +366,7 @@ static uint32_t
 recent_count(const struct imap_view *v)
 {
 	uint32_t n = 0;
-	for (size_t i = v->n; i-- > 0 && imap_view_recent(v, v->msgs[i].uid);)
+	for (size_t i = v->n; i-- > 0 && imap_view_recent(v, v->uids[i]);)
 		n++;
 	return n;
 }
@@ -498,13 +549,12 @@ keywords_apply(struct imap_view *v, struct apply_job *aj, struct mbuf *b)
 static bool
 view_add(struct imap_view *v, uint32_t uid, uint32_t flags, uint64_t modseq)
 {
-	if (v->n > 0 && uid <= v->msgs[v->n - 1].uid)
+	if (v->n > 0 && uid <= v->uids[v->n - 1])
 		return false;
-	if (v->n == v->cap) {
-		v->cap = v->cap ? v->cap * 2 : 64;
-		v->msgs = xrealloc(v->msgs, v->cap * sizeof(*v->msgs));
-	}
-	v->msgs[v->n++] = (struct idx_uidstate){uid, flags, modseq};
+	if (v->n == v->cap)
+		view_reserve(v, v->cap + v->cap / 8 + 16); /* small steps: idle sessions keep the slack */
+	v->uids[v->n] = uid;
+	imap_view_set(v, v->n++, flags, modseq);
 	if (uid >= v->uidnext)
 		v->uidnext = uid + 1;
 	return true;
@@ -545,18 +595,17 @@ resync_apply(struct imap_conn *c, struct apply_job *aj, struct mbuf *b)
 		uint32_t seq = imap_view_seq(v, m->uid);
 		if (seq == 0)
 			continue;
-		v->msgs[seq - 1].flags = m->flags;
-		v->msgs[seq - 1].modseq = m->modseq;
+		imap_view_set(v, seq - 1, m->flags, m->modseq);
 		fetch_flags_out(c, b, seq, m);
 	}
 	/* In the view, not in the mailbox: expunged. */
 	size_t k = 0;
 	for (size_t i = 0; i < v->n; i++) {
-		while (k < aj->ncur && aj->cur[k].uid < v->msgs[i].uid)
+		while (k < aj->ncur && aj->cur[k].uid < v->uids[i])
 			k++;
-		if (k >= aj->ncur || aj->cur[k].uid != v->msgs[i].uid) {
+		if (k >= aj->ncur || aj->cur[k].uid != v->uids[i]) {
 			gone = xrealloc(gone, (ngone + 1) * sizeof(*gone));
-			gone[ngone++] = v->msgs[i].uid;
+			gone[ngone++] = v->uids[i];
 		}
 	}
 	gone_apply(c, b, gone, ngone, aj->allow_expunge);
@@ -594,10 +643,9 @@ changes_apply(struct imap_conn *c, struct apply_job *aj, struct mbuf *b)
 		} else if (ch->kind == IDX_CH_FLAGS) {
 			const struct idx_message *m = &aj->msgs[i];
 			uint32_t seq = imap_view_seq(v, ch->uid);
-			if (seq == 0 || m->uid == 0 || m->modseq <= v->msgs[seq - 1].modseq)
+			if (seq == 0 || m->uid == 0 || m->modseq <= imap_view_modseq(v, seq - 1))
 				continue;
-			v->msgs[seq - 1].flags = m->flags;
-			v->msgs[seq - 1].modseq = m->modseq;
+			imap_view_set(v, seq - 1, m->flags, m->modseq);
 			fetch_flags_out(c, b, seq, m);
 		}
 		if (ch->modseq > v->highest_modseq)
@@ -752,7 +800,9 @@ imap_view_flush(struct imap_conn *c, bool allow_expunge, void (*then)(struct ima
 		pending_drop(v);
 		aj->nold = v->n;
 		aj->old = xmalloc((v->n ? v->n : 1) * sizeof(*aj->old));
-		memcpy(aj->old, v->msgs, v->n * sizeof(*aj->old));
+		for (size_t i = 0; i < v->n; i++)
+			aj->old[i] = (struct idx_uidstate){imap_view_uid(v, i), imap_view_flags(v, i),
+			    imap_view_modseq(v, i)};
 	} else if (allow_expunge) {
 		aj->ch = v->pending;
 		aj->n = v->npending;
@@ -1032,8 +1082,8 @@ select_done(struct imap_job *j)
 	 * arrivals comes with the RECENT count of this session.
 	 */
 	v->recent_from = sj->mb.uidnext ? sj->mb.uidnext : 1;
-	v->msgs = sj->msgs;
-	v->n = v->cap = sj->n;
+	view_load(v, sj->msgs, sj->n);
+	free(sj->msgs);
 	sj->msgs = NULL;
 	v->keywords = sj->mb.keywords;
 	v->nkeywords = sj->mb.nkeywords;
@@ -1062,7 +1112,7 @@ select_done(struct imap_job *j)
 	if (!rev2) {
 		mbuf_adds(&b, "* 0 RECENT\r\n");
 		for (size_t i = 0; i < v->n; i++)
-			if (!(v->msgs[i].flags & IDX_SEEN)) {
+			if (!(imap_view_flags(v, i) & IDX_SEEN)) {
 				mbuf_printf(&b, "* OK [UNSEEN %zu] first unseen\r\n", i + 1);
 				break;
 			}

@@ -434,9 +434,8 @@ store_done(struct imap_job *j)
 		uint32_t seq = imap_view_seq(v, m->uid);
 		if (seq == 0)
 			continue;
-		bool changed = m->modseq > v->msgs[seq - 1].modseq;
-		v->msgs[seq - 1].flags = m->flags;
-		v->msgs[seq - 1].modseq = m->modseq;
+		bool changed = m->modseq > imap_view_modseq(v, seq - 1);
+		imap_view_set(v, seq - 1, m->flags, m->modseq);
 		if (sj->silent && !(changed && sj->unchangedsince))
 			continue;
 		mbuf_printf(&b, "* %u FETCH (FLAGS ", seq);
