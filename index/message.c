@@ -28,22 +28,26 @@
 #include <time.h>
 #include <unistd.h>
 
+/* System flags and their Maildir letters (SCHEMA.md): one table for both directions. */
+static const struct {
+	uint32_t idx;
+	unsigned maildir;
+} flag_map[] = {
+	{IDX_SEEN, MAILDIR_FLAG_SEEN},
+	{IDX_ANSWERED, MAILDIR_FLAG_REPLIED},
+	{IDX_FLAGGED, MAILDIR_FLAG_FLAGGED},
+	{IDX_DELETED, MAILDIR_FLAG_TRASHED},
+	{IDX_DRAFT, MAILDIR_FLAG_DRAFT},
+	{IDX_FORWARDED, MAILDIR_FLAG_PASSED},
+};
+
 unsigned idx_flags_to_maildir(uint32_t f)
 {
 	unsigned m = 0;
 
-	if (f & IDX_SEEN)
-		m |= MAILDIR_FLAG_SEEN;
-	if (f & IDX_ANSWERED)
-		m |= MAILDIR_FLAG_REPLIED;
-	if (f & IDX_FLAGGED)
-		m |= MAILDIR_FLAG_FLAGGED;
-	if (f & IDX_DELETED)
-		m |= MAILDIR_FLAG_TRASHED;
-	if (f & IDX_DRAFT)
-		m |= MAILDIR_FLAG_DRAFT;
-	if (f & IDX_FORWARDED)
-		m |= MAILDIR_FLAG_PASSED;
+	for (size_t i = 0; i < sizeof(flag_map) / sizeof(flag_map[0]); i++)
+		if (f & flag_map[i].idx)
+			m |= flag_map[i].maildir;
 	return m;
 }
 
@@ -51,18 +55,9 @@ uint32_t idx_flags_from_maildir(unsigned m)
 {
 	uint32_t f = 0;
 
-	if (m & MAILDIR_FLAG_SEEN)
-		f |= IDX_SEEN;
-	if (m & MAILDIR_FLAG_REPLIED)
-		f |= IDX_ANSWERED;
-	if (m & MAILDIR_FLAG_FLAGGED)
-		f |= IDX_FLAGGED;
-	if (m & MAILDIR_FLAG_TRASHED)
-		f |= IDX_DELETED;
-	if (m & MAILDIR_FLAG_DRAFT)
-		f |= IDX_DRAFT;
-	if (m & MAILDIR_FLAG_PASSED)
-		f |= IDX_FORWARDED;
+	for (size_t i = 0; i < sizeof(flag_map) / sizeof(flag_map[0]); i++)
+		if (m & flag_map[i].maildir)
+			f |= flag_map[i].idx;
 	return f;
 }
 
