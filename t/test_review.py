@@ -10,43 +10,7 @@ import time
 import pytest
 
 
-class Raw:
-    """A line-oriented raw SMTP client."""
-
-    def __init__(self, port, host="127.0.0.1", timeout=10, rcvbuf=None):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf is not None:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.settimeout(timeout)
-        self.sock.connect((host, port))
-        self.buf = b""
-
-    def send(self, data):
-        self.sock.sendall(data if isinstance(data, bytes) else data.encode())
-
-    def line(self):
-        while b"\r\n" not in self.buf:
-            d = self.sock.recv(65536)
-            if not d:
-                raise EOFError("connection closed; pending: %r" % self.buf)
-            self.buf += d
-        ln, self.buf = self.buf.split(b"\r\n", 1)
-        return ln.decode("utf-8", "replace")
-
-    def reply(self):
-        texts = []
-        while True:
-            ln = self.line()
-            texts.append(ln[4:])
-            if ln[3:4] != "-":
-                return int(ln[:3]), texts
-
-    def cmd(self, c):
-        self.send(c + "\r\n")
-        return self.reply()
-
-    def close(self):
-        self.sock.close()
+from test_smtp import Raw  # noqa: E402  (the raw SMTP client of the SMTP tests)
 
 
 def rss_kb(pid):
