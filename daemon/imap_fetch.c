@@ -31,6 +31,7 @@
 #include <tcutil.h>
 
 #include "daemon/imap_private.h"
+#include "daemon/imap_text.h"
 #include "daemon/log.h"
 #include "index/mime.h"
 
@@ -48,6 +49,7 @@
 
 #define FETCH_STEP (256 * 1024)     /* output bytes produced per storage step */
 #define FETCH_IO (64 * 1024)        /* one read from a message file */
+#define FETCH_DEC_IN (16 * 1024)    /* input bytes per decoding call (fj->dbuf holds the output) */
 #define FETCH_BATCH 256             /* message copies per walk */
 #define FETCH_JUMP 64               /* unwanted records walked before seeking */
 #define FETCH_MAX_SECTIONS 64
@@ -70,26 +72,6 @@ struct fetch_sec {
 	uint64_t off, count;
 };
 
-enum cte { CTE_IDENTITY, CTE_BASE64, CTE_QP, CTE_UNKNOWN };
-
-/* Streaming base64 / quoted-printable decoder with an output window. */
-struct dec {
-	enum cte cte;
-	uint32_t acc;
-	int nacc;
-	bool end;
-	int qst;            /* quoted-printable state (see qp_byte) */
-	int qhex;
-	size_t nws;         /* pending whitespace that is dropped at a line end */
-	char ws[128];
-	uint64_t total;     /* bytes decoded so far */
-	uint64_t skip;      /* window: first byte, bytes */
-	uint64_t left;
-	struct evbuffer *out; /* NULL: count only */
-	char obuf[4096];
-	size_t no;
-};
-
 enum piece_kind { PC_TEXT, PC_RANGE, PC_DECODE };
 
 /* One part of a response: text, bytes of the file, or decoded bytes. */
@@ -101,7 +83,8 @@ struct piece {
 	uint64_t lit;       /* bytes to produce for RANGE/DECODE */
 	uint64_t pos;       /* input consumed */
 	uint64_t done;      /* output produced */
-	struct dec *dec;
+	struct imap_text_decoder dec; /* DECODE: the transfer decoding */
+	struct imap_text_window win;  /* DECODE: the part of the decoded bytes sent */
 };
 
 struct batch_msg {
@@ -137,6 +120,7 @@ struct fetch_job {
 	size_t npieces, ipiece;
 	int fd;
 	char *io;
+	char *dbuf;                 /* decoded output: IMAP_TEXT_DECODE_MAX(FETCH_DEC_IN), at first use */
 	/* \Seen set by this command, for the view */
 	struct idx_uidstate *seen;
 	size_t nseen, capseen;
@@ -146,243 +130,49 @@ struct fetch_job {
 	char err2[256];             /* first per-message problem, logged on the loop */
 };
 
-/* ---- decoding (RFC 2045 base64 and quoted-printable) ---- */
+/* ---- decoding (imap_text: RFC 2045 base64 and quoted-printable) ---- */
 
-static void
-dec_flush(struct dec *d)
+/*
+ * The transfer encoding BINARY[] undoes for part p (NULL: the whole message):
+ * NONE for bytes sent as they are, UNKNOWN for NO [UNKNOWN-CTE].
+ */
+static enum imap_text_enc
+cte_of(const struct mime_part *p)
 {
-	size_t n = d->no;
-	const char *p = d->obuf;
-
-	d->no = 0;
-	d->total += n;
-	if (d->skip > 0) {
-		size_t k = d->skip < n ? (size_t)d->skip : n;
-		d->skip -= k;
-		p += k;
-		n -= k;
-	}
-	if (n > d->left)
-		n = (size_t)d->left;
-	d->left -= n;
-	if (d->out != NULL && n > 0)
-		evbuffer_add(d->out, p, n);
-}
-
-static inline void
-dec_put(struct dec *d, char ch)
-{
-	d->obuf[d->no++] = ch;
-	if (d->no == sizeof(d->obuf))
-		dec_flush(d);
-}
-
-static void
-dec_init(struct dec *d, enum cte cte, uint64_t skip, uint64_t left, struct evbuffer *out)
-{
-	memset(d, 0, sizeof(*d));
-	d->cte = cte;
-	d->skip = skip;
-	d->left = left;
-	d->out = out;
-}
-
-static int
-hexval(int ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	return -1;
-}
-
-static void
-b64_tail(struct dec *d)
-{
-	if (d->nacc == 2)
-		dec_put(d, (char)(d->acc >> 4));
-	else if (d->nacc == 3) {
-		dec_put(d, (char)(d->acc >> 10));
-		dec_put(d, (char)(d->acc >> 2));
-	}
-	d->nacc = 0;
-}
-
-static void
-b64_bytes(struct dec *d, const unsigned char *p, size_t n)
-{
-	for (size_t i = 0; i < n && !d->end; i++) {
-		int v, ch = p[i];
-		if (ch >= 'A' && ch <= 'Z')
-			v = ch - 'A';
-		else if (ch >= 'a' && ch <= 'z')
-			v = ch - 'a' + 26;
-		else if (ch >= '0' && ch <= '9')
-			v = ch - '0' + 52;
-		else if (ch == '+')
-			v = 62;
-		else if (ch == '/')
-			v = 63;
-		else if (ch == '=') {
-			b64_tail(d);
-			d->end = true;
-			break;
-		} else
-			continue;
-		d->acc = (d->acc << 6) | (uint32_t)v;
-		if (++d->nacc == 4) {
-			dec_put(d, (char)(d->acc >> 16));
-			dec_put(d, (char)(d->acc >> 8));
-			dec_put(d, (char)d->acc);
-			d->nacc = 0;
-			d->acc = 0;
-		}
-	}
-}
-
-static void
-qp_ws_flush(struct dec *d)
-{
-	for (size_t i = 0; i < d->nws; i++)
-		dec_put(d, d->ws[i]);
-	d->nws = 0;
+	if (p == NULL || strcmp(p->type, "multipart") == 0 || p->nchildren > 0)
+		return IMAP_TEXT_ENC_NONE;
+	return imap_text_enc_of(p->encoding);
 }
 
 /*
- * Quoted-printable states: 0 text, 1 after '=', 2 after '=' and a hex digit,
- * 3 after CR, 4 after "=CR", 5 after '=' and whitespace (padding before a
- * soft line break). Whitespace before a line end is dropped (RFC 2045 6.7).
+ * Decode in[0..n), and the end of the stream when final, in slices through
+ * fj->dbuf. The decoded bytes inside w are added to out (NULL: none are).
+ * Returns the number of decoded bytes.
  */
-static void
-qp_byte(struct dec *d, int ch)
+static uint64_t
+decode_run(struct fetch_job *fj, struct imap_text_decoder *d, struct imap_text_window *w, const char *in, size_t n,
+    bool final, struct evbuffer *out)
 {
-again:
-	switch (d->qst) {
-	case 0:
-		if (ch == '=') {
-			qp_ws_flush(d);
-			d->qst = 1;
-		} else if (ch == ' ' || ch == '\t') {
-			if (d->nws == sizeof(d->ws))
-				qp_ws_flush(d);
-			d->ws[d->nws++] = (char)ch;
-		} else if (ch == '\r') {
-			d->qst = 3;
-		} else if (ch == '\n') {
-			d->nws = 0;
-			dec_put(d, '\r');
-			dec_put(d, '\n');
+	uint64_t total = 0;
+	bool more = true;
+	if (fj->dbuf == NULL)
+		fj->dbuf = xmalloc(IMAP_TEXT_DECODE_MAX(FETCH_DEC_IN));
+	while (more) {
+		size_t k = n < FETCH_DEC_IN ? n : FETCH_DEC_IN, o, start, keep;
+		if (k > 0) {
+			o = imap_text_decode(d, in, k, fj->dbuf);
+			in += k;
+			n -= k;
 		} else {
-			qp_ws_flush(d);
-			dec_put(d, (char)ch);
+			o = final ? imap_text_decode_end(d, fj->dbuf) : 0;
+			more = false;
 		}
-		return;
-	case 1:
-		if (hexval(ch) >= 0) {
-			d->qhex = hexval(ch);
-			d->qst = 2;
-		} else if (ch == '\r') {
-			d->qst = 4;
-		} else if (ch == '\n') {
-			d->qst = 0;
-		} else if (ch == ' ' || ch == '\t') {
-			d->qst = 5;
-		} else {
-			dec_put(d, '=');
-			d->qst = 0;
-			goto again;
-		}
-		return;
-	case 2:
-		d->qst = 0;
-		if (hexval(ch) >= 0) {
-			dec_put(d, (char)(d->qhex * 16 + hexval(ch)));
-			return;
-		}
-		dec_put(d, '=');
-		dec_put(d, "0123456789ABCDEF"[d->qhex]);
-		goto again;
-	case 3:
-		d->qst = 0;
-		if (ch == '\n') {
-			d->nws = 0;
-			dec_put(d, '\r');
-			dec_put(d, '\n');
-			return;
-		}
-		qp_ws_flush(d);
-		dec_put(d, '\r');
-		goto again;
-	case 4:
-		d->qst = 0;
-		if (ch == '\n')
-			return;
-		goto again;
-	case 5:
-		if (ch == ' ' || ch == '\t')
-			return;
-		if (ch == '\r') {
-			d->qst = 4;
-			return;
-		}
-		d->qst = 0;
-		if (ch == '\n')
-			return;
-		dec_put(d, '=');
-		goto again;
+		total += o;
+		keep = imap_text_window_take(w, o, &start);
+		if (out != NULL && keep > 0)
+			evbuffer_add(out, fj->dbuf + start, keep);
 	}
-}
-
-static void
-dec_bytes(struct dec *d, const char *p, size_t n)
-{
-	if (d->cte == CTE_BASE64)
-		b64_bytes(d, (const unsigned char *)p, n);
-	else if (d->cte == CTE_QP)
-		for (size_t i = 0; i < n; i++)
-			qp_byte(d, (unsigned char)p[i]);
-	else
-		for (size_t i = 0; i < n; i++)
-			dec_put(d, p[i]);
-}
-
-static void
-dec_finish(struct dec *d)
-{
-	if (d->cte == CTE_BASE64 && !d->end)
-		b64_tail(d);
-	else if (d->cte == CTE_QP) {
-		if (d->qst == 1 || d->qst == 5)
-			dec_put(d, '=');
-		else if (d->qst == 2) {
-			dec_put(d, '=');
-			dec_put(d, "0123456789ABCDEF"[d->qhex]);
-		} else if (d->qst == 3) {
-			qp_ws_flush(d);
-			dec_put(d, '\r');
-		}
-		d->qst = 0;
-		d->nws = 0;
-	}
-	dec_flush(d);
-}
-
-static enum cte
-cte_of(const struct mime_part *p)
-{
-	const char *e = p->encoding;
-	if (strcmp(p->type, "multipart") == 0 || p->nchildren > 0 || e == NULL)
-		return CTE_IDENTITY;
-	if (strcasecmp(e, "7bit") == 0 || strcasecmp(e, "8bit") == 0 || strcasecmp(e, "binary") == 0)
-		return CTE_IDENTITY;
-	if (strcasecmp(e, "base64") == 0)
-		return CTE_BASE64;
-	if (strcasecmp(e, "quoted-printable") == 0)
-		return CTE_QP;
-	return CTE_UNKNOWN;
+	return total;
 }
 
 /* ---- helpers ---- */
@@ -536,10 +326,8 @@ text_flush(struct build *bd)
 static void
 pieces_clear(struct fetch_job *fj)
 {
-	for (size_t i = 0; i < fj->npieces; i++) {
+	for (size_t i = 0; i < fj->npieces; i++)
 		free(fj->pieces[i].text);
-		free(fj->pieces[i].dec);
-	}
 	free(fj->pieces);
 	fj->pieces = NULL;
 	fj->npieces = fj->ipiece = 0;
@@ -560,22 +348,23 @@ read_at(struct fetch_job *fj, char *buf, size_t n, uint64_t off)
 
 /* Size of the decoded content of a file range (first pass). */
 static int
-decoded_size(struct fetch_job *fj, enum cte cte, uint64_t off, uint64_t len, uint64_t *size_r)
+decoded_size(struct fetch_job *fj, enum imap_text_enc enc, uint64_t off, uint64_t len, uint64_t *size_r)
 {
-	struct dec *d = xmalloc(sizeof(*d));
-	dec_init(d, cte, 0, UINT64_MAX, NULL);
-	uint64_t pos = 0;
+	struct imap_text_decoder d;
+	struct imap_text_window w;
+	uint64_t pos = 0, size = 0;
+	imap_text_decoder_init(&d, enc, false);
+	imap_text_window_init(&w, 0, 0);
 	while (pos < len) {
 		size_t n = len - pos < FETCH_IO ? (size_t)(len - pos) : FETCH_IO;
 		int r = read_at(fj, fj->io, n, off + pos);
 		if (r <= 0)
 			break;
-		dec_bytes(d, fj->io, (size_t)r);
+		size += decode_run(fj, &d, &w, fj->io, (size_t)r, false, NULL);
 		pos += (uint64_t)r;
 	}
-	dec_finish(d);
-	*size_r = d->total;
-	free(d);
+	size += decode_run(fj, &d, &w, NULL, 0, true, NULL);
+	*size_r = size;
 	return 1;
 }
 
@@ -717,17 +506,17 @@ section_out(struct build *bd, const struct fetch_sec *s, const struct mime_msg *
 		range_out(bd, s, off, len);
 		return 1;
 	}
-	enum cte cte = part != NULL ? cte_of(part) : CTE_IDENTITY;
-	if (cte == CTE_UNKNOWN)
+	enum imap_text_enc enc = cte_of(part);
+	if (enc == IMAP_TEXT_ENC_UNKNOWN)
 		return 0;
 	uint64_t size = len;
-	if (cte != CTE_IDENTITY)
-		decoded_size(fj, cte, off, len, &size);
+	if (enc != IMAP_TEXT_ENC_NONE)
+		decoded_size(fj, enc, off, len, &size);
 	if (s->kind == SK_BINARY_SIZE) {
 		mbuf_printf(&bd->t, "%llu", (unsigned long long)size);
 		return 1;
 	}
-	if (cte == CTE_IDENTITY) {
+	if (enc == IMAP_TEXT_ENC_NONE) {
 		range_out(bd, s, off, len);
 		return 1;
 	}
@@ -740,8 +529,9 @@ section_out(struct build *bd, const struct fetch_sec *s, const struct mime_msg *
 	p->off = off;
 	p->len = len;
 	p->lit = n;
-	p->dec = xmalloc(sizeof(*p->dec));
-	dec_init(p->dec, cte, skip, n, NULL);
+	/* Raw bytes: no charset conversion for BINARY. */
+	imap_text_decoder_init(&p->dec, enc, false);
+	imap_text_window_init(&p->win, skip, n);
 	return 1;
 }
 
@@ -858,22 +648,15 @@ emit(struct fetch_job *fj)
 				if (p->kind == PC_RANGE) {
 					p->done += (uint64_t)r;
 				} else {
-					p->dec->out = fj->out;
-					uint64_t before = p->dec->left;
-					dec_bytes(p->dec, fj->io, (size_t)r);
-					if (p->pos == p->len)
-						dec_finish(p->dec);
-					else
-						dec_flush(p->dec);
-					p->done += before - p->dec->left;
+					decode_run(fj, &p->dec, &p->win, fj->io, (size_t)r, p->pos == p->len, fj->out);
+					p->done = p->lit - p->win.left;
 				}
 				continue;
 			}
 			p->pos = p->len; /* file shorter than its record: pad below */
 			if (p->kind == PC_DECODE) {
-				uint64_t before = p->dec->left;
-				dec_finish(p->dec);
-				p->done += before - p->dec->left;
+				decode_run(fj, &p->dec, &p->win, NULL, 0, true, fj->out);
+				p->done = p->lit - p->win.left;
 			}
 		}
 		if (p->done < p->lit) {
@@ -1079,6 +862,7 @@ fetch_free(struct fetch_job *fj)
 	free(fj->secs);
 	free(fj->seen);
 	free(fj->io);
+	free(fj->dbuf);
 	imap_seqset_clear(&fj->vset);
 	if (fj->guard != NULL)
 		event_free(fj->guard);

@@ -1,6 +1,6 @@
 /*
  * imap_text: case folding, dates, transfer decoding, the streaming matcher
- * and header unfolding for SEARCH. See imap_text.h for the contract.
+ * and header unfolding for SEARCH and FETCH BINARY. See imap_text.h for the contract.
  *
  * The matcher keeps the last (longest needle - 1) folded bytes of a segment
  * when it makes room, so a match that straddles two feeds is still seen; it
@@ -188,11 +188,14 @@ imap_text_sent_day(const char *s, int64_t parsed, int64_t *day_r)
 enum imap_text_enc
 imap_text_enc_of(const char *name)
 {
-	if (name != NULL && strcasecmp(name, "base64") == 0)
+	if (name == NULL || strcasecmp(name, "7bit") == 0 || strcasecmp(name, "8bit") == 0 ||
+	    strcasecmp(name, "binary") == 0)
+		return IMAP_TEXT_ENC_NONE;
+	if (strcasecmp(name, "base64") == 0)
 		return IMAP_TEXT_ENC_B64;
-	if (name != NULL && strcasecmp(name, "quoted-printable") == 0)
+	if (strcasecmp(name, "quoted-printable") == 0)
 		return IMAP_TEXT_ENC_QP;
-	return IMAP_TEXT_ENC_NONE;
+	return IMAP_TEXT_ENC_UNKNOWN;
 }
 
 bool
@@ -223,9 +226,30 @@ hexval(char ch)
 	return -1;
 }
 
+/* Quoted-printable states. */
+enum {
+	QP_TEXT,    /* in text; blanks may be held in ws */
+	QP_EQ,      /* after '=' */
+	QP_HEX,     /* after '=' and one hex digit (qh) */
+	QP_CR,      /* after a CR in text (ws still held) */
+	QP_EQ_CR,   /* after "=" CR: a soft line break if LF follows */
+	QP_EQ_WS,   /* after '=' and blanks: transport padding before a soft break */
+};
+
+static size_t
+qp_blanks(struct imap_text_decoder *d, char *out)
+{
+	size_t n = d->nws;
+	if (n > 0)
+		memcpy(out, d->ws, n);
+	d->nws = 0;
+	return n;
+}
+
 /*
- * One input byte of quoted-printable. Output never exceeds the input so far
- * plus the two bytes an unfinished escape holds back.
+ * One input byte of quoted-printable. A byte that ends an attempted escape
+ * is looked at again in the text state. Output never exceeds two bytes per
+ * input byte (a bare LF becomes CRLF) plus what was held back before.
  */
 static size_t
 qp_step(struct imap_text_decoder *d, char ch, char *out)
@@ -233,30 +257,43 @@ qp_step(struct imap_text_decoder *d, char ch, char *out)
 	size_t o = 0;
 	for (;;) {
 		switch (d->qst) {
-		case 0:
-			if (ch == '=')
-				d->qst = 1;
-			else
+		case QP_TEXT:
+			if (ch == '=') {
+				o += qp_blanks(d, out + o);
+				d->qst = QP_EQ;
+			} else if (ch == ' ' || ch == '\t') {
+				if (d->nws == sizeof(d->ws))
+					o += qp_blanks(d, out + o);
+				d->ws[d->nws++] = ch;
+			} else if (ch == '\r') {
+				d->qst = QP_CR;
+			} else if (ch == '\n') {
+				d->nws = 0;
+				out[o++] = '\r';
+				out[o++] = '\n';
+			} else {
+				o += qp_blanks(d, out + o);
 				out[o++] = ch;
+			}
 			return o;
-		case 1:
+		case QP_EQ:
 			if (hexval(ch) >= 0) {
 				d->qh = ch;
-				d->qst = 2;
+				d->qst = QP_HEX;
 			} else if (ch == '\r') {
-				d->qst = 3;
+				d->qst = QP_EQ_CR;
 			} else if (ch == '\n') {
-				d->qst = 0;
+				d->qst = QP_TEXT;
 			} else if (ch == ' ' || ch == '\t') {
-				/* transport padding before a soft break: stay */
+				d->qst = QP_EQ_WS;
 			} else {
 				out[o++] = '=';
-				d->qst = 0;
+				d->qst = QP_TEXT;
 				continue;
 			}
 			return o;
-		case 2:
-			d->qst = 0;
+		case QP_HEX:
+			d->qst = QP_TEXT;
 			if (hexval(ch) >= 0) {
 				out[o++] = (char)(hexval(d->qh) * 16 + hexval(ch));
 				return o;
@@ -264,13 +301,57 @@ qp_step(struct imap_text_decoder *d, char ch, char *out)
 			out[o++] = '=';
 			out[o++] = d->qh;
 			continue;
-		default:
-			d->qst = 0;
+		case QP_CR:
+			d->qst = QP_TEXT;
+			if (ch == '\n') {
+				d->nws = 0;
+				out[o++] = '\r';
+				out[o++] = '\n';
+				return o;
+			}
+			o += qp_blanks(d, out + o);
+			out[o++] = '\r';
+			continue;
+		case QP_EQ_CR:
+			d->qst = QP_TEXT;
 			if (ch == '\n')
 				return o;
 			continue;
+		default: /* QP_EQ_WS */
+			if (ch == ' ' || ch == '\t')
+				return o;
+			if (ch == '\r') {
+				d->qst = QP_EQ_CR;
+				return o;
+			}
+			d->qst = QP_TEXT;
+			if (ch == '\n')
+				return o;
+			/* Blanks after '=' that no line end follows are dropped. */
+			out[o++] = '=';
+			continue;
 		}
 	}
+}
+
+/* Widen out[0..o) from ISO-8859-1 to UTF-8 in place (room for 2 * o). Returns the new length. */
+static size_t
+latin1_widen(char *out, size_t o)
+{
+	size_t hi = 0;
+	for (size_t i = 0; i < o; i++)
+		hi += (unsigned char)out[i] >= 0x80;
+	size_t w = o + hi;
+	for (size_t i = o; i-- > 0;) {
+		unsigned char ch = (unsigned char)out[i];
+		if (ch < 0x80) {
+			out[--w] = (char)ch;
+		} else {
+			out[--w] = (char)(0x80 | (ch & 0x3F));
+			out[--w] = (char)(0xC0 | (ch >> 6));
+		}
+	}
+	return o + hi;
 }
 
 size_t
@@ -289,10 +370,13 @@ imap_text_decode(struct imap_text_decoder *d, const char *in, size_t len, char *
 	size_t o = 0;
 
 	if (d->enc == IMAP_TEXT_ENC_B64) {
-		for (size_t i = 0; i < len; i++) {
+		/* Whole bytes go out as soon as their bits are in, so nothing waits for the end. */
+		for (size_t i = 0; i < len && !d->b64end; i++) {
 			int v = b64[(unsigned char)in[i]];
-			if (v == 0)
+			if (v == 0) {
+				d->b64end = in[i] == '=';
 				continue;
+			}
 			d->acc = (d->acc << 6) | (uint32_t)(v - 1);
 			d->nbits += 6;
 			if (d->nbits >= 8) {
@@ -309,24 +393,60 @@ imap_text_decode(struct imap_text_decoder *d, const char *in, size_t len, char *
 			memcpy(out, in, len);
 		o = len;
 	}
-	if (d->latin1) {
-		/* Widen in place from the end: each byte >= 0x80 becomes two. */
-		size_t hi = 0;
-		for (size_t i = 0; i < o; i++)
-			hi += (unsigned char)out[i] >= 0x80;
-		size_t w = o + hi;
-		for (size_t i = o; i-- > 0;) {
-			unsigned char ch = (unsigned char)out[i];
-			if (ch < 0x80) {
-				out[--w] = (char)ch;
-			} else {
-				out[--w] = (char)(0x80 | (ch & 0x3F));
-				out[--w] = (char)(0xC0 | (ch >> 6));
-			}
+	return d->latin1 ? latin1_widen(out, o) : o;
+}
+
+size_t
+imap_text_decode_end(struct imap_text_decoder *d, char *out)
+{
+	size_t o = 0;
+	if (d->enc == IMAP_TEXT_ENC_QP) {
+		switch (d->qst) {
+		case QP_EQ:
+		case QP_EQ_WS:
+			out[o++] = '=';
+			break;
+		case QP_HEX:
+			out[o++] = '=';
+			out[o++] = d->qh;
+			break;
+		case QP_CR:
+			o += qp_blanks(d, out);
+			out[o++] = '\r';
+			break;
+		default:
+			break;
 		}
-		o += hi;
 	}
-	return o;
+	bool latin1 = d->latin1;
+	imap_text_decoder_init(d, d->enc, latin1);
+	return latin1 ? latin1_widen(out, o) : o;
+}
+
+void
+imap_text_window_init(struct imap_text_window *w, uint64_t off, uint64_t count)
+{
+	w->skip = off;
+	w->left = count;
+}
+
+size_t
+imap_text_window_take(struct imap_text_window *w, size_t n, size_t *start_r)
+{
+	size_t k = w->skip < n ? (size_t)w->skip : n;
+	w->skip -= k;
+	n -= k;
+	if (n > w->left)
+		n = (size_t)w->left;
+	w->left -= n;
+	*start_r = n > 0 ? k : 0;
+	return n;
+}
+
+bool
+imap_text_window_done(const struct imap_text_window *w)
+{
+	return w->left == 0;
 }
 
 /* ---- streaming matcher ---- */

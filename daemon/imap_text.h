@@ -1,9 +1,10 @@
 /*
- * imap_text: the pure text code behind IMAP SEARCH.
+ * imap_text: the pure text code behind IMAP SEARCH and FETCH BINARY.
  * Owns: simple Unicode case folding of UTF-8, IMAP and RFC 5322 date parsing
  * to day numbers, streaming transfer decoding (base64, quoted-printable) with
- * an ISO-8859-1 to UTF-8 step, a case-folding multi-needle substring matcher
- * that works over a stream in bounded memory, and header field unfolding.
+ * an optional ISO-8859-1 to UTF-8 step and an output window, a case-folding
+ * multi-needle substring matcher that works over a stream in bounded memory,
+ * and header field unfolding.
  * Does not: read files, log, touch the event loop or the index, or decode
  * RFC 2047 encoded-words (index/mime.h has that).
  */
@@ -51,42 +52,92 @@ int imap_text_sent_day(const char *s, int64_t parsed, int64_t *day_r);
 
 /* ---- transfer decoding ---- */
 
+/*
+ * Decoding follows RFC 2045: base64 skips characters outside its alphabet
+ * and ends at the first '=' (padding); quoted-printable decodes "=XX" (hex in
+ * either case), removes soft line breaks ("=" and optional blanks before the
+ * line end), drops blanks before a line end, writes every line end as CRLF,
+ * and keeps a '=' that starts no valid escape literally with what follows.
+ */
 enum imap_text_enc {
-	IMAP_TEXT_ENC_NONE = 0,
+	IMAP_TEXT_ENC_NONE = 0,  /* 7bit, 8bit, binary or absent: bytes as they are */
 	IMAP_TEXT_ENC_B64,
 	IMAP_TEXT_ENC_QP,
+	IMAP_TEXT_ENC_UNKNOWN,   /* a name not known: decoded as NONE */
 };
+
+/* Blanks quoted-printable holds back; a longer run is passed on in parts. */
+#define IMAP_TEXT_QP_BLANKS 128
 
 /* Resumable decoding state; embed it and set it up with _init. */
 struct imap_text_decoder {
 	enum imap_text_enc enc;
 	bool latin1;   /* convert ISO-8859-1 output to UTF-8 */
+	bool b64end;   /* base64 padding seen: the rest is ignored */
 	uint32_t acc;  /* base64 bits not yet output */
 	int nbits;
-	int qst;       /* quoted-printable: 0 text, 1 after '=', 2 after "=X", 3 after "=\r" */
-	char qh;
+	int qst;       /* quoted-printable state (see qp_step in imap_text.c) */
+	char qh;       /* first digit of an escape, as written */
+	size_t nws;    /* quoted-printable blanks held until the next byte tells */
+	char ws[IMAP_TEXT_QP_BLANKS];
 };
 
-/* The encoding named by a Content-Transfer-Encoding value (NULL: none). */
+/*
+ * The encoding named by a Content-Transfer-Encoding value: NONE for NULL,
+ * 7bit, 8bit and binary, UNKNOWN for a name not known (case-insensitive).
+ */
 enum imap_text_enc imap_text_enc_of(const char *name);
 
 /* Whether charset name cs (NULL accepted) is decoded as ISO-8859-1. */
 bool imap_text_charset_latin1(const char *cs);
 
+/* Set up d; latin1: widen each output byte >= 0x80 to UTF-8 (off for raw bytes). */
 void imap_text_decoder_init(struct imap_text_decoder *d, enum imap_text_enc enc, bool latin1);
 
-/* Room that imap_text_decode needs in out for len input bytes. */
-#define IMAP_TEXT_DECODE_MAX(len) (2 * ((size_t)(len) + 2))
+/* Bytes a decoder may hold back between calls. */
+#define IMAP_TEXT_DECODE_HELD (IMAP_TEXT_QP_BLANKS + 2)
+
+/* Room that imap_text_decode needs in out for len input bytes (0: for _end). */
+#define IMAP_TEXT_DECODE_MAX(len) (2 * ((size_t)(len) + IMAP_TEXT_DECODE_HELD))
 
 /*
  * Decode in[0..len) and write the text to out, which has room for
  * IMAP_TEXT_DECODE_MAX(len) bytes. Input may be split anywhere: state carries
- * over between calls. Characters outside the base64 alphabet are skipped;
- * malformed quoted-printable escapes are passed through. Returns the bytes
- * written. An unfinished escape or partial base64 group at the end of the
- * stream is dropped.
+ * over between calls, and the output joined is the same however the input is
+ * split. Returns the bytes written. Bytes whose meaning depends on what
+ * follows (blanks, an unfinished escape) are held back until
+ * imap_text_decode_end.
  */
 size_t imap_text_decode(struct imap_text_decoder *d, const char *in, size_t len, char *out);
+
+/*
+ * End of the stream: write what d holds back to out (room for
+ * IMAP_TEXT_DECODE_MAX(0) bytes): an unfinished quoted-printable escape or a
+ * CR as written; blanks at the very end are dropped like those before a line
+ * end. A partial base64 group adds nothing (its whole bytes are already out).
+ * Returns the bytes written; d is then ready for a new stream of its encoding.
+ */
+size_t imap_text_decode_end(struct imap_text_decoder *d, char *out);
+
+/*
+ * An output window: bytes [off, off + count) of a stream produced in pieces
+ * (FETCH BINARY[]<off.count>). Embed it and set it up with _init.
+ */
+struct imap_text_window {
+	uint64_t skip;  /* stream bytes still before the window */
+	uint64_t left;  /* window bytes still to come */
+};
+
+void imap_text_window_init(struct imap_text_window *w, uint64_t off, uint64_t count);
+
+/*
+ * The next n bytes of the stream went by: returns how many of them lie in the
+ * window and sets *start_r to the first one's index among the n (0 when none).
+ */
+size_t imap_text_window_take(struct imap_text_window *w, size_t n, size_t *start_r);
+
+/* Whether the window is complete: no later byte can fall in it. */
+bool imap_text_window_done(const struct imap_text_window *w);
 
 /* ---- streaming matcher ---- */
 
