@@ -44,6 +44,7 @@
 #define WATCH_OPEN_GRACE_MS 100 /* an IN_OPEN follows its IN_CREATE within microseconds */
 #define WATCH_WRITE_WAIT_MS 30000
 #define WATCH_PENDING_MAX 4096  /* beyond this, created files mark their folder at once */
+#define WATCH_NAMES_MAX 1024    /* changed names kept per directory; beyond, the folder is scanned */
 #define WATCH_MASK \
 	(IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM | IN_CLOSE_WRITE | IN_OPEN | IN_CLOSE_NOWRITE | \
 	    IN_ONLYDIR | IN_EXCL_UNLINK)
@@ -60,7 +61,12 @@ struct wd_entry {
 	int wd;
 	struct store_account *sa; /* reference held */
 	char *folder;             /* folder dirname ("" INBOX), or NULL for the Maildir root */
+	const char *sub;          /* "new" or "cur"; NULL for the Maildir root */
+	int64_t since;            /* monotonic ms the watch was added */
 	bool dirty;
+	bool full;      /* scan the folder: a change without a name, or too many */
+	char **names;   /* changed entries "new/<name>" while !full */
+	size_t nnames;
 	bool submitted; /* within one timer round */
 };
 
@@ -113,13 +119,42 @@ pending_clear(struct watch *w)
 	w->pend = NULL;
 }
 
-/* Mark the folder of watch wd dirty (caller holds w->mu). */
+static void
+names_clear(struct wd_entry *e)
+{
+	for (size_t i = 0; i < e->nnames; i++)
+		free(e->names[i]);
+	free(e->names);
+	e->names = NULL;
+	e->nnames = 0;
+}
+
+/* Mark e dirty for the change of entry name (NULL: unknown, scan it all). Caller holds w->mu. */
+static void
+entry_dirty(struct wd_entry *e, const char *name)
+{
+	e->dirty = true;
+	if (e->full)
+		return;
+	if (name == NULL || e->sub == NULL || e->nnames >= WATCH_NAMES_MAX) {
+		e->full = true;
+		names_clear(e);
+		return;
+	}
+	for (size_t i = 0; i < e->nnames; i++)
+		if (strcmp(e->names[i] + 4, name) == 0)
+			return;
+	e->names = xrealloc(e->names, (e->nnames + 1) * sizeof(*e->names));
+	e->names[e->nnames++] = xasprintf("%s/%s", e->sub, name);
+}
+
+/* Mark the folder of watch wd dirty for name (caller holds w->mu). */
 static bool
-mark_dirty_locked(struct watch *w, int wd)
+mark_dirty_locked(struct watch *w, int wd, const char *name)
 {
 	for (size_t i = 0; i < w->n; i++) {
 		if (w->e[i].wd == wd) {
-			w->e[i].dirty = true;
+			entry_dirty(&w->e[i], name);
 			return true;
 		}
 	}
@@ -158,6 +193,7 @@ watch_stop(struct watch *w)
 	for (size_t i = 0; i < w->n; i++) {
 		store_account_put(&w->e[i].sa);
 		free(w->e[i].folder);
+		names_clear(&w->e[i]);
 	}
 	free(w->e);
 	w->e = NULL;
@@ -204,10 +240,12 @@ add_watch(struct watch *w, struct store_account *sa, const char *path, const cha
 		}
 	}
 	w->e = xrealloc(w->e, (w->n + 1) * sizeof(*w->e));
+	memset(&w->e[w->n], 0, sizeof(w->e[w->n]));
 	w->e[w->n].wd = wd;
 	w->e[w->n].sa = sa;
 	w->e[w->n].folder = root ? NULL : xstrdup(folder);
-	w->e[w->n].dirty = false;
+	w->e[w->n].sub = root ? NULL : strcmp(path + strlen(path) - 3, "cur") == 0 ? "cur" : "new";
+	w->e[w->n].since = now_ms();
 	w->n++;
 	pthread_mutex_unlock(&w->mu);
 }
@@ -288,6 +326,10 @@ struct sync_job {
 	struct store_account *sa;
 	char *folder; /* NULL: whole account (the root changed) */
 	struct watch *w;
+	bool full;    /* scan the folder; else check names */
+	char **names; /* "new/<name>", "cur/<name>" */
+	size_t nnames;
+	int64_t since; /* both new/ and cur/ watched since (monotonic ms), -1 unknown */
 };
 
 static void
@@ -308,9 +350,15 @@ sync_work(struct store_account *sa, struct idx_account *a, void *arg)
 		if (idx_mailbox_list(a, &list, &n, err, sizeof(err)) < 0) {
 			r = -1;
 		} else {
-			for (size_t i = 0; i < n; i++)
-				if (strcmp(list[i].folder, j->folder) == 0)
+			for (size_t i = 0; i < n; i++) {
+				if (strcmp(list[i].folder, j->folder) != 0)
+					continue;
+				if (j->full)
 					r = idx_sync_mailbox(a, list[i].id, &st, err, sizeof(err));
+				else
+					r = idx_sync_names(a, list[i].id, (const char *const *)j->names, j->nnames, j->since,
+					    NULL, &st, err, sizeof(err));
+			}
 			idx_mailbox_list_free(&list, n);
 		}
 	}
@@ -330,6 +378,9 @@ sync_done(void *arg)
 		watch_account(j->w, j->sa);
 	store_account_put(&j->sa);
 	free(j->folder);
+	for (size_t i = 0; i < j->nnames; i++)
+		free(j->names[i]);
+	free(j->names);
 	free(j);
 }
 
@@ -346,7 +397,7 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
 		struct pending *pd = &w->pend[i];
 		int64_t due = pd->created + (pd->opens > 0 ? WATCH_WRITE_WAIT_MS : WATCH_OPEN_GRACE_MS);
 		if (now >= due) {
-			mark_dirty_locked(w, pd->wd);
+			mark_dirty_locked(w, pd->wd, pd->name);
 			pending_remove(w, i);
 			continue;
 		}
@@ -358,28 +409,49 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
 		w->e[i].submitted = false;
 	for (size_t i = 0; i < w->n; i++) {
 		struct wd_entry *e = &w->e[i];
-		if (!e->dirty)
+		if (!e->dirty || e->submitted)
 			continue;
-		e->dirty = false;
-		/* new/ and cur/ of one folder are two entries: sync once per round. */
-		bool dup = false;
-		for (size_t k = 0; k < i && !dup; k++) {
-			const struct wd_entry *o = &w->e[k];
-			dup = o->sa == e->sa && o->submitted &&
+		/* new/ and cur/ of one folder are two entries: one job for both. */
+		struct sync_job *j = xcalloc(1, sizeof(*j));
+		int watched = 0;
+		j->w = w;
+		j->since = -1;
+		for (size_t k = i; k < w->n; k++) {
+			struct wd_entry *o = &w->e[k];
+			bool same = o->sa == e->sa &&
 			    ((o->folder == NULL && e->folder == NULL) ||
 				(o->folder != NULL && e->folder != NULL && strcmp(o->folder, e->folder) == 0));
+			if (!same)
+				continue;
+			watched++;
+			if (o->since > j->since)
+				j->since = o->since;
+			if (!o->dirty)
+				continue;
+			o->dirty = false;
+			o->submitted = true;
+			j->full |= o->full;
+			o->full = false;
+			j->names = xrealloc(j->names, (j->nnames + o->nnames + 1) * sizeof(*j->names));
+			memcpy(j->names + j->nnames, o->names, o->nnames * sizeof(*o->names));
+			j->nnames += o->nnames;
+			free(o->names);
+			o->names = NULL;
+			o->nnames = 0;
 		}
-		e->submitted = true;
-		if (dup)
-			continue;
-		struct sync_job *j = xcalloc(1, sizeof(*j));
-		j->w = w;
+		if (watched != 2)
+			j->since = -1; /* new/ or cur/ is not watched: changes may go unseen */
 		j->sa = store_account_get(server_store(w->srv), store_account_name(e->sa));
 		j->folder = e->folder ? xstrdup(e->folder) : NULL;
-		if (j->sa != NULL)
+		if (j->sa != NULL) {
 			store_submit(j->sa, sync_work, sync_done, j);
-		else
-			free(j->folder), free(j);
+		} else {
+			for (size_t k = 0; k < j->nnames; k++)
+				free(j->names[k]);
+			free(j->names);
+			free(j->folder);
+			free(j);
+		}
 	}
 	pthread_mutex_unlock(&w->mu);
 	if (next >= 0 && !w->stopping) {
@@ -442,7 +514,7 @@ read_cb(evutil_socket_t fd, short what, void *arg)
 				/* Lost events: every watched folder is dirty. */
 				pthread_mutex_lock(&w->mu);
 				for (size_t i = 0; i < w->n; i++)
-					w->e[i].dirty = true;
+					entry_dirty(&w->e[i], NULL);
 				pthread_mutex_unlock(&w->mu);
 				any = true;
 				continue;
@@ -462,6 +534,7 @@ read_cb(evutil_socket_t fd, short what, void *arg)
 							pending_remove(w, k - 1);
 					store_account_put(&w->e[i].sa);
 					free(w->e[i].folder);
+					names_clear(&w->e[i]);
 					w->e[i] = w->e[--w->n];
 					break;
 				}
@@ -469,20 +542,20 @@ read_cb(evutil_socket_t fd, short what, void *arg)
 				if (w->e[i].folder == NULL) {
 					if ((ev->mask & IN_ISDIR) && ev->len > 0 && ev->name[0] == '.' &&
 					    !(ev->mask & (IN_OPEN | IN_CLOSE_NOWRITE))) {
-						w->e[i].dirty = true;
+						entry_dirty(&w->e[i], NULL);
 						any = true;
 					}
 					break;
 				}
 				if ((ev->mask & IN_ISDIR) && !(ev->mask & (IN_OPEN | IN_CLOSE_NOWRITE))) {
-					w->e[i].dirty = true; /* odd, but let the sync look */
+					entry_dirty(&w->e[i], NULL); /* odd, but let the sync look */
 					any = true;
 					break;
 				}
 				if (ev->mask & IN_ISDIR)
 					break;
 				if (file_event(w, ev, &any)) {
-					w->e[i].dirty = true;
+					entry_dirty(&w->e[i], ev->len > 0 ? ev->name : NULL);
 					any = true;
 				}
 				break;

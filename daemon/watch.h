@@ -2,9 +2,11 @@
  * watch: notices changes other tools make in account Maildirs (mutt marking
  * read, notmuch tagging, rsync restoring) with inotify and has the index
  * sync the changed folder, so IMAP IDLE clients see them without polling.
- * Events are collected per folder and debounced; the sync itself runs on the
- * account's storage thread. Our own writes also cause events; the sync finds
- * nothing to do for them.
+ * Events are collected per folder with the names of the changed files and
+ * debounced; on the account's storage thread the names are checked against
+ * the index (idx_sync_names), and only a disagreement scans the folder. Our
+ * own writes cause events too; they agree, so a delivery costs a lookup,
+ * not a scan of a folder of 100,000 files.
  */
 #ifndef MOX_WATCH_H
 #define MOX_WATCH_H

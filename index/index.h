@@ -403,6 +403,23 @@ int idx_sync_mailbox(struct idx_account *a, uint32_t mailbox_id, struct idx_sync
  * them equal to the index (inode and ctime of the folder, new/ and cur/). */
 int idx_sync_mailbox_changed(struct idx_account *a, uint32_t mailbox_id, struct idx_sync_stats *st, char *err,
     size_t errlen);
+/*
+ * Check the names of files that changed in a mailbox's folder (entries of
+ * new/ and cur/ as "new/<name>" or "cur/<name>", e.g. from inotify) against
+ * the index; only when one disagrees (a file the index does not have under
+ * that name, or a record whose file is gone) run idx_sync_mailbox. Our own
+ * deliveries, flag changes and expunges agree, so this costs a lookup per
+ * name instead of a scan of the folder. *synced_r (may be NULL) tells
+ * whether the complete sync ran.
+ * watched_since_ms (CLOCK_MONOTONIC ms, or -1): the caller has seen every
+ * change of new/ and cur/ since then and will pass its names too. When the
+ * folder's stamp (see idx_sync_mailbox_changed) was taken after that and
+ * everything agrees, the stamp moves to the folder's current state, so the
+ * next SELECT skips its rescan although our own deliveries changed the
+ * folder. Returns 1, -1.
+ */
+int idx_sync_names(struct idx_account *a, uint32_t mailbox_id, const char *const *names, size_t n,
+    int64_t watched_since_ms, bool *synced_r, struct idx_sync_stats *st, char *err, size_t errlen);
 /* All folders, also ones created by other tools. 1, -1. */
 int idx_sync_all(struct idx_account *a, struct idx_sync_stats *st, char *err, size_t errlen);
 

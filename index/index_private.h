@@ -90,6 +90,7 @@ struct sync_stamp {
 	uint32_t mbid;
 	uint64_t ino[3];
 	int64_t sec[3], nsec[3];
+	int64_t taken_ms; /* CLOCK_MONOTONIC when taken (idx_sync_names' refresh rule) */
 };
 
 /* ---- rec.c: keys and records ---- */

@@ -22,7 +22,10 @@
  * stamp is kept only when every ctime was at least two seconds old when it
  * was taken: a change later in the same clock tick as the stat would leave
  * the ctime as it was; with that margin a later change always gets a
- * larger one. Our own changes move the ctimes too (the next SELECT rescans).
+ * larger one. Our own changes move the ctimes too; the inotify watcher
+ * (daemon/watch.c) passes the names of changed files to idx_sync_names,
+ * which checks each against the index and, when all agree and the watch is
+ * older than the stamp, moves the stamp on: the next SELECT skips its scan.
  */
 #define _GNU_SOURCE
 #include "index/index_private.h"
@@ -79,6 +82,14 @@ static size_t fkeys_all(struct idx_account *a, uint32_t mbid, struct fkey **v_r)
 
 /* ---- folder stamps ---- */
 
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /*
  * Stamp of folder dir (taken before a scan). 1: every ctime is at least two
  * seconds old, so the stamp may be kept; 0: too recent; -1: a stat failed.
@@ -93,6 +104,7 @@ static int folder_stamp(const char *dir, uint32_t mbid, struct sync_stamp *s)
 	s->mbid = mbid;
 	if (clock_gettime(CLOCK_REALTIME, &now) < 0)
 		return -1;
+	s->taken_ms = mono_ms();
 	for (int i = 0; i < 3; i++) {
 		char path[IDX_PATH_MAX + 8];
 		struct stat st;
@@ -446,6 +458,119 @@ int idx_sync_mailbox_changed(struct idx_account *a, uint32_t mailbox_id, struct 
 			memset(st, 0, sizeof(*st));
 		return 1;
 	}
+	return idx_sync_mailbox(a, mailbox_id, st, err, errlen);
+}
+
+/*
+ * Does the index agree with the file named name ("new/x" or "cur/x") of
+ * folder dir? 1 yes, 0 no, -1 error.
+ */
+static int name_agrees(struct idx_account *a, uint32_t mbid, const char *dir, const char *name, char *err,
+    size_t errlen)
+{
+	char path[IDX_PATH_MAX + MAILDIR_NAME_BUFSIZE + 8];
+	struct maildir_name mn;
+	struct idx_message m;
+	struct stat sb;
+	const char *file;
+	TCXSTR *x;
+	void *v;
+	size_t len;
+	bool exists;
+	int r;
+
+	if (strncmp(name, "new/", 4) != 0 && strncmp(name, "cur/", 4) != 0)
+		return 0;
+	file = name + 4;
+	if (file[0] == '\0' || file[0] == '.' || strchr(file, '/') != NULL)
+		return 1; /* not a message file: the complete sync ignores it too */
+	if (maildir_name_parse(file, strlen(file), &mn, NULL, 0) < 0)
+		return 1; /* likewise */
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	if (lstat(path, &sb) == 0)
+		exists = true;
+	else if (errno == ENOENT || errno == ENOTDIR)
+		exists = false;
+	else
+		return 0; /* let the complete sync deal with it */
+	x = tcxstrnew();
+	key_file(x, mbid, mn.base, mn.base_len);
+	r = db_get(a, tcxstrptr(x), (size_t)tcxstrsize(x), &v, &len, err, errlen);
+	tcxstrdel(x);
+	if (r < 0)
+		return -1;
+	if (r == 0)
+		return exists ? 0 : 1; /* unknown file: adopt; gone and unknown: nothing */
+	if (len != 4) {
+		tcfree(v);
+		return 0;
+	}
+	r = msg_load(a, mbid, be32_get(v), &m, err, errlen);
+	tcfree(v);
+	if (r <= 0)
+		return r < 0 ? -1 : 0;
+	if (exists) {
+		r = strcmp(m.filename, name) == 0;
+	} else if (strcmp(m.filename, name) == 0) {
+		r = 0; /* its file is gone */
+	} else {
+		/* Renamed (by us, or the new name is in this batch too): its file must exist. */
+		snprintf(path, sizeof(path), "%s/%s", dir, m.filename);
+		r = lstat(path, &sb) == 0;
+	}
+	idx_message_clear(&m);
+	return r;
+}
+
+int idx_sync_names(struct idx_account *a, uint32_t mailbox_id, const char *const *names, size_t n,
+    int64_t watched_since_ms, bool *synced_r, struct idx_sync_stats *st, char *err, size_t errlen)
+{
+	struct idx_mailbox mb;
+	char dir[IDX_PATH_MAX];
+	int r, agree = 1;
+
+	if (synced_r != NULL)
+		*synced_r = false;
+	if (st != NULL)
+		memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&a->mu);
+	r = mb_load(a, mailbox_id, &mb, err, errlen);
+	if (r > 0) {
+		r = idx_folder_path(a, mb.folder, dir, sizeof(dir), err, errlen);
+		idx_mailbox_clear(&mb);
+	}
+	for (size_t i = 0; r > 0 && agree > 0 && i < n; i++) {
+		agree = name_agrees(a, mailbox_id, dir, names[i], err, errlen);
+		if (agree < 0)
+			r = -1;
+	}
+	if (r > 0 && agree > 0 && watched_since_ms >= 0) {
+		struct sync_stamp *old = stamp_find(a, mailbox_id);
+		struct sync_stamp now;
+
+		/*
+		 * Every change since the stamp was seen and agrees: the stamp moves
+		 * on. The folder directory itself (dovecot-keywords, a replaced
+		 * new/ or cur/) is not watched: it must be as stamped.
+		 */
+		if (old != NULL && old->taken_ms >= watched_since_ms && folder_stamp(dir, mailbox_id, &now) >= 0 &&
+		    now.ino[0] == old->ino[0] && now.sec[0] == old->sec[0] && now.nsec[0] == old->nsec[0] &&
+		    now.ino[1] == old->ino[1] && now.ino[2] == old->ino[2]) {
+			now.taken_ms = old->taken_ms;
+			*old = now;
+		}
+	}
+	pthread_mutex_unlock(&a->mu);
+	if (r < 0)
+		return -1;
+	if (r == 0) {
+		idx_seterr(err, errlen, "mailbox does not exist");
+		return -1;
+	}
+	if (agree > 0)
+		return 1;
+	if (synced_r != NULL)
+		*synced_r = true;
 	return idx_sync_mailbox(a, mailbox_id, st, err, errlen);
 }
 

@@ -917,6 +917,98 @@ static void test_sync_stamp(void **state)
 	CHECK(f->a);
 }
 
+/*
+ * idx_sync_names: our own changes agree with the index (no scan), changes by
+ * other tools do not (scan), and a stamp moves on only for a caller that
+ * watched the folder since before the stamp was taken.
+ */
+static void test_sync_names(void **state)
+{
+	struct fx *f = *state;
+	uint32_t inbox = mbid(f->a, "INBOX"), u, failed[1];
+	struct idx_sync_stats st;
+	struct idx_message m;
+	size_t nfailed;
+	uint64_t modseq;
+	bool synced;
+	char err[256], path[1024], path2[1100], name[600], name2[590];
+	const char *names[2];
+
+	/* Our delivery. */
+	u = deliver(f->a, inbox, msg1, 0, NULL);
+	assert_int_equal(idx_message_get(f->a, inbox, u, &m, err, sizeof(err)), 1);
+	snprintf(name, sizeof(name), "%s", m.filename);
+	idx_message_clear(&m);
+	names[0] = name;
+	assert_int_equal(idx_sync_names(f->a, inbox, names, 1, -1, &synced, &st, err, sizeof(err)), 1);
+	assert_false(synced);
+	/* Our flag change: the old name is gone, the new one is the record's. */
+	assert_int_equal(idx_store(f->a, inbox, &u, 1, IDX_STORE_ADD, IDX_SEEN, NULL, 0, 0, failed, &nfailed, &modseq,
+	    err, sizeof(err)), 1);
+	assert_int_equal(idx_message_get(f->a, inbox, u, &m, err, sizeof(err)), 1);
+	snprintf(name2, sizeof(name2), "%s", m.filename);
+	idx_message_clear(&m);
+	assert_string_not_equal(name, name2);
+	names[1] = name2;
+	assert_int_equal(idx_sync_names(f->a, inbox, names, 2, -1, &synced, &st, err, sizeof(err)), 1);
+	assert_false(synced);
+	/* Names that are no message, and a file that came and went unknown. */
+	names[0] = "new/.hidden";
+	names[1] = "cur/1700000000.M5P5.gone:2,S";
+	assert_int_equal(idx_sync_names(f->a, inbox, names, 2, -1, &synced, &st, err, sizeof(err)), 1);
+	assert_false(synced);
+	/* Another tool renames our file with a flag: a scan takes it. */
+	snprintf(path, sizeof(path), "%s/%s", idx_account_maildir(f->a), name2);
+	snprintf(path2, sizeof(path2), "%sF", path);
+	assert_int_equal(rename(path, path2), 0);
+	snprintf(name, sizeof(name), "%sF", name2);
+	names[0] = name2;
+	names[1] = name;
+	assert_int_equal(idx_sync_names(f->a, inbox, names, 2, -1, &synced, &st, err, sizeof(err)), 1);
+	assert_true(synced);
+	assert_int_equal(st.flagged, 1);
+	CHECK(f->a);
+	/* ... deletes it: the old name alone tells. */
+	assert_int_equal(unlink(path2), 0);
+	names[0] = name;
+	assert_int_equal(idx_sync_names(f->a, inbox, names, 1, -1, &synced, &st, err, sizeof(err)), 1);
+	assert_true(synced);
+	assert_int_equal(st.removed, 1);
+	CHECK(f->a);
+	/* ... adds one: adopted. */
+	snprintf(path, sizeof(path), "%s/new/1700000000.M6P6.other", idx_account_maildir(f->a));
+	put_file(path, "Subject: other\r\n\r\nhi\r\n");
+	names[0] = "new/1700000000.M6P6.other";
+	assert_int_equal(idx_sync_names(f->a, inbox, names, 1, -1, &synced, &st, err, sizeof(err)), 1);
+	assert_true(synced);
+	assert_int_equal(st.added, 1);
+	CHECK(f->a);
+
+	/* Stamps: a complete sync of an old folder keeps one. */
+	sleep(3);
+	assert_int_equal(idx_sync_mailbox(f->a, inbox, &st, err, sizeof(err)), 1);
+	/* A caller that watched since before it: the stamp moves past a file it did not name. */
+	u = deliver(f->a, inbox, msg1, 0, NULL);
+	assert_int_equal(idx_message_get(f->a, inbox, u, &m, err, sizeof(err)), 1);
+	snprintf(name, sizeof(name), "%s", m.filename);
+	idx_message_clear(&m);
+	snprintf(path, sizeof(path), "%s/new/1700000000.M7P7.unnamed", idx_account_maildir(f->a));
+	put_file(path, "Subject: unnamed\r\n\r\nhi\r\n");
+	names[0] = name;
+	assert_int_equal(idx_sync_names(f->a, inbox, names, 1, 0, &synced, &st, err, sizeof(err)), 1);
+	assert_false(synced);
+	assert_int_equal(idx_sync_mailbox_changed(f->a, inbox, &st, err, sizeof(err)), 1);
+	assert_int_equal(st.added, 0);
+	/* One that started watching later: the stamp stays, the next SELECT scans. */
+	snprintf(path, sizeof(path), "%s/new/1700000000.M8P8.unnamed", idx_account_maildir(f->a));
+	put_file(path, "Subject: unnamed\r\n\r\nhi\r\n");
+	assert_int_equal(idx_sync_names(f->a, inbox, names, 1, INT64_MAX, &synced, &st, err, sizeof(err)), 1);
+	assert_false(synced);
+	assert_int_equal(idx_sync_mailbox_changed(f->a, inbox, &st, err, sizeof(err)), 1);
+	assert_int_equal(st.added, 2);
+	CHECK(f->a);
+}
+
 /* ---- corruption ---- */
 
 static int each_count(void *arg, const struct idx_message *m)
@@ -1005,6 +1097,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_notify, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sync, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sync_stamp, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sync_names, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_record, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fsync_on, setup, teardown),
 	};
