@@ -156,8 +156,32 @@ static const struct cfg_field limits_fields[] = {
 	    "Idle time allowed on an IMAP connection before login."),
 	LIM("IMAPTimeoutIdle", imap_timeout_idle_ms, CFG_DURATION, "30m", 60000, 86400000,
 	    "Idle time allowed on an IMAP connection after login (RFC 9051: at least 30m)."),
-	LIM("SMTPTimeout", smtp_timeout_ms, CFG_DURATION, "5m", 1000, 86400000,
-	    "Time allowed for each SMTP command and data chunk (RFC 5321 4.5.3.2)."),
+	/*
+	 * SMTP timeouts per phase (RFC 5321 4.5.3.2). The minimums allow the
+	 * sub-second values tests use; nobody should run a server with them.
+	 */
+	LIM("SMTPTimeout", smtp_timeout_ms, CFG_DURATION, "5m", 100, 86400000,
+	    "Time allowed to send the next SMTP command line once the previous reply is out,\n"
+	    "and for a client to take a reply that is waiting (RFC 5321 4.5.3.2.7: at least 5m)."),
+	LIM("SMTPDataTimeout", smtp_data_timeout_ms, CFG_DURATION, "3m", 100, 86400000,
+	    "Time without any message bytes allowed while receiving DATA or a BDAT chunk. Clients\n"
+	    "wait up to 3m for each data block to go out (RFC 5321 4.5.3.2.5): not below that."),
+	LIM("SMTPMessageTimeout", smtp_message_timeout_ms, CFG_DURATION, "30m", 100, 86400000,
+	    "Total time for the data of one message, from DATA's 354 or the first BDAT until the\n"
+	    "last byte, against clients that keep a slot by sending slowly. With MaxMessageSize\n"
+	    "100m, 30m asks for about 57 KB/s on average for the largest message."),
+	/*
+	 * Before its first transaction a client has no reason to wait: EHLO,
+	 * STARTTLS and AUTH take a few round trips and the failed-auth delay,
+	 * seconds in all. One minute is ample for slow links and DNS-bound
+	 * senders, while a client that holds a connection slot without mailing
+	 * (scanners, slowloris) is cut after it, not after 5m per command.
+	 * MTAs that reuse connections do so after a transaction, when the cap
+	 * no longer applies.
+	 */
+	LIM("SMTPSetupTimeout", smtp_setup_timeout_ms, CFG_DURATION, "1m", 100, 86400000,
+	    "Total time from connect until the first MAIL command, or until AUTH succeeds\n"
+	    "(submission), whatever the client sends meanwhile."),
 	LIM("SMTPMaxRecipients", smtp_max_recipients, CFG_INT, "1000", 1, 100000,
 	    "Recipients in one SMTP transaction."),
 	LIM("SMTPMaxErrors", smtp_max_errors, CFG_INT, "10", 1, 1000,

@@ -61,7 +61,10 @@ struct config_limits {
 	long long auth_failure_delay_ms;
 	long long imap_timeout_preauth_ms;
 	long long imap_timeout_idle_ms;
-	long long smtp_timeout_ms;
+	long long smtp_timeout_ms;         /* wait for the next command line */
+	long long smtp_data_timeout_ms;    /* inactivity within message data */
+	long long smtp_message_timeout_ms; /* all of one message's data */
+	long long smtp_setup_timeout_ms;   /* connect until the first MAIL or AUTH */
 	long long smtp_max_recipients;
 	long long smtp_max_errors;
 };

@@ -140,6 +140,7 @@ message_end(struct smtp_conn *c, bool bare)
 	struct smtp_txn *t = c->txn;
 	char err[512];
 
+	smtp_message_timer(c, false);
 	if (t->too_big) {
 		log_info(SMTP_PKG, c->ci->cid, "message too large, refused", "remote", c->ci->remote_ip);
 		smtp_txn_free(&c->txn);
@@ -187,6 +188,7 @@ smtp_cmd_data(struct smtp_conn *c, struct smtp_cmd *cmd)
 	}
 	smtp_data_init(&t->data, SMTP_DATA_STRICT, max_size(c));
 	smtp_set_state(c, SMTP_ST_DATA);
+	smtp_message_timer(c, true);
 	smtp_reply(c, 354, NULL, "end data with <CR><LF>.<CR><LF>");
 }
 
@@ -196,6 +198,8 @@ smtp_cmd_bdat(struct smtp_conn *c, struct smtp_cmd *cmd)
 	struct smtp_txn *t = c->txn;
 	uint64_t size = cmd->bdat.size;
 
+	/* Chunks that are only dropped count too: they hold the session as long. */
+	smtp_message_timer(c, true);
 	c->skip_code = 0;
 	if (t == NULL)
 		c->skip_code = 503;
@@ -223,6 +227,8 @@ skip_done(struct smtp_conn *c)
 	int code = c->skip_code;
 
 	c->skip_code = 0;
+	if (c->txn == NULL || !c->txn->bdat || code == 552 || code == 451)
+		smtp_message_timer(c, false); /* no message under way any more */
 	if (code == 552 || code == 451) {
 		smtp_txn_free(&c->txn);
 		smtp_set_state(c, SMTP_ST_READY);

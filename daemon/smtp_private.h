@@ -83,6 +83,17 @@ struct smtp_txn {
 
 struct smtp_deliv; /* smtp_deliver.c: one delivery in progress */
 
+/* What a session waits for when a timeout ends it (named in the log). */
+enum smtp_phase {
+	SMTP_PH_NONE,
+	SMTP_PH_SETUP,   /* connect until the first MAIL or AUTH: SMTPSetupTimeout */
+	SMTP_PH_COMMAND, /* the next command line: SMTPTimeout */
+	SMTP_PH_AUTH,    /* a SASL response line: SMTPTimeout */
+	SMTP_PH_DATA,    /* more message bytes: SMTPDataTimeout */
+	SMTP_PH_MESSAGE, /* the rest of one message's data: SMTPMessageTimeout */
+	SMTP_PH_WRITE,   /* the client to take a reply: SMTPTimeout */
+};
+
 struct smtp_conn {
 	struct server *srv;
 	struct conn_info *ci;
@@ -104,6 +115,17 @@ struct smtp_conn {
 	/* A BDAT chunk that is read and dropped, then answered with skip_code. */
 	uint64_t skip_bytes;
 	int skip_code;
+
+	/*
+	 * Timeouts (smtp_session.c). Inactivity within message data and stuck
+	 * writes are bufferevent timeouts; the rest are deadlines on tmo_ev,
+	 * which carries the earliest of them. Times are mono_ms(), 0 when off.
+	 */
+	struct event *tmo_ev;
+	enum smtp_phase tmo_phase; /* the deadline tmo_ev is set for */
+	int64_t cmd_wait_since;    /* the wait for the next command line began */
+	int64_t setup_deadline;    /* SMTPSetupTimeout after connect, until MAIL or AUTH */
+	int64_t msg_deadline;      /* SMTPMessageTimeout after the data began, until it is in */
 
 	struct auth_session *auth;
 	bool auth_final;    /* SCRAM server-final sent: expect an empty line */
@@ -131,6 +153,13 @@ const struct config *smtp_cfg(const struct smtp_conn *c);
 
 /* Set the normal bufferevent callbacks and timeouts on c->bev. */
 void smtp_session_setcb(struct smtp_conn *c);
+/*
+ * The data of one message begins (DATA's 354, the first BDAT of a message,
+ * also one that is dropped) or is all in (the final "." or BDAT LAST):
+ * starts or stops the SMTPMessageTimeout cap. Processing after the end of
+ * the data (delivery) is not timed by it.
+ */
+void smtp_message_timer(struct smtp_conn *c, bool start);
 
 /* smtp_auth.c */
 /* The 220 for STARTTLS is flushed: start the TLS handshake. */

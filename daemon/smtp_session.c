@@ -11,6 +11,20 @@
  * deferred event, never inside a bufferevent callback that may still use it.
  * Idle memory is the conn struct and libevent's buffers: the command parse
  * struct and reply buffers live only while a command is handled.
+ *
+ * Timeouts, per phase (RFC 5321 4.5.3.2). Waiting for a command is a
+ * deadline from the moment the input holds no complete line, not an
+ * inactivity timer, so a line dribbled in a byte at a time still ends on
+ * time. Message data may pause up to SMTPDataTimeout between bytes (a
+ * bufferevent read timeout) and takes at most SMTPMessageTimeout in all.
+ * Until the first MAIL or a successful AUTH the whole session is capped by
+ * SMTPSetupTimeout. A reply the client does not take times out as a
+ * bufferevent write timeout; no 421 can reach such a client, so it is just
+ * closed. While work is pending (SMTP_ST_BUSY) the deadlines wait: a storage
+ * job is never raced, and the time after the final "." (delivery) is the
+ * server's, which clients allow 10 minutes (4.5.3.2.6). Whatever ends a
+ * session in a timeout drops the transaction, so its spool file is removed
+ * and nothing half-received is delivered.
  */
 #define _GNU_SOURCE 1
 #include "daemon/smtp_private.h"
@@ -38,6 +52,32 @@ static const char *const state_names[] = {
 	"init", "ready", "mail", "rcpt", "data", "bdat", "auth", "busy", "closing",
 };
 
+/* By enum smtp_phase: the log's name and the 421 text. */
+static const char *const phase_names[] = {"none", "setup", "command", "auth", "data", "message", "write"};
+static const char *const phase_texts[] = {
+	"timeout, closing connection",
+	"timeout, no mail transaction started in time, closing connection",
+	"timeout waiting for a command, closing connection",
+	"timeout waiting for the authentication response, closing connection",
+	"timeout waiting for message data, closing connection",
+	"timeout, message data took too long, closing connection",
+	"timeout, closing connection",
+};
+
+static void set_bev_timeouts(struct smtp_conn *c);
+
+static bool
+state_reads_lines(enum smtp_state st)
+{
+	return st <= SMTP_ST_RCPT || st == SMTP_ST_AUTH;
+}
+
+static bool
+state_is_data(enum smtp_state st)
+{
+	return st == SMTP_ST_DATA || st == SMTP_ST_BDAT;
+}
+
 const struct config *
 smtp_cfg(const struct smtp_conn *c)
 {
@@ -49,7 +89,11 @@ smtp_set_state(struct smtp_conn *c, enum smtp_state st)
 {
 	if (c->state != st)
 		log_trace(SMTP_PKG, c->ci->cid, "state", "from", state_names[c->state], "to", state_names[st]);
+	bool data_changed = state_is_data(c->state) != state_is_data(st);
 	c->state = st;
+	/* Message data has its own inactivity timeout. */
+	if (data_changed)
+		set_bev_timeouts(c);
 }
 
 int
@@ -83,6 +127,7 @@ smtp_close_after(struct smtp_conn *c, int code, const char *ecode, const char *t
 		evtimer_del(c->ev);
 		c->ev_fn = NULL;
 	}
+	evtimer_del(c->tmo_ev); /* the write timeout bounds the flush */
 	smtp_reply(c, code, ecode, "%s", text);
 	smtp_set_state(c, SMTP_ST_CLOSING);
 	bufferevent_disable(c->bev, EV_READ);
@@ -169,6 +214,7 @@ conn_free_now(struct smtp_conn *c)
 	free(c->account);
 	bufferevent_free(c->bev);
 	event_free(c->ev);
+	event_free(c->tmo_ev);
 	server_conn_done(c->srv, c->ci);
 	free(c);
 }
@@ -176,6 +222,7 @@ conn_free_now(struct smtp_conn *c)
 void
 smtp_conn_release(struct smtp_conn *c)
 {
+	evtimer_del(c->tmo_ev);
 	if (c->flags & SMTP_F_JOB) {
 		c->flags |= SMTP_F_DEAD;
 		bufferevent_disable(c->bev, EV_READ | EV_WRITE);
@@ -415,10 +462,109 @@ dispatch(struct smtp_conn *c, const char *line, size_t len)
 
 /* ---- input ---- */
 
-static bool
-state_reads_lines(enum smtp_state st)
+/* ---- timeouts ---- */
+
+static struct timeval
+ms_tv(int64_t ms)
 {
-	return st <= SMTP_ST_RCPT || st == SMTP_ST_AUTH;
+	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+	return tv;
+}
+
+static void
+set_bev_timeouts(struct smtp_conn *c)
+{
+	const struct config_limits *lim = &smtp_cfg(c)->st.limits;
+	/* Outside message data the command deadline (tmo_update) comes first;
+	 * the read timeout there only bounds the TLS handshake. */
+	struct timeval rd = ms_tv(state_is_data(c->state) ? lim->smtp_data_timeout_ms : lim->smtp_timeout_ms);
+	struct timeval wr = ms_tv(lim->smtp_timeout_ms);
+
+	bufferevent_set_timeouts(c->bev, &rd, &wr);
+}
+
+/* End the session for a timeout in phase ph: one log line, a 421 where the
+ * client can still read it, and never a delivery of a partial message. */
+static void
+smtp_timeout(struct smtp_conn *c, enum smtp_phase ph)
+{
+	log_info(SMTP_PKG, c->ci->cid, "timeout, closing", "phase", phase_names[ph], "state", state_names[c->state],
+	    "remote", c->ci->remote_ip);
+	c->msg_deadline = 0;
+	c->setup_deadline = 0;
+	if (!(c->flags & SMTP_F_JOB))
+		smtp_txn_free(&c->txn); /* removes the spool file */
+	/* A client that does not read gets no reply; nor does one in the middle
+	 * of the TLS handshake (the only busy wait without a deferred reply). */
+	if (ph == SMTP_PH_WRITE || (c->state == SMTP_ST_BUSY && c->ev_fn == NULL)) {
+		smtp_conn_release(c);
+		return;
+	}
+	smtp_close_after(c, 421, "4.4.2", phase_texts[ph]);
+}
+
+static void
+tmo_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_conn *c = arg;
+
+	if ((c->flags & (SMTP_F_FREEING | SMTP_F_DEAD | SMTP_F_JOB)) || c->state == SMTP_ST_CLOSING)
+		return; /* a job's completion resumes and re-arms */
+	smtp_timeout(c, c->tmo_phase);
+}
+
+/* Set tmo_ev to the earliest deadline that applies in the current state. */
+static void
+tmo_update(struct smtp_conn *c)
+{
+	const struct config_limits *lim = &smtp_cfg(c)->st.limits;
+	enum smtp_phase ph = SMTP_PH_NONE;
+	int64_t now = mono_ms(), at = 0;
+
+	if (c->setup_deadline != 0 && ((c->flags & SMTP_F_AUTHED) || c->txn != NULL))
+		c->setup_deadline = 0; /* a MAIL (only MAIL makes a txn) or AUTH was accepted */
+	if (c->msg_deadline != 0 && !state_is_data(c->state) && c->state != SMTP_ST_BUSY &&
+	    !(c->txn != NULL && c->txn->bdat))
+		c->msg_deadline = 0; /* the message was abandoned (RSET, EHLO, a dropped chunk) */
+	if ((c->flags & (SMTP_F_FREEING | SMTP_F_DEAD | SMTP_F_JOB)) || c->state == SMTP_ST_CLOSING) {
+		evtimer_del(c->tmo_ev);
+		return;
+	}
+	if (state_reads_lines(c->state)) {
+		if (bufferevent_get_enabled(c->bev) & EV_READ) {
+			if (c->cmd_wait_since == 0)
+				c->cmd_wait_since = now;
+			at = c->cmd_wait_since + lim->smtp_timeout_ms;
+			ph = c->state == SMTP_ST_AUTH ? SMTP_PH_AUTH : SMTP_PH_COMMAND;
+		} else {
+			/* Paused for a client that does not read: the write timeout's turn. */
+			c->cmd_wait_since = 0;
+		}
+	}
+	if (c->setup_deadline != 0 && (at == 0 || c->setup_deadline < at)) {
+		at = c->setup_deadline;
+		ph = SMTP_PH_SETUP;
+	}
+	if (c->msg_deadline != 0 && c->state != SMTP_ST_BUSY && (at == 0 || c->msg_deadline < at)) {
+		at = c->msg_deadline;
+		ph = SMTP_PH_MESSAGE;
+	}
+	if (at == 0) {
+		evtimer_del(c->tmo_ev);
+		return;
+	}
+	struct timeval tv = ms_tv(at > now ? at - now : 0);
+	c->tmo_phase = ph;
+	evtimer_add(c->tmo_ev, &tv);
+}
+
+void
+smtp_message_timer(struct smtp_conn *c, bool start)
+{
+	if (!start)
+		c->msg_deadline = 0;
+	else if (c->msg_deadline == 0)
+		c->msg_deadline = mono_ms() + smtp_cfg(c)->st.limits.smtp_message_timeout_ms;
 }
 
 /* Handle every complete line (and message data) in the input buffer, in order. */
@@ -484,6 +630,7 @@ process(struct smtp_conn *c)
 		char *copy = xstrndup(line.text.p, line.text.len);
 		size_t clen = line.text.len;
 		evbuffer_drain(in, (size_t)r);
+		c->cmd_wait_since = 0; /* the wait for the next line begins after this one's reply */
 		if (c->state == SMTP_ST_AUTH)
 			smtp_auth_line(c, copy, clen);
 		else
@@ -494,6 +641,7 @@ process(struct smtp_conn *c)
 	/* While waiting for work do not read on (libevent would buffer without bound). */
 	if (!(c->flags & (SMTP_F_FREEING | SMTP_F_DEAD)) && (c->state == SMTP_ST_BUSY || c->state == SMTP_ST_CLOSING))
 		bufferevent_disable(c->bev, EV_READ);
+	tmo_update(c);
 }
 
 void
@@ -542,10 +690,14 @@ event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct smtp_conn *c = arg;
 
-	if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && c->state != SMTP_ST_CLOSING) {
-		log_info(SMTP_PKG, c->ci->cid, "timeout, closing", "remote", c->ci->remote_ip, "state",
-		    state_names[c->state]);
-		smtp_close_after(c, 421, "4.4.2", "timeout, closing connection");
+	if (what & BEV_EVENT_TIMEOUT) {
+		if (what & BEV_EVENT_WRITING)
+			smtp_timeout(c, SMTP_PH_WRITE);
+		else if (c->state != SMTP_ST_CLOSING)
+			smtp_timeout(c, state_is_data(c->state) ? SMTP_PH_DATA :
+			    c->state == SMTP_ST_AUTH ? SMTP_PH_AUTH : SMTP_PH_COMMAND);
+		else
+			smtp_conn_release(c);
 		return;
 	}
 	if (what & BEV_EVENT_ERROR)
@@ -556,11 +708,8 @@ event_cb(struct bufferevent *bev, short what, void *arg)
 void
 smtp_session_setcb(struct smtp_conn *c)
 {
-	int64_t ms = smtp_cfg(c)->st.limits.smtp_timeout_ms;
-	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-
 	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
-	bufferevent_set_timeouts(c->bev, &tv, &tv);
+	set_bev_timeouts(c);
 }
 
 static void
@@ -573,8 +722,10 @@ smtp_accept(struct server *srv, struct bufferevent *bev, struct conn_info *ci)
 	c->ci = ci;
 	c->bev = bev;
 	c->ev = evtimer_new(server_base(srv), ev_cb, c);
-	if (c->ev == NULL)
+	c->tmo_ev = evtimer_new(server_base(srv), tmo_cb, c);
+	if (c->ev == NULL || c->tmo_ev == NULL)
 		abort();
+	c->setup_deadline = mono_ms() + cfg->st.limits.smtp_setup_timeout_ms;
 	smtp_limits_default(&c->lim);
 	c->hostname = ci->listener != NULL && ci->listener->hostname != NULL && ci->listener->hostname[0] ?
 	    ci->listener->hostname : cfg->st.hostname;
@@ -596,6 +747,7 @@ smtp_accept(struct server *srv, struct bufferevent *bev, struct conn_info *ci)
 		return;
 	}
 	smtp_reply(c, 220, NULL, "%s ESMTP mox", c->hostname);
+	tmo_update(c);
 }
 
 static void
