@@ -13,6 +13,8 @@
  *                                     before and after the delivery modes
  *   deliver seq N msgs R msg/s        one message per idx_add, each durable
  *                                     before the next (one SMTP connection)
+ *   deliver seq split ms/msg spool S lookup L idx_add A remove R
+ *                                     where a sequential delivery's time goes
  *   deliver groupK N msgs R msg/s batches B avg A
  *                                     K sender threads and one storage thread
  *                                     that group-commits as daemon/store.c
@@ -25,6 +27,7 @@
  *   open uids N msgs T ms             then idx_mailbox_uids of its INBOX (warm)
  *
  * Usage: deliverbench -d DIR [-n N] [-k 8,32] [-o N] [-r N] [-s BYTES] [-L]
+ * (-k 0: no group mode; -o 0: no open test.)
  * DIR must exist and be on the filesystem to measure; everything goes below
  * it and is left there for the caller to remove.
  */
@@ -325,20 +328,31 @@ static void
 mode_seq(const char *base)
 {
 	struct db_account acc;
-	double start, el;
+	double start, el, t[5], spent[4] = {0};
 
 	account_new(&acc, base, "seq", false);
 	start = now();
 	for (size_t i = 0; i < opts.n; i++) {
 		struct idx_add it = {0};
 
+		t[0] = now();
 		it.w = spool_write(acc.spool, i, &it.prefix_len);
+		t[1] = now();
 		it.mailbox_id = opts.lookup ? lookup_inbox(acc.a) : acc.inbox;
+		t[2] = now();
 		add_or_die(acc.a, &it, 1);
+		t[3] = now();
 		spool_done(&it.w);
+		t[4] = now();
+		for (int k = 0; k < 4; k++)
+			spent[k] += t[k + 1] - t[k];
 	}
 	el = now() - start;
 	printf("deliver seq %zu msgs %.1f msg/s\n", opts.n, (double)opts.n / el);
+	/* Where one message's time goes, ms: spool file, mailbox lookup, idx_add, spool removal. */
+	printf("deliver seq split ms/msg spool %.3f lookup %.3f idx_add %.3f remove %.3f\n",
+	    spent[0] * 1e3 / (double)opts.n, spent[1] * 1e3 / (double)opts.n, spent[2] * 1e3 / (double)opts.n,
+	    spent[3] * 1e3 / (double)opts.n);
 	fflush(stdout);
 	idx_account_close(&acc.a);
 	print_index_size(acc.dir, opts.n);
@@ -704,7 +718,9 @@ main(int argc, char **argv)
 			opts.nsenders = 0;
 			for (char *t = strtok_r(s, ",", &save); t != NULL; t = strtok_r(NULL, ",", &save)) {
 				size_t k = parse_count(t, "-k");
-				if (opts.nsenders == DB_MAX_MODES || k == 0 || k > DB_MAX_SENDERS)
+				if (k == 0)
+					continue; /* "-k 0": no group mode */
+				if (opts.nsenders == DB_MAX_MODES || k > DB_MAX_SENDERS)
 					die("bad -k: %s", optarg);
 				opts.senders[opts.nsenders++] = (int)k;
 			}
