@@ -1,6 +1,7 @@
-/* Unit tests for daemon/imap_text: case folding, dates, transfer decoding,
- * the streaming matcher (whole vs byte by byte, matches across feeds) and
- * header unfolding. */
+/* Unit tests for daemon/imap_text: case folding, dates, transfer decoding
+ * (whole vs in steps vs split at every offset), the output window, the
+ * streaming matcher (whole vs byte by byte, matches across feeds) and header
+ * unfolding. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <tcutil.h>
 
 #include "daemon/imap_text.h"
 #include "daemon/util.h"
@@ -139,28 +141,59 @@ test_sent_day(void **state)
 
 /* ---- decoding ---- */
 
-/* Decode in whole and in steps of step bytes; both must give want. */
+/* Decode in[0..len) given in pieces of the sizes in cuts (0-terminated, the rest last) and end it. */
+static size_t
+decode_pieces(enum imap_text_enc enc, bool latin1, const char *in, size_t len, const size_t *cuts, char *out)
+{
+	struct imap_text_decoder d;
+	size_t o = 0, i = 0;
+	imap_text_decoder_init(&d, enc, latin1);
+	for (size_t c = 0; i < len; c++) {
+		size_t n = cuts[c] != 0 && cuts[c] < len - i ? cuts[c] : len - i;
+		/* Each call gets exactly the room the contract promises. */
+		char *tmp = xmalloc(IMAP_TEXT_DECODE_MAX(n));
+		size_t k = imap_text_decode(&d, in + i, n, tmp);
+		assert_true(k <= IMAP_TEXT_DECODE_MAX(n));
+		memcpy(out + o, tmp, k);
+		o += k;
+		free(tmp);
+		i += n;
+		if (cuts[c] == 0)
+			break;
+	}
+	char *tmp = xmalloc(IMAP_TEXT_DECODE_MAX(0));
+	size_t k = imap_text_decode_end(&d, tmp);
+	assert_true(k <= IMAP_TEXT_DECODE_MAX(0));
+	memcpy(out + o, tmp, k);
+	free(tmp);
+	return o + k;
+}
+
+/*
+ * Decode in whole, in steps of step bytes, and split in two at every offset;
+ * each must give want.
+ */
 static void
 decode_check(enum imap_text_enc enc, bool latin1, const char *in, size_t len, const char *want, size_t wlen)
 {
+	char *out = xmalloc(IMAP_TEXT_DECODE_MAX(len) + IMAP_TEXT_DECODE_MAX(0));
 	for (size_t step = 1; step <= len + 1; step = step < 8 ? step + 1 : step * 2) {
-		struct imap_text_decoder d;
-		char *out = xmalloc(IMAP_TEXT_DECODE_MAX(len) + 1);
-		size_t o = 0;
-		imap_text_decoder_init(&d, enc, latin1);
-		for (size_t i = 0; i < len; i += step) {
-			size_t n = len - i < step ? len - i : step;
-			char *tmp = xmalloc(IMAP_TEXT_DECODE_MAX(n));
-			size_t k = imap_text_decode(&d, in + i, n, tmp);
-			assert_true(k <= IMAP_TEXT_DECODE_MAX(n));
-			memcpy(out + o, tmp, k);
-			o += k;
-			free(tmp);
-		}
+		size_t cuts[4096];
+		size_t nc = 0;
+		for (size_t i = 0; i < len && nc + 1 < sizeof(cuts) / sizeof(cuts[0]); i += step)
+			cuts[nc++] = step;
+		cuts[nc] = 0;
+		size_t o = decode_pieces(enc, latin1, in, len, cuts, out);
 		assert_int_equal(o, wlen);
 		assert_memory_equal(out, want, wlen);
-		free(out);
 	}
+	for (size_t at = 0; at <= len; at++) {
+		size_t cuts[] = {at, 0};
+		size_t o = decode_pieces(enc, latin1, in, len, cuts, out);
+		assert_int_equal(o, wlen);
+		assert_memory_equal(out, want, wlen);
+	}
+	free(out);
 }
 
 static void
@@ -172,29 +205,148 @@ test_decode(void **state)
 	decode_check(IMAP_TEXT_ENC_QP, false, SZ("caf=C3=A9 =3D ok"), SZ("caf\xC3\xA9 = ok"));
 	decode_check(IMAP_TEXT_ENC_QP, false, SZ("soft=\r\nbreak=\nhere= \t\r\nend"), SZ("softbreakhereend"));
 	decode_check(IMAP_TEXT_ENC_QP, false, SZ("lower=e9"), SZ("lower\xe9"));
+	decode_check(IMAP_TEXT_ENC_QP, false, SZ("caf=c3=a9 =3d=3D"), SZ("caf\xC3\xA9 =="));
 	decode_check(IMAP_TEXT_ENC_NONE, true, SZ("caf\xe9 \xff"), SZ("caf\xC3\xA9 \xC3\xBF"));
 	decode_check(IMAP_TEXT_ENC_QP, true, SZ("caf=E9"), SZ("caf\xC3\xA9"));
 	decode_check(IMAP_TEXT_ENC_B64, true, SZ("6enp"), SZ("\xC3\xA9\xC3\xA9\xC3\xA9"));
 	decode_check(IMAP_TEXT_ENC_NONE, false, SZ(""), SZ(""));
+	decode_check(IMAP_TEXT_ENC_B64, false, SZ(""), SZ(""));
+	decode_check(IMAP_TEXT_ENC_QP, false, SZ(""), SZ(""));
+	/* Names not known decode as they are; no latin-1 step for raw bytes. */
+	decode_check(IMAP_TEXT_ENC_UNKNOWN, false, SZ("begin =3D\xe9\n"), SZ("begin =3D\xe9\n"));
+	decode_check(IMAP_TEXT_ENC_QP, false, SZ("=E9\xe9"), SZ("\xe9\xe9"));
+}
+
+/* base64 of 1000 bytes, with CRLF every 76 characters or on one line, and back. */
+static void
+test_decode_b64_lines(void **state)
+{
+	char raw[1000];
+	for (size_t i = 0; i < sizeof(raw); i++)
+		raw[i] = (char)(i * 7 + i / 256);
+	char *b = tcbaseencode(raw, (int)sizeof(raw));
+	size_t blen = strlen(b);
+	char *lines = xmalloc(blen + blen / 76 * 2 + 3);
+	size_t n = 0;
+	for (size_t i = 0; i < blen; i += 76) {
+		size_t k = blen - i < 76 ? blen - i : 76;
+		memcpy(lines + n, b + i, k);
+		n += k;
+		lines[n++] = '\r';
+		lines[n++] = '\n';
+	}
+	decode_check(IMAP_TEXT_ENC_B64, false, lines, n, raw, sizeof(raw));
+	decode_check(IMAP_TEXT_ENC_B64, false, b, blen, raw, sizeof(raw));
+	/* Without its padding, and with LF line ends only. */
+	assert_true(blen > 2 && b[blen - 1] == '=');
+	decode_check(IMAP_TEXT_ENC_B64, false, b, blen - 1, raw, sizeof(raw));
+	for (size_t i = 0; i < n; i++)
+		if (lines[i] == '\r')
+			lines[i] = '\n';
+	decode_check(IMAP_TEXT_ENC_B64, false, lines, n, raw, sizeof(raw));
+	free(lines);
+	free(b);
 }
 
 static void
 test_decode_malformed(void **state)
 {
-	/* base64: characters outside the alphabet are skipped, a partial group dropped. */
+	/* base64: characters outside the alphabet are skipped, a partial group gives its whole bytes. */
 	decode_check(IMAP_TEXT_ENC_B64, false, SZ("aG!!V*s b G8"), SZ("hello"));
+	decode_check(IMAP_TEXT_ENC_B64, false, SZ("aG\tVs\x00" "bG8g\xff d29y\r\nbA"), SZ("hello worl"));
+	decode_check(IMAP_TEXT_ENC_B64, false, SZ("aGVsbG8gd29yb"), SZ("hello wor"));
 	decode_check(IMAP_TEXT_ENC_B64, false, SZ("a"), SZ(""));
 	decode_check(IMAP_TEXT_ENC_B64, false, SZ("===="), SZ(""));
-	/* quoted-printable: bad escapes pass through, an unfinished one is dropped. */
+	/* base64: the first '=' ends the data; what follows is ignored. */
+	decode_check(IMAP_TEXT_ENC_B64, false, SZ("QUJD=QUJD"), SZ("ABC"));
+	decode_check(IMAP_TEXT_ENC_B64, false, SZ("aGVsbG8=IHdvcmxk"), SZ("hello"));
+	decode_check(IMAP_TEXT_ENC_B64, false, SZ("aGVsbG8gd29ybGQ=\r\nQQ==\r\n"), SZ("hello world"));
+	/* quoted-printable: a '=' that starts no escape is kept with what follows (RFC 2045 6.7). */
 	decode_check(IMAP_TEXT_ENC_QP, false, SZ("a=ZZb"), SZ("a=ZZb"));
 	decode_check(IMAP_TEXT_ENC_QP, false, SZ("a=4Zb"), SZ("a=4Zb"));
-	decode_check(IMAP_TEXT_ENC_QP, false, SZ("a=\rb"), SZ("ab"));
-	decode_check(IMAP_TEXT_ENC_QP, false, SZ("x=4"), SZ("x"));
-	decode_check(IMAP_TEXT_ENC_QP, false, SZ("x="), SZ("x"));
+	decode_check(IMAP_TEXT_ENC_QP, false, SZ("a=aZb =Az =G1"), SZ("a=aZb =Az =G1"));
 	decode_check(IMAP_TEXT_ENC_QP, false, SZ("=4=41"), SZ("=4A"));
 	decode_check(IMAP_TEXT_ENC_QP, true, SZ("=4=\xff"), SZ("=4=\xC3\xBF"));
+	/* ... but blanks after a '=' that no line end follows are dropped. */
+	decode_check(IMAP_TEXT_ENC_QP, false, SZ("a= b=\tc"), SZ("a=b=c"));
+	/* "=" CR without LF: dropped. */
+	decode_check(IMAP_TEXT_ENC_QP, false, SZ("a=\rb"), SZ("ab"));
+	/* At the end of the part: an unfinished escape is kept as written. */
+	decode_check(IMAP_TEXT_ENC_QP, false, SZ("x=4"), SZ("x=4"));
+	decode_check(IMAP_TEXT_ENC_QP, false, SZ("x=a"), SZ("x=a"));
+	decode_check(IMAP_TEXT_ENC_QP, false, SZ("x="), SZ("x="));
+	decode_check(IMAP_TEXT_ENC_QP, false, SZ("x= \t"), SZ("x="));
+	decode_check(IMAP_TEXT_ENC_QP, false, SZ("x=\r"), SZ("x"));
+	decode_check(IMAP_TEXT_ENC_QP, false, SZ("x  \r"), SZ("x  \r"));
 	/* The output bound holds for the worst case of one byte. */
 	decode_check(IMAP_TEXT_ENC_QP, true, SZ("=\xff\xff"), SZ("=\xC3\xBF\xC3\xBF"));
+	decode_check(IMAP_TEXT_ENC_QP, true, SZ("\xff\n\xff\n"), SZ("\xC3\xBF\r\n\xC3\xBF\r\n"));
+}
+
+/* quoted-printable line ends: blanks before them dropped, all written CRLF. */
+static void
+test_decode_qp_lines(void **state)
+{
+	decode_check(IMAP_TEXT_ENC_QP, false, SZ("ws  \t \r\nend  "), SZ("ws\r\nend"));
+	decode_check(IMAP_TEXT_ENC_QP, false, SZ("bare\nlf\rcr \rx\r\r\n"), SZ("bare\r\nlf\rcr \rx\r\r\n"));
+	decode_check(IMAP_TEXT_ENC_QP, false, SZ("a  =\r\nb \t=20\r\n"), SZ("a  b \t \r\n"));
+	decode_check(IMAP_TEXT_ENC_QP, false, SZ("soft = \t \r\nbreak=  \nlf soft=\nend= \r"), SZ("soft breaklf softend"));
+	/* A run of blanks longer than the decoder holds keeps its first part. */
+	char in[400], want[400];
+	size_t n = 0, w = 0;
+	for (int i = 0; i < 200; i++)
+		in[n++] = ' ';
+	memcpy(in + n, "\r\nx\t\t\r\n", 7);
+	n += 7;
+	for (int i = 0; i < IMAP_TEXT_QP_BLANKS; i++)
+		want[w++] = ' ';
+	memcpy(want + w, "\r\nx\r\n", 5);
+	w += 5;
+	decode_check(IMAP_TEXT_ENC_QP, false, in, n, want, w);
+	/* Blanks inside a line are kept however many. */
+	in[200] = 'y';
+	want[0] = 'y';
+	memcpy(in + 200, "y\r\n", 3);
+	memset(want, ' ', 200);
+	memcpy(want + 200, "y\r\n", 3);
+	decode_check(IMAP_TEXT_ENC_QP, false, in, 203, want, 203);
+}
+
+/* Soft line breaks and escapes of a long text at every chunk boundary. */
+static void
+test_decode_qp_long(void **state)
+{
+	char *in = xmalloc(20000), *want = xmalloc(20000);
+	size_t n = 0, w = 0;
+	for (int i = 0; n < 9900; i++) {
+		int k = snprintf(in + n, 100, "line %d =C3=a9 x=3d y  =\r\n%s", i, i % 5 == 0 ? "end \t\r\n" : "");
+		n += (size_t)k;
+		k = snprintf(want + w, 100, "line %d \xC3\xA9 x= y  %s", i, i % 5 == 0 ? "end\r\n" : "");
+		w += (size_t)k;
+	}
+	decode_check(IMAP_TEXT_ENC_QP, false, in, n, want, w);
+	free(in);
+	free(want);
+}
+
+/* A decoder is ready for a new stream after _end. */
+static void
+test_decode_end_resets(void **state)
+{
+	struct imap_text_decoder d;
+	char out[IMAP_TEXT_DECODE_MAX(16)];
+	imap_text_decoder_init(&d, IMAP_TEXT_ENC_QP, true);
+	assert_int_equal(imap_text_decode(&d, SZ("a=E"), out), 1);
+	assert_int_equal(imap_text_decode_end(&d, out), 2);
+	assert_memory_equal(out, "=E", 2);
+	assert_int_equal(imap_text_decode(&d, SZ("=E9"), out), 2);
+	assert_memory_equal(out, "\xC3\xA9", 2);
+	assert_int_equal(imap_text_decode_end(&d, out), 0);
+	imap_text_decoder_init(&d, IMAP_TEXT_ENC_B64, false);
+	assert_int_equal(imap_text_decode(&d, SZ("QQ==QUJD"), out), 1);
+	assert_int_equal(imap_text_decode_end(&d, out), 0);
+	assert_int_equal(imap_text_decode(&d, SZ("QUJD"), out), 3);
+	assert_memory_equal(out, "ABC", 3);
 }
 
 static void
@@ -203,11 +355,71 @@ test_decode_names(void **state)
 	assert_int_equal(imap_text_enc_of("BASE64"), IMAP_TEXT_ENC_B64);
 	assert_int_equal(imap_text_enc_of("Quoted-Printable"), IMAP_TEXT_ENC_QP);
 	assert_int_equal(imap_text_enc_of("8bit"), IMAP_TEXT_ENC_NONE);
+	assert_int_equal(imap_text_enc_of("7BIT"), IMAP_TEXT_ENC_NONE);
+	assert_int_equal(imap_text_enc_of("binary"), IMAP_TEXT_ENC_NONE);
 	assert_int_equal(imap_text_enc_of(NULL), IMAP_TEXT_ENC_NONE);
+	assert_int_equal(imap_text_enc_of("x-uuencode"), IMAP_TEXT_ENC_UNKNOWN);
+	assert_int_equal(imap_text_enc_of(""), IMAP_TEXT_ENC_UNKNOWN);
+	assert_int_equal(imap_text_enc_of("base64 "), IMAP_TEXT_ENC_UNKNOWN);
 	assert_true(imap_text_charset_latin1("ISO-8859-1"));
 	assert_true(imap_text_charset_latin1("windows-1252"));
 	assert_false(imap_text_charset_latin1("utf-8"));
 	assert_false(imap_text_charset_latin1(NULL));
+}
+
+/* ---- output window ---- */
+
+static void
+test_window(void **state)
+{
+	struct imap_text_window w;
+	size_t start;
+	imap_text_window_init(&w, 5, 4);
+	assert_false(imap_text_window_done(&w));
+	assert_int_equal(imap_text_window_take(&w, 3, &start), 0);
+	assert_int_equal(start, 0);
+	assert_int_equal(imap_text_window_take(&w, 0, &start), 0);
+	assert_int_equal(imap_text_window_take(&w, 3, &start), 1);
+	assert_int_equal(start, 2);
+	assert_int_equal(imap_text_window_take(&w, 10, &start), 3);
+	assert_int_equal(start, 0);
+	assert_true(imap_text_window_done(&w));
+	assert_int_equal(imap_text_window_take(&w, 10, &start), 0);
+	imap_text_window_init(&w, UINT64_MAX, 1);
+	assert_int_equal(imap_text_window_take(&w, SIZE_MAX, &start), 0);
+	assert_int_equal(w.skip, UINT64_MAX - SIZE_MAX);
+}
+
+/* Every window of a decoded stream given in pieces equals the slice of the whole. */
+static void
+test_window_decoded(void **state)
+{
+	static const char in[] = "a=C3=A9b=\r\nc=3d  \r\nd=ZZ e=\r\n=41=";
+	static const char want[] = "a\xC3\xA9" "bc=\r\nd=ZZ eA=";
+	size_t len = sizeof(in) - 1, wlen = sizeof(want) - 1;
+	for (size_t step = 1; step <= 5; step++)
+		for (size_t off = 0; off <= wlen + 1; off++)
+			for (size_t count = 1; count <= wlen + 1; count++) {
+				struct imap_text_decoder d;
+				struct imap_text_window w;
+				char out[IMAP_TEXT_DECODE_MAX(8)], got[64];
+				size_t g = 0, start, k;
+				imap_text_decoder_init(&d, IMAP_TEXT_ENC_QP, false);
+				imap_text_window_init(&w, off, count);
+				for (size_t i = 0; i <= len; i += step) {
+					size_t n = len - i < step ? len - i : step;
+					size_t o = n > 0 ? imap_text_decode(&d, in + i, n, out) : 0;
+					if (i + step > len)
+						o += imap_text_decode_end(&d, out + o);
+					k = imap_text_window_take(&w, o, &start);
+					memcpy(got + g, out + start, k);
+					g += k;
+				}
+				size_t exp = off >= wlen ? 0 : wlen - off < count ? wlen - off : count;
+				assert_int_equal(g, exp);
+				assert_memory_equal(got, want + off, exp);
+				assert_int_equal(imap_text_window_done(&w), off + count <= wlen);
+			}
 }
 
 /* ---- matcher ---- */
@@ -380,8 +592,14 @@ main(void)
 		cmocka_unit_test(test_dates_malformed),
 		cmocka_unit_test(test_sent_day),
 		cmocka_unit_test(test_decode),
+		cmocka_unit_test(test_decode_b64_lines),
 		cmocka_unit_test(test_decode_malformed),
+		cmocka_unit_test(test_decode_qp_lines),
+		cmocka_unit_test(test_decode_qp_long),
+		cmocka_unit_test(test_decode_end_resets),
 		cmocka_unit_test(test_decode_names),
+		cmocka_unit_test(test_window),
+		cmocka_unit_test(test_window_decoded),
 		cmocka_unit_test(test_matcher),
 		cmocka_unit_test(test_matcher_across_chunks),
 		cmocka_unit_test(test_matcher_malformed),
