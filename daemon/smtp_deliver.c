@@ -24,9 +24,9 @@
  * the JIT is not available) and run with a match limit (daemon/smtp_rules.h).
  *
  * Delivery: accounts one after another (a writer is never used by two
- * storage threads at once): look up (or create) the target mailboxes on the
- * account's thread, then store_add one item per distinct mailbox, which
- * syncs and commits. Only then is the spool file removed and the client
+ * storage threads at once): one store_add_prepared per account, which on the
+ * account's thread looks up (or creates) the target mailboxes, makes one
+ * item per distinct mailbox, then syncs and commits with the batch. Only then is the spool file removed and the client
  * answered. Failures found only now (quota reached meanwhile, MaxMessageSize
  * without a declared SIZE, storage errors) cannot be reported per recipient
  * in SMTP: if at least one recipient got the message the answer is 250 and
@@ -440,6 +440,8 @@ add_done(void *arg)
 	if (deliver_dead(d))
 		return;
 	t = d->c->txn;
+	if (a->nitems == 0)
+		log_error(SMTP_PKG, d->c->ci->cid, "no target mailbox", "account", a->account, "err", a->err);
 	for (size_t i = 0; i < t->nrcpts; i++) {
 		if (d->racct[i] != d->cur || d->rres[i] != RR_PENDING)
 			continue;
@@ -460,16 +462,22 @@ add_done(void *arg)
 	deliver_next(d);
 }
 
-/* Storage thread: the ids of the target mailboxes, created when missing. */
-static void
-lookup_work(struct store_account *sa, struct idx_account *ia, void *arg)
+/*
+ * Storage thread, before the add: the ids of the target mailboxes (created
+ * when missing), one item per distinct mailbox. The loop thread does not
+ * touch d or the transaction until add_done.
+ */
+static size_t
+add_prepare(struct store_account *sa, struct idx_account *ia, void *arg)
 {
 	struct smtp_deliv *d = arg;
-	struct dacct *a = &d->accts[d->cur]; /* the loop thread does not touch d until done */
+	struct dacct *a = &d->accts[d->cur];
+	const struct smtp_txn *t = d->c->txn;
 
+	a->nitems = 0;
 	if (ia == NULL) {
 		snprintf(a->err, sizeof(a->err), "%s", store_account_error(sa));
-		return;
+		return 0;
 	}
 	for (size_t i = 0; i < a->nmb; i++) {
 		struct idx_mailbox mb = {0};
@@ -483,20 +491,6 @@ lookup_work(struct store_account *sa, struct idx_account *ia, void *arg)
 		if (r <= 0)
 			a->mbids[i] = 0;
 	}
-}
-
-static void
-lookup_done(void *arg)
-{
-	struct smtp_deliv *d = arg;
-	struct smtp_conn *c = d->c;
-	struct dacct *a = &d->accts[d->cur];
-	struct smtp_txn *t;
-
-	if (deliver_dead(d))
-		return;
-	t = c->txn;
-	a->items = xcalloc(a->nmb, sizeof(*a->items));
 	for (size_t i = 0; i < a->nmb; i++) {
 		bool dup = false;
 		for (size_t k = 0; k < a->nitems; k++)
@@ -504,21 +498,12 @@ lookup_done(void *arg)
 		if (a->mbids[i] == 0 || dup)
 			continue; /* "Inbox" and "INBOX" are one mailbox: one item */
 		struct idx_add *it = &a->items[a->nitems++];
+		memset(it, 0, sizeof(*it));
 		it->w = t->w;
 		it->mailbox_id = a->mbids[i];
 		it->prefix_len = t->prefix_len;
 	}
-	if (a->nitems == 0) {
-		log_error(SMTP_PKG, c->ci->cid, "no target mailbox", "account", a->account, "err", a->err);
-		for (size_t i = 0; i < t->nrcpts; i++)
-			if (d->racct[i] == d->cur && d->rres[i] == RR_PENDING)
-				d->rres[i] = RR_TEMP;
-		d->cur++;
-		deliver_next(d);
-		return;
-	}
-	c->flags |= SMTP_F_JOB;
-	store_add(a->sa, a->items, a->nitems, add_done, d);
+	return a->nitems;
 }
 
 static void
@@ -534,7 +519,8 @@ deliver_next(struct smtp_deliv *d)
 			pending |= d->racct[i] == d->cur && d->rres[i] == RR_PENDING;
 		if (pending && st != NULL && (a->sa = store_account_get(st, a->account)) != NULL) {
 			c->flags |= SMTP_F_JOB;
-			store_submit(a->sa, lookup_work, lookup_done, d);
+			a->items = xcalloc(a->nmb, sizeof(*a->items));
+			store_add_prepared(a->sa, a->items, a->nmb, add_prepare, add_done, d);
 			return;
 		}
 		for (size_t i = 0; i < c->txn->nrcpts; i++)

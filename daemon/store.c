@@ -32,6 +32,7 @@ struct job {
 	void *arg;
 	struct idx_add *items;
 	size_t nitems;
+	store_prepare_fn prepare; /* run once on the storage thread before the add */
 };
 
 struct worker {
@@ -146,7 +147,11 @@ run_adds(struct store_account *sa, struct job **jobs, size_t njobs)
 		memcpy(all + k, jobs[i]->items, jobs[i]->nitems * sizeof(*all));
 		k += jobs[i]->nitems;
 	}
-	if (sa->idx == NULL || total == 0 || idx_add(sa->idx, all, total, err, sizeof(err)) < 0) {
+	if (total == 0) {
+		free(all);
+		return;
+	}
+	if (sa->idx == NULL || idx_add(sa->idx, all, total, err, sizeof(err)) < 0) {
 		const char *why = sa->idx == NULL ? sa->error : err;
 		for (size_t i = 0; i < total; i++) {
 			if (all[i].result > 0)
@@ -155,8 +160,7 @@ run_adds(struct store_account *sa, struct job **jobs, size_t njobs)
 			all[i].error = IDX_E_INTERNAL;
 			snprintf(all[i].err_r, sizeof(all[i].err_r), "%.150s", why);
 		}
-		if (total > 0)
-			log_error("store", 0, "adding messages failed", "account", sa->name, "err", why);
+		log_error("store", 0, "adding messages failed", "account", sa->name, "err", why);
 	}
 	k = 0;
 	for (size_t i = 0; i < njobs; i++) {
@@ -203,6 +207,10 @@ worker_main(void *arg)
 			struct job **pp = &list;
 			while (*pp != NULL && nb < ARRAY_LEN(batch)) {
 				struct job *c = *pp;
+				if (c->kind == JOB_ADD && c->sa == sa && c->prepare != NULL) {
+					c->nitems = c->prepare(sa, sa->idx, c->arg);
+					c->prepare = NULL;
+				}
 				if (c->kind == JOB_ADD && c->sa == sa && (nb == 0 || nitems + c->nitems <= STORE_BATCH_MAX)) {
 					*pp = c->next;
 					batch[nb++] = c;
@@ -306,6 +314,8 @@ store_free(struct store **stp)
 				if (j->kind == JOB_WORK) {
 					j->work(j->sa, NULL, j->arg);
 				} else {
+					if (j->prepare != NULL)
+						j->nitems = j->prepare(j->sa, NULL, j->arg);
 					for (size_t k = 0; k < j->nitems; k++) {
 						j->items[k].result = -1;
 						j->items[k].error = IDX_E_INTERNAL;
@@ -430,6 +440,21 @@ store_add(struct store_account *sa, struct idx_add *items, size_t n, store_done_
 	j->kind = JOB_ADD;
 	j->items = items;
 	j->nitems = n;
+	j->done = done;
+	j->arg = arg;
+	enqueue(sa, j);
+}
+
+void
+store_add_prepared(struct store_account *sa, struct idx_add *items, size_t n, store_prepare_fn prepare,
+    store_done_fn done, void *arg)
+{
+	struct job *j = xcalloc(1, sizeof(*j));
+
+	j->kind = JOB_ADD;
+	j->items = items;
+	j->nitems = n;
+	j->prepare = prepare;
 	j->done = done;
 	j->arg = arg;
 	enqueue(sa, j);

@@ -65,6 +65,17 @@ void store_submit(struct store_account *sa, store_work_fn work, store_done_fn do
  */
 void store_add(struct store_account *sa, struct idx_add *items, size_t n, store_done_fn done, void *arg);
 
+/*
+ * store_add whose items are completed on the storage thread: prepare runs
+ * there first (with the open index, or a == NULL when the account cannot be
+ * opened) and returns how many of the n items to add (it may fill in their
+ * mailbox ids, e.g. after looking up or creating the mailboxes). Saves the
+ * round trip of a separate store_submit before the add.
+ */
+typedef size_t (*store_prepare_fn)(struct store_account *sa, struct idx_account *a, void *arg);
+void store_add_prepared(struct store_account *sa, struct idx_add *items, size_t n, store_prepare_fn prepare,
+    store_done_fn done, void *arg);
+
 /* The directory of account name under the config's data directory (caller frees). */
 char *store_account_dir(const struct config *cfg, const char *name);
 /* Index options for account name from the config (strings borrowed from cfg). */
