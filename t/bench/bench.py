@@ -22,6 +22,12 @@ Parts (each prints "skipped: <why>" when a side cannot be measured, never fails 
  4. Storage: import of a generated mbox (deterministic) with `mox import` and with
     `doveadm import`: messages/s and peak RSS; index size per message; time for the server to
     open the imported account (restart until the first LOGIN and SELECT of the big mailbox end).
+ 5. Durable delivery through the storage code (t/bench/deliverbench, no network): 4 KB
+    messages written to a spool file and added with idx_add as the SMTP server does, (a) one
+    message per idx_add, each durable before the next, (b) K concurrent senders group-committed
+    by one storage thread as the daemon's does; messages/s beside the disk limit of part 1 and
+    the raw loop deliverbench runs itself (goal: >= 0.90 of it); index.tcb bytes per message;
+    time to open an account of many messages (idx_account_open + INBOX lookup), cold and warm.
 
 Sizes come from flags; BENCH_QUICK=1 (or --quick) picks small ones; BENCH_DIR sets where the
 temporary directories go (default /tmp).
@@ -377,6 +383,48 @@ def fsync_limit(n=2000, size=4096, writers=1):
     return per * writers / elapsed
 
 
+# ---------------------------------------------------------------- part 5: delivery through the store
+
+DELIVER_GOAL = 0.90  # share of the disk's 1-writer limit a sequential delivery should reach
+
+DELIVER_RE = re.compile(r"^deliver (\S+) (\d+) msgs ([\d.]+) msg/s(?: batches (\d+) avg ([\d.]+))?$")
+DELIVER_SPLIT_RE = re.compile(r"^deliver seq split ms/msg (.*)$")
+INDEX_RE = re.compile(r"^index (\S+) (\d+) msgs (\d+) bytes ([\d.]+) bytes/msg$")
+OPEN_RE = re.compile(r"^open (\S+) (\d+) msgs ([\d.]+) ms$")
+
+
+def parse_deliverbench(out):
+    """deliverbench's stdout as a dict: raw (list of msg/s), raw_seq (the raw loop run in rounds
+    between the seq mode's rounds), modes {name: (msgs, msg/s, avg batch or None)},
+    split (text), index [(how, msgs, bytes/msg)], open {kind: (msgs, ms)}."""
+    res = {"raw": [], "raw_seq": None, "modes": {}, "split": None, "index": [], "open": {}}
+    for line in out.splitlines():
+        line = line.strip()
+        m = DELIVER_RE.match(line)
+        if m:
+            name, rate = m.group(1), float(m.group(3))
+            if name == "raw":
+                res["raw"].append(rate)
+            elif name == "raw-seq":
+                res["raw_seq"] = rate
+            else:
+                avg = float(m.group(5)) if m.group(5) else None
+                res["modes"][name] = (int(m.group(2)), rate, avg)
+            continue
+        m = DELIVER_SPLIT_RE.match(line)
+        if m:
+            res["split"] = m.group(1)
+            continue
+        m = INDEX_RE.match(line)
+        if m:
+            res["index"].append((m.group(1), int(m.group(2)), float(m.group(4))))
+            continue
+        m = OPEN_RE.match(line)
+        if m:
+            res["open"][m.group(1)] = (int(m.group(2)), float(m.group(3)))
+    return res
+
+
 # ---------------------------------------------------------------- servers
 
 def proto_exchange(port, steps, timeout=5.0):
@@ -708,6 +756,8 @@ class Bench:
     def __init__(self, args):
         self.a = args
         self.imapload = args.imapload
+        self.disk1 = self.disk4 = None
+        self.deliver = None
         self.base = tempfile.mkdtemp(prefix="mb", dir=os.environ.get("BENCH_DIR"))
         os.chmod(self.base, 0o755)
         self.mox = None
@@ -1115,9 +1165,79 @@ class Bench:
         if getattr(self, "idle_res", None):
             d, m = self.idle_res.get("dovecot"), self.idle_res.get("mox")
             say(f"  {'idle IMAP connection (KB, dovecot: PSS)':45s} mox {fmt(m):>8s}   dovecot {fmt(d):>8s}   ratio {ratio(m, d)}")
+        if self.deliver:
+            disk = self.deliver_disk()
+            line = ", ".join(f"{name} {ratio(rate, disk)}" for name, (_, rate, _) in self.deliver["modes"].items())
+            say(f"  store delivery / disk limit (1 writer {disk:.0f} msg/s, goal seq >= {DELIVER_GOAL:.2f}): {line}")
+            seq, raw = self.deliver["modes"].get("seq"), self.deliver["raw_seq"]
+            if seq and raw:
+                say(f"  store delivery seq / raw loop in the same stretch ({raw:.0f} msg/s): {ratio(seq[1], raw)}"
+                    f" ({'goal met' if seq[1] / raw >= DELIVER_GOAL else 'goal NOT met'})")
+            for how, n, bpm in self.deliver["index"]:
+                say(f"  {f'index.tcb per message ({n} msgs, {how})':45s} {bpm:.0f} bytes")
+            for kind, (n, ms) in self.deliver["open"].items():
+                what = f"INBOX uid list after open ({n} msgs)" if kind == "uids" else f"account open {kind} ({n} msgs)"
+                say(f"  {what:45s} {ms:.2f} ms")
+
+    # -- part 5
+    def deliver_disk(self):
+        """The 1-writer disk limit for part 5: the best of part 1's and deliverbench's own loops."""
+        return max([self.disk1 or 0.0] + self.deliver["raw"])
+
+    def part_deliver(self):
+        a = self.a
+        say(f"== 5. Durable delivery through the store (deliverbench): {a.deliver_n} messages of 4 KB per mode, "
+            f"open test with {a.deliver_open} messages")
+        if not os.path.exists(a.deliverbench):
+            skipped("deliverbench", f"{a.deliverbench} missing (make builds it)")
+            return
+        d = tempfile.mkdtemp(prefix="deliver", dir=self.base)
+        try:
+            argv = [a.deliverbench, "-d", d, "-n", str(a.deliver_n), "-o", str(a.deliver_open),
+                    "-r", str(a.disk_n), "-k", ",".join(str(k) for k in a.deliver_senders)]
+            rc, el, _, out, err = run_timed(argv, a.deliver_timeout)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+        if rc != 0:
+            raise RuntimeError(f"deliverbench rc {rc} after {el:.0f} s: {err.strip()[-400:]}")
+        res = parse_deliverbench(out)
+        if not res["modes"]:
+            raise RuntimeError(f"deliverbench printed no results: {out.strip()[-400:]}")
+        self.deliver = res
+        disk = self.deliver_disk()
+        raws = ", ".join(f"{r:.0f}" for r in res["raw"])
+        say(f"  disk limit, 1 writer: {disk:.0f} msg/s (part 1: {fmt(self.disk1)}; deliverbench's loop "
+            f"before/after: {raws} msg/s)")
+        for name, (n, rate, avg) in res["modes"].items():
+            what = "seq (1 message per idx_add)" if name == "seq" else \
+                f"{name[5:]} senders, group commit" if name.startswith("group") else name
+            batch = f", {avg:.1f} messages per idx_add" if avg is not None else ""
+            goal = ""
+            if name == "seq" and res["raw_seq"]:
+                # Judged against the raw loop run in rounds between its own rounds: the disk
+                # is shared and drifts, so that is the like-for-like figure.
+                r = rate / res["raw_seq"]
+                goal = (f"; {r:.2f}x of the raw loop in the same stretch ({res['raw_seq']:.0f} msg/s), "
+                        f"goal >= {DELIVER_GOAL:.2f}: {'met' if r >= DELIVER_GOAL else 'NOT met'}")
+            say(f"  {what:32s} {rate:8.0f} msg/s = {ratio(rate, disk)} of disk{batch}{goal}")
+        if res["split"]:
+            say(f"  seq, ms per message: {res['split']}")
+        for how, n, bpm in res["index"]:
+            what = "delivered one by one" if how == "seq" else "added in batches of 512" if how == "batch" else how
+            say(f"  index.tcb: {bpm:.0f} bytes/message ({n} messages {what})")
+        for kind in ("cold", "warm", "uids"):
+            if kind in res["open"]:
+                n, ms = res["open"][kind]
+                what = {"cold": "open cold (index.tcb not cached)", "warm": "open warm (median of 5)",
+                        "uids": "then INBOX uid list (SELECT's scan)"}[kind]
+                say(f"  {what:38s} {ms:8.2f} ms ({n} messages)")
 
     def run(self):
         self.part_disk()
+        try:
+            self.part_deliver()
+        except Exception as e:
+            say(f"  part_deliver: failed: {type(e).__name__}: {e}")
         self.start_servers()
         parts = [self.part_imap, self.big_mailbox, self.part_smtp, self.part_idle]
         for part in parts:
@@ -1154,6 +1274,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mox", required=True, help="absolute path of the mox binary")
     ap.add_argument("--imapload", default=os.path.join(ROOT, "build", "t", "bench", "imapload"))
+    ap.add_argument("--deliverbench", default=os.path.join(ROOT, "build", "t", "bench", "deliverbench"))
     ap.add_argument("--quick", action="store_true", default=quick, help="small sizes (also BENCH_QUICK=1)")
     ap.add_argument("--disk-n", type=int)
     ap.add_argument("--prepop", type=int)
@@ -1166,25 +1287,33 @@ def main():
     ap.add_argument("--smtp-conns", type=lambda s: [int(x) for x in s.split(",")])
     ap.add_argument("--smtp-idle", type=int)
     ap.add_argument("--smtp-per-conn", type=int, default=100, help="messages per SMTP/LMTP session")
+    ap.add_argument("--deliver-n", type=int, help="messages per deliverbench mode")
+    ap.add_argument("--deliver-open", type=int, help="messages in deliverbench's open test (0: none)")
+    ap.add_argument("--deliver-senders", type=lambda s: [int(x) for x in s.split(",")],
+                    help="concurrent senders of deliverbench's group-commit modes")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    ap.add_argument("--only", help="comma list of parts: disk,imap,big,smtp,idle")
+    ap.add_argument("--only", help="comma list of parts: disk,deliver,imap,big,smtp,idle")
     a = ap.parse_args()
     defaults = dict(disk_n=2000, prepop=1000, stress_seconds=10.0, stress_clients=[10, 100], big=100000,
-                    idle=10000, dovecot_idle=1000, smtp_n=5000, smtp_conns=[1, 10], smtp_idle=2000)
+                    idle=10000, dovecot_idle=1000, smtp_n=5000, smtp_conns=[1, 10], smtp_idle=2000,
+                    deliver_n=10000, deliver_open=100000, deliver_senders=[8, 32])
     if a.quick:
         defaults.update(disk_n=500, prepop=200, stress_seconds=3.0, big=5000, idle=500, dovecot_idle=200,
-                        smtp_n=500, smtp_idle=200)
+                        smtp_n=500, smtp_idle=200, deliver_n=1000, deliver_open=10000)
     for k, v in defaults.items():
         if getattr(a, k) is None:
             setattr(a, k, v)
     a.import_timeout = 900
     a.smtp_timeout = 300
     a.idle_timeout = 300
+    a.deliver_timeout = 1800
+    only = set(a.only.split(",")) if a.only else None
+    servers = only is None or bool(only & {"imap", "big", "smtp", "idle"})
 
-    if os.geteuid() != 0:
+    if servers and os.geteuid() != 0:
         say("bench: must run as root (the peers' private instances run their mail processes as nobody)")
         return 1
-    if not os.path.exists(a.imapload):
+    if servers and not os.path.exists(a.imapload):
         say(f"bench: {a.imapload} missing (make builds it)")
         return 1
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -1200,12 +1329,12 @@ def main():
 
     b = Bench(a)
     try:
-        if a.only:
-            only = set(a.only.split(","))
+        if only is not None:
             b.part_disk()
-            b.start_servers()
-            for key, part in (("imap", b.part_imap), ("big", b.big_mailbox), ("smtp", b.part_smtp),
-                              ("idle", b.part_idle)):
+            if servers:
+                b.start_servers()
+            for key, part in (("deliver", b.part_deliver), ("imap", b.part_imap), ("big", b.big_mailbox),
+                              ("smtp", b.part_smtp), ("idle", b.part_idle)):
                 if key in only:
                     try:
                         part()
