@@ -2,10 +2,12 @@
  * Fuzz target for daemon/imap_text: runs the transfer decoders, folding, date
  * parsing, header unfolding and the streaming matcher over arbitrary input,
  * and checks that splitting the input differently never changes a result:
- * decoding in steps gives the whole decoding, the matcher fed in steps with a
- * small window finds what it finds fed at once, and folding in pieces equals
- * folding at once.
- * Layout: byte 0 bit 0-1 encoding, bit 2 latin1, bits 3-7 step - 1; byte 1
+ * decoding in steps or split in two gives the whole decoding, an output
+ * window over the decoding in steps is the slice of the whole, the matcher
+ * fed in steps with a small window finds what it finds fed at once, and
+ * folding in pieces equals folding at once.
+ * Layout: byte 0 bit 0-1 encoding (3: a name not known), bit 2 latin1, bits
+ * 3-7 step - 1 (also picks the split point and the window); byte 1
  * number of needles (0-3) and bits 2-7 needle length; needles follow, then
  * the text ('\x01' ends a segment).
  */
@@ -23,24 +25,46 @@ check(bool ok)
 		abort();
 }
 
+/*
+ * Decode in[0..len) in steps of step bytes (0: at once), the first piece
+ * first bytes long when first > 0, then end the stream. Only the bytes inside
+ * window w (NULL: all) are written to out. Returns the bytes written.
+ */
 static size_t
-decode_all(enum imap_text_enc enc, bool latin1, const uint8_t *in, size_t len, size_t step, char *out)
+decode_all(enum imap_text_enc enc, bool latin1, const uint8_t *in, size_t len, size_t first, size_t step,
+    struct imap_text_window *w, char *out)
 {
 	struct imap_text_decoder d;
 	size_t o = 0;
 	imap_text_decoder_init(&d, enc, latin1);
 	if (step == 0)
 		step = len ? len : 1;
-	for (size_t i = 0; i < len; i += step) {
-		size_t n = len - i < step ? len - i : step;
+	for (size_t i = 0; i <= len;) {
+		size_t n = first > 0 && i == 0 ? first : step;
+		n = len - i < n ? len - i : n;
 		/* Each call gets exactly the room the contract promises. */
 		char *tmp = malloc(IMAP_TEXT_DECODE_MAX(n));
-		size_t k = imap_text_decode(&d, (const char *)in + i, n, tmp);
-		check(k <= IMAP_TEXT_DECODE_MAX(n));
-		memcpy(out + o, tmp, k);
+		size_t k;
+		if (n > 0) {
+			k = imap_text_decode(&d, (const char *)in + i, n, tmp);
+			check(k <= IMAP_TEXT_DECODE_MAX(n));
+		} else {
+			k = imap_text_decode_end(&d, tmp);
+			check(k <= IMAP_TEXT_DECODE_MAX(0));
+		}
+		size_t start = 0;
+		if (w != NULL)
+			k = imap_text_window_take(w, k, &start);
+		memcpy(out + o, tmp + start, k);
 		o += k;
 		free(tmp);
+		if (n == 0)
+			break;
+		i += n;
 	}
+	/* A decoder that ended holds nothing: a new empty stream gives nothing. */
+	char rest[IMAP_TEXT_DECODE_MAX(0)];
+	check(imap_text_decode_end(&d, rest) == 0);
 	return o;
 }
 
@@ -119,8 +143,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 2)
 		return 0;
 	enum imap_text_enc enc = (enum imap_text_enc)(data[0] & 3);
-	if (enc > IMAP_TEXT_ENC_QP)
-		enc = IMAP_TEXT_ENC_NONE;
 	bool latin1 = data[0] & 4;
 	size_t step = (size_t)(data[0] >> 3) + 1;
 	size_t nn = data[1] & 3, nl = (size_t)(data[1] >> 2);
@@ -137,14 +159,31 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		size -= l;
 	}
 
-	/* Decoders: whole vs in steps. */
+	/* Decoders: whole vs in steps vs byte by byte vs split in two. */
 	char *whole = malloc(IMAP_TEXT_DECODE_MAX(size) + 1);
 	char *part = malloc(IMAP_TEXT_DECODE_MAX(size) + 1);
-	size_t wl = decode_all(enc, latin1, data, size, 0, whole);
-	size_t pl = decode_all(enc, latin1, data, size, step, part);
+	size_t wl = decode_all(enc, latin1, data, size, 0, 0, NULL, whole);
+	size_t pl = decode_all(enc, latin1, data, size, 0, step, NULL, part);
 	check(wl == pl && memcmp(whole, part, wl) == 0);
-	size_t bl = decode_all(enc, latin1, data, size, 1, part);
+	size_t bl = decode_all(enc, latin1, data, size, 0, 1, NULL, part);
 	check(wl == bl && memcmp(whole, part, wl) == 0);
+	size_t at = size > 0 ? (step * 2654435761u) % size + 1 : 0;
+	size_t sl = decode_all(enc, latin1, data, size, at, 0, NULL, part);
+	check(wl == sl && memcmp(whole, part, wl) == 0);
+	/* Without a latin-1 step the output never grows beyond two bytes an input byte. */
+	if (!latin1)
+		check(wl <= 2 * size);
+	if (enc == IMAP_TEXT_ENC_NONE || enc == IMAP_TEXT_ENC_UNKNOWN)
+		check(wl >= size);
+
+	/* An output window over the decoding in steps: the slice of the whole. */
+	struct imap_text_window w;
+	uint64_t woff = (uint64_t)(step * 37) % (wl + 2), wcount = (uint64_t)nl * 5 + 1;
+	imap_text_window_init(&w, woff, wcount);
+	size_t ol = decode_all(enc, latin1, data, size, 0, step, &w, part);
+	size_t exp = woff >= wl ? 0 : wl - woff < wcount ? wl - woff : (size_t)wcount;
+	check(ol == exp && memcmp(whole + (woff < wl ? woff : wl), part, ol) == 0);
+	check(imap_text_window_done(&w) == (woff + wcount <= wl));
 
 	/* Folding: at once vs resumed in pieces (never longer, idempotent). */
 	memcpy(part, whole, wl);
