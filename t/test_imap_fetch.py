@@ -262,6 +262,88 @@ def test_binary(localserve):
     r.close()
 
 
+# --- BINARY of tricky transfer encodings ---
+
+def cte_msg(cte, body, ctype="text/plain"):
+    return (f"From: Alice <alice@example.org>\r\nTo: mox@localhost\r\nSubject: cte\r\nMIME-Version: 1.0\r\n"
+            f"Content-Type: {ctype}\r\nContent-Transfer-Encoding: {cte}\r\n\r\n").encode() + body
+
+
+def binary_check(r, seq, sec, want, windows=()):
+    """BINARY.SIZE, BINARY[] and the partial windows of one section against the decoded bytes."""
+    items = [f"BINARY.SIZE[{sec}]", f"BINARY.PEEK[{sec}]"] + [f"BINARY.PEEK[{sec}]<{o}.{n}>" for o, n in windows]
+    r.send(f"f FETCH {seq} ({' '.join(items)})\r\n")
+    data = read_response(r, "f")
+    assert data.rsplit(b"\r\n", 2)[-2].startswith(b"f OK"), data[-300:]
+    got = parse_fetches(data)[seq]
+    assert got[f"BINARY.SIZE[{sec}]"] == str(len(want)).encode()
+    assert got[f"BINARY[{sec}]"] == (want, True)
+    assert len({o for o, _ in windows}) == len(windows), "one window per offset: the response names only it"
+    for o, n in windows:
+        v = got[f"BINARY[{sec}]<{o}>"]
+        assert (v[0] if isinstance(v, tuple) else v) == want[o:o + n], (o, n)
+
+
+def qp_long():
+    """A long quoted-printable text (several reads and decoding slices) and its decoding."""
+    enc, dec = [], []
+    for i in range(9000):
+        enc.append(b"line %d caf=C3=a9 x=3d y  =\r\n" % i)
+        dec.append(b"line %d caf\xc3\xa9 x= y  " % i)
+        if i % 7 == 0:
+            enc.append(b"end \t\r\n")
+            dec.append(b"end\r\n")
+    return b"".join(enc), b"".join(dec)
+
+
+RAW8 = bytes(b for b in range(1, 256) if b not in (10, 13))
+
+
+def test_binary_tricky(localserve):
+    data = bytes((i * 7 + i // 251) % 256 for i in range(70000))
+    b76 = base64.encodebytes(data).replace(b"\n", b"\r\n")
+    qpe, qpd = qp_long()
+    mixed = (b"From: a@example.org\r\nSubject: parts\r\nMIME-Version: 1.0\r\n"
+             b"Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n"
+             b"--b\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\npart ends with equal=\r\n"
+             b"--b\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nhalf escape=4\r\n"
+             b"--b\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8gd29ybA\r\n"
+             b"--b\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nblanks at the end \t \r\n"
+             b"--b--\r\n")
+    msgs = [
+        (cte_msg("base64", b76, "application/octet-stream"), data),
+        (cte_msg("BASE64", base64.b64encode(data), "application/octet-stream"), data),
+        (cte_msg("base64", b"aGVs*bG8g d29y\tbGQ!!\r\n"), b"hello world"),
+        (cte_msg("base64", b"aGVsbG8gd29ybA\r\n"), b"hello worl"),
+        (cte_msg("base64", b"aGVsbG8=IHdvcmxk\r\n"), b"hello"),
+        (cte_msg("quoted-printable", qpe), qpd),
+        (cte_msg("Quoted-Printable", b"caf=c3=a9 lower =3d =3D\r\n"), "café lower = =\r\n".encode()),
+        (cte_msg("quoted-printable", b"bad =ZZ =G1 =A! = x end\r\n"), b"bad =ZZ =G1 =A! =x end\r\n"),
+        (cte_msg("quoted-printable", b"trailing equal="), b"trailing equal="),
+        # Invalid escapes are kept as written (RFC 2045 6.7), lowercase digits too.
+        (cte_msg("quoted-printable", b"lower bad =aZ end=a"), b"lower bad =aZ end=a"),
+        (cte_msg("quoted-printable", b"soft = \t \r\nbreak  \r\nws  =\r\nkept\r\n"), b"soft break\r\nws  kept\r\n"),
+        (cte_msg("8bit", "été\r\n".encode()), "été\r\n".encode()),
+        (cte_msg("binary", RAW8 + b"\r\n", "application/octet-stream"), RAW8 + b"\r\n"),
+    ]
+    r = session(localserve, *(m for m, _ in msgs), mixed)
+    # Windows at the decoding slices (16 KiB out of 64 KiB reads) and across one decoded escape.
+    wins = [(0, 1), (1, 10), (16383, 3), (16384, 5), (49151, 2), (65535, 10), (40000, 40000)]
+    for seq, (m, want) in enumerate(msgs, 1):
+        binary_check(r, seq, "1", want, wins + [(max(len(want) - 3, 0), 10), (len(want), 1), (10 ** 9, 5)])
+    binary_check(r, 7, "1", "café lower = =\r\n".encode(), [(3, 1), (4, 2)])
+    n = len(msgs) + 1
+    binary_check(r, n, "1", b"part ends with equal=", [(15, 100)])
+    binary_check(r, n, "2", b"half escape=4", [(11, 1), (12, 1)])
+    binary_check(r, n, "3", b"hello worl", [(9, 1)])
+    binary_check(r, n, "4", b"blanks at the end", [(16, 5)])
+    # The whole message and a multipart are sent as they are.
+    binary_check(r, n, "", mixed, [(10, 20)])
+    resp = r.cmd("z", "NOOP")
+    assert resp[-1].startswith("z OK"), resp
+    r.close()
+
+
 def test_partials(localserve):
     r = session(localserve, MULTI)
     hdr, text = split_header(MULTI)
