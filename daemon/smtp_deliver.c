@@ -340,6 +340,7 @@ struct smtp_deliv {
 	/* per recipient: account index, mailbox index, result */
 	size_t *racct, *rmb;
 	enum rcpt_result *rres;
+	bool file_synced; /* the spool file is durable (an earlier account's add succeeded) */
 };
 
 void
@@ -449,8 +450,10 @@ add_done(void *arg)
 		for (size_t k = 0; k < a->nitems; k++)
 			if (a->items[k].mailbox_id == a->mbids[d->rmb[i]])
 				it = &a->items[k];
-		if (it != NULL && it->result > 0)
+		if (it != NULL && it->result > 0) {
 			d->rres[i] = RR_OK;
+			d->file_synced = true;
+		}
 		else if (it != NULL && it->error == IDX_E_OVERQUOTA)
 			d->rres[i] = RR_PERM_QUOTA;
 		else
@@ -502,6 +505,7 @@ add_prepare(struct store_account *sa, struct idx_account *ia, void *arg)
 		it->w = t->w;
 		it->mailbox_id = a->mbids[i];
 		it->prefix_len = t->prefix_len;
+		it->synced = d->file_synced;
 	}
 	return a->nitems;
 }
@@ -520,7 +524,8 @@ deliver_next(struct smtp_deliv *d)
 		if (pending && st != NULL && (a->sa = store_account_get(st, a->account)) != NULL) {
 			c->flags |= SMTP_F_JOB;
 			a->items = xcalloc(a->nmb, sizeof(*a->items));
-			store_add_prepared(a->sa, a->items, a->nmb, add_prepare, add_done, d);
+			/* The first account's job syncs the spool file; the others find it synced. */
+			store_add_prepared(a->sa, a->items, a->nmb, d->file_synced ? NULL : c->txn->w, add_prepare, add_done, d);
 			return;
 		}
 		for (size_t i = 0; i < c->txn->nrcpts; i++)

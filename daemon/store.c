@@ -10,14 +10,20 @@
 #define _GNU_SOURCE 1
 #include "daemon/store.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "daemon/log.h"
+#include "maildir/maildir.h"
 
 #define STORE_DEFAULT_THREADS 2
+/* Threads that fdatasync message files: the disk serves several flushes at once. */
+#define STORE_SYNC_THREADS 4
 /* Upper bound on messages in one group commit; more wait for the next batch. */
 #define STORE_BATCH_MAX 512
 
@@ -33,6 +39,10 @@ struct job {
 	struct idx_add *items;
 	size_t nitems;
 	store_prepare_fn prepare; /* run once on the storage thread before the add */
+	bool prepared;            /* prepare ran, items marked after the sync */
+	const struct maildir_writer *syncw; /* file to sync on a sync thread first */
+	bool synced;                        /* syncw was synced */
+	char sync_err[160];                 /* why syncing syncw failed ("" fine) */
 };
 
 struct worker {
@@ -64,6 +74,13 @@ struct store {
 	int nworkers;
 	int next_worker;
 	struct store_account *accounts; /* loop thread only */
+	/* sync threads */
+	pthread_mutex_t syncmu;
+	pthread_cond_t synccond;
+	struct job *sync_head, *sync_tail;
+	bool sync_stop;
+	pthread_t sync_threads[STORE_SYNC_THREADS];
+	int nsync;
 	/* completions */
 	pthread_mutex_t donemu;
 	struct job *done_head, *done_tail;
@@ -118,6 +135,8 @@ account_open(struct store_account *sa)
 	free(dir);
 }
 
+static void *sync_main(void *arg);
+
 static void
 complete(struct store *st, struct job *j)
 {
@@ -132,6 +151,29 @@ complete(struct store *st, struct job *j)
 	event_active(st->done_ev, EV_READ, 0);
 }
 
+/*
+ * After a sync thread handled the job's file (and prepare filled the items):
+ * items on that file are synced, or fail when the sync did.
+ */
+static void
+job_synced(struct job *j)
+{
+	if (j->syncw == NULL)
+		return;
+	for (size_t i = 0; i < j->nitems; i++) {
+		struct idx_add *it = &j->items[i];
+		if (it->w != j->syncw)
+			continue;
+		if (j->synced) {
+			it->synced = true;
+		} else {
+			it->result = -1;
+			it->error = IDX_E_INTERNAL;
+			snprintf(it->err_r, sizeof(it->err_r), "%s", j->sync_err);
+		}
+	}
+}
+
 /* Run a run of add jobs of one account as one idx_add. */
 static void
 run_adds(struct store_account *sa, struct job **jobs, size_t njobs)
@@ -144,9 +186,12 @@ run_adds(struct store_account *sa, struct job **jobs, size_t njobs)
 		total += jobs[i]->nitems;
 	all = xcalloc(total ? total : 1, sizeof(*all));
 	for (size_t i = 0; i < njobs; i++) {
-		memcpy(all + k, jobs[i]->items, jobs[i]->nitems * sizeof(*all));
-		k += jobs[i]->nitems;
+		/* Items that already failed (their file could not be synced) stay out. */
+		for (size_t m = 0; m < jobs[i]->nitems; m++)
+			if (jobs[i]->items[m].result >= 0)
+				all[k++] = jobs[i]->items[m];
 	}
+	total = k;
 	if (total == 0) {
 		free(all);
 		return;
@@ -163,10 +208,10 @@ run_adds(struct store_account *sa, struct job **jobs, size_t njobs)
 		log_error("store", 0, "adding messages failed", "account", sa->name, "err", why);
 	}
 	k = 0;
-	for (size_t i = 0; i < njobs; i++) {
-		memcpy(jobs[i]->items, all + k, jobs[i]->nitems * sizeof(*all));
-		k += jobs[i]->nitems;
-	}
+	for (size_t i = 0; i < njobs; i++)
+		for (size_t m = 0; m < jobs[i]->nitems; m++)
+			if (jobs[i]->items[m].result >= 0)
+				jobs[i]->items[m] = all[k++];
 	free(all);
 }
 
@@ -207,9 +252,11 @@ worker_main(void *arg)
 			struct job **pp = &list;
 			while (*pp != NULL && nb < ARRAY_LEN(batch)) {
 				struct job *c = *pp;
-				if (c->kind == JOB_ADD && c->sa == sa && c->prepare != NULL) {
-					c->nitems = c->prepare(sa, sa->idx, c->arg);
-					c->prepare = NULL;
+				if (c->kind == JOB_ADD && c->sa == sa && !c->prepared) {
+					if (c->prepare != NULL)
+						c->nitems = c->prepare(sa, sa->idx, c->arg);
+					c->prepared = true;
+					job_synced(c);
 				}
 				if (c->kind == JOB_ADD && c->sa == sa && (nb == 0 || nitems + c->nitems <= STORE_BATCH_MAX)) {
 					*pp = c->next;
@@ -263,6 +310,13 @@ store_new(struct event_base *base, const struct config *cfg, int nthreads)
 		free(st);
 		return NULL;
 	}
+	pthread_mutex_init(&st->syncmu, NULL);
+	pthread_cond_init(&st->synccond, NULL);
+	for (int i = 0; i < STORE_SYNC_THREADS; i++) {
+		if (pthread_create(&st->sync_threads[i], NULL, sync_main, st) != 0)
+			break; /* fewer sync threads; with none the account threads sync */
+		st->nsync++;
+	}
 	st->nworkers = nthreads > 0 ? nthreads : STORE_DEFAULT_THREADS;
 	st->workers = xcalloc((size_t)st->nworkers, sizeof(*st->workers));
 	for (int i = 0; i < st->nworkers; i++) {
@@ -287,6 +341,14 @@ store_free(struct store **stp)
 
 	if (st == NULL)
 		return;
+	/* Sync threads first: they finish their queue and hand it to the workers. */
+	pthread_mutex_lock(&st->syncmu);
+	st->sync_stop = true;
+	pthread_cond_broadcast(&st->synccond);
+	pthread_mutex_unlock(&st->syncmu);
+	for (int i = 0; i < st->nsync; i++)
+		pthread_join(st->sync_threads[i], NULL);
+	st->nsync = 0;
 	for (int i = 0; i < st->nworkers; i++) {
 		struct worker *w = &st->workers[i];
 		if (!w->started)
@@ -343,6 +405,8 @@ store_free(struct store **stp)
 	event_free(st->done_ev);
 	pthread_mutex_destroy(&st->cfgmu);
 	pthread_mutex_destroy(&st->donemu);
+	pthread_mutex_destroy(&st->syncmu);
+	pthread_cond_destroy(&st->synccond);
 	free(st);
 	*stp = NULL;
 }
@@ -403,13 +467,12 @@ store_account_error(const struct store_account *sa)
 	return sa->error;
 }
 
+/* Hand j to its account's thread (any thread). */
 static void
-enqueue(struct store_account *sa, struct job *j)
+worker_push(struct job *j)
 {
-	struct worker *w = sa->w;
+	struct worker *w = j->sa->w;
 
-	sa->refs++; /* the job holds a reference until its completion ran */
-	j->sa = sa;
 	pthread_mutex_lock(&w->mu);
 	if (w->tail)
 		w->tail->next = j;
@@ -418,6 +481,65 @@ enqueue(struct store_account *sa, struct job *j)
 	w->tail = j;
 	pthread_cond_signal(&w->cond);
 	pthread_mutex_unlock(&w->mu);
+}
+
+/* Loop thread: queue j, through a sync thread when it has a file to sync. */
+static void
+enqueue(struct store_account *sa, struct job *j)
+{
+	struct store *st = sa->st;
+
+	sa->refs++; /* the job holds a reference until its completion ran */
+	j->sa = sa;
+	if (j->syncw == NULL || st->nsync == 0) {
+		worker_push(j);
+		return;
+	}
+	pthread_mutex_lock(&st->syncmu);
+	j->next = NULL;
+	if (st->sync_tail)
+		st->sync_tail->next = j;
+	else
+		st->sync_head = j;
+	st->sync_tail = j;
+	pthread_cond_signal(&st->synccond);
+	pthread_mutex_unlock(&st->syncmu);
+}
+
+static void *
+sync_main(void *arg)
+{
+	struct store *st = arg;
+
+	for (;;) {
+		struct job *j;
+
+		pthread_mutex_lock(&st->syncmu);
+		while (st->sync_head == NULL && !st->sync_stop)
+			pthread_cond_wait(&st->synccond, &st->syncmu);
+		j = st->sync_head;
+		if (j != NULL) {
+			st->sync_head = j->next;
+			if (st->sync_head == NULL)
+				st->sync_tail = NULL;
+		}
+		pthread_mutex_unlock(&st->syncmu);
+		if (j == NULL)
+			break; /* stopping and nothing left */
+		const char *path = maildir_writer_path(j->syncw);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd >= 0 && fdatasync(fd) == 0) {
+			j->synced = true;
+		} else {
+			snprintf(j->sync_err, sizeof(j->sync_err), "fdatasync %.100s: %s", path, strerror(errno));
+			log_error("store", 0, "cannot sync message file", "path", path, "err", strerror(errno));
+		}
+		if (fd >= 0)
+			close(fd);
+		j->next = NULL;
+		worker_push(j);
+	}
+	return NULL;
 }
 
 void
@@ -442,18 +564,28 @@ store_add(struct store_account *sa, struct idx_add *items, size_t n, store_done_
 	j->nitems = n;
 	j->done = done;
 	j->arg = arg;
+	for (size_t i = 0; i < n; i++)
+		items[i].result = 0;
+	/* One unsynced file for every item (an APPEND): synced on a sync thread. */
+	if (n > 0 && items[0].w != NULL && !items[0].synced) {
+		j->syncw = items[0].w;
+		for (size_t i = 1; i < n && j->syncw != NULL; i++)
+			if (items[i].w != j->syncw || items[i].synced)
+				j->syncw = NULL;
+	}
 	enqueue(sa, j);
 }
 
 void
-store_add_prepared(struct store_account *sa, struct idx_add *items, size_t n, store_prepare_fn prepare,
-    store_done_fn done, void *arg)
+store_add_prepared(struct store_account *sa, struct idx_add *items, size_t n,
+    const struct maildir_writer *syncw, store_prepare_fn prepare, store_done_fn done, void *arg)
 {
 	struct job *j = xcalloc(1, sizeof(*j));
 
 	j->kind = JOB_ADD;
 	j->items = items;
 	j->nitems = n;
+	j->syncw = syncw;
 	j->prepare = prepare;
 	j->done = done;
 	j->arg = arg;

@@ -7,7 +7,9 @@
  * thread through an event. Deliveries and APPENDs queued for the same account
  * are group-committed: one idx_add (one filesystem sync, one directory fsync,
  * one transaction) for everything that queued while the previous batch was
- * being written.
+ * being written. Message files are synced before that by a pool of sync
+ * threads (store_add_prepared), in parallel with each other and with the
+ * account thread's commit of the previous batch.
  * Does not: parse protocols or decide where mail goes.
  */
 #ifndef MOX_STORE_H
@@ -73,8 +75,17 @@ void store_add(struct store_account *sa, struct idx_add *items, size_t n, store_
  * round trip of a separate store_submit before the add.
  */
 typedef size_t (*store_prepare_fn)(struct store_account *sa, struct idx_account *a, void *arg);
-void store_add_prepared(struct store_account *sa, struct idx_add *items, size_t n, store_prepare_fn prepare,
-    store_done_fn done, void *arg);
+/*
+ * syncw (may be NULL): a finished, not yet synced message file the items
+ * refer to. It is made durable (fdatasync) on one of the store's sync
+ * threads before the job reaches the account's thread, so the files of
+ * concurrent deliveries are synced in parallel while the account's thread
+ * commits the previous batch; the items that refer to it are then marked
+ * synced (idx_add.synced) after prepare. When that sync fails every item
+ * fails with IDX_E_INTERNAL.
+ */
+void store_add_prepared(struct store_account *sa, struct idx_add *items, size_t n,
+    const struct maildir_writer *syncw, store_prepare_fn prepare, store_done_fn done, void *arg);
 
 /* The directory of account name under the config's data directory (caller frees). */
 char *store_account_dir(const struct config *cfg, const char *name);
