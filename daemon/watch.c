@@ -433,7 +433,8 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
 			j->full |= o->full;
 			o->full = false;
 			j->names = xrealloc(j->names, (j->nnames + o->nnames + 1) * sizeof(*j->names));
-			memcpy(j->names + j->nnames, o->names, o->nnames * sizeof(*o->names));
+			if (o->nnames > 0)
+				memcpy(j->names + j->nnames, o->names, o->nnames * sizeof(*o->names));
 			j->nnames += o->nnames;
 			free(o->names);
 			o->names = NULL;

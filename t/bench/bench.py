@@ -1194,7 +1194,8 @@ class Bench:
         d = tempfile.mkdtemp(prefix="deliver", dir=self.base)
         try:
             argv = [a.deliverbench, "-d", d, "-n", str(a.deliver_n), "-o", str(a.deliver_open),
-                    "-r", str(a.disk_n), "-k", ",".join(str(k) for k in a.deliver_senders)]
+                    "-r", str(a.disk_n), "-k", ",".join(str(k) for k in a.deliver_senders),
+                    "-L"]  # the daemon looks the mailbox up inside the add job (store_add_prepared)
             rc, el, _, out, err = run_timed(argv, a.deliver_timeout)
         finally:
             shutil.rmtree(d, ignore_errors=True)
