@@ -63,6 +63,8 @@ static const char *const phase_texts[] = {
 	"timeout, message data took too long, closing connection",
 	"timeout, closing connection",
 };
+_Static_assert(ARRAY_LEN(phase_names) == SMTP_PH_WRITE + 1 && ARRAY_LEN(phase_texts) == SMTP_PH_WRITE + 1,
+    "a name and a text for each enum smtp_phase");
 
 static void set_bev_timeouts(struct smtp_conn *c);
 
