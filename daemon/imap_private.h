@@ -96,6 +96,7 @@ struct imap_view {
 	bool overflow;
 	bool applying;              /* a change-apply job runs */
 	bool listener_done;
+	bool stale;                 /* UIDVALIDITY changed under the view: the session ends (BYE) */
 	uint32_t recent_from;       /* UIDs from here on are \Recent to this session (see imap_view_recent) */
 	void (*waiting)(struct imap_conn *c); /* a flush waiting for the running apply job */
 	bool waiting_allow;
@@ -248,6 +249,13 @@ void imap_view_free(struct imap_conn *c);
 void imap_view_flush(struct imap_conn *c, bool allow_expunge, void (*then)(struct imap_conn *c));
 void imap_idle_line(struct imap_conn *c, const char *line, size_t len);
 void imap_view_notified(struct imap_conn *c);
+/*
+ * Take queued changes; when the selected mailbox's UIDVALIDITY changed (its
+ * UIDs were reassigned) the view cannot go on: send "* BYE", close and
+ * return 1. 0 when the view is valid or nothing is selected. Call only
+ * between responses.
+ */
+int imap_view_check_uidvalidity(struct imap_conn *c);
 /* UID FETCH ... (CHANGEDSINCE since VANISHED): "* VANISHED (EARLIER)" for the UIDs of set
  * expunged after since, then then(c); on failure NO and the command ends. */
 void imap_vanished_earlier(struct imap_conn *c, const struct imap_seqset *set, uint64_t since,

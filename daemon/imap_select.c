@@ -17,6 +17,12 @@
  * wait while the command is a FETCH, STORE, SEARCH, COPY or MOVE by
  * sequence number (RFC 9051 7.5.1), so sequence numbers stay valid.
  * The mailbox always has modseqs: HIGHESTMODSEQ is sent, NOMODSEQ never.
+ * When the mailbox's UIDVALIDITY changes under the view (reassignuids,
+ * bumpuidvalidity), its UIDs mean other messages or none: nothing more is
+ * announced and the session ends with BYE at the next point between
+ * responses (at once when idle or in IDLE, else when the command ends or
+ * before the next one runs); the client resynchronizes when it reconnects.
+ * RFC 9051 2.3.1.1 allows no other way once UIDs cannot be kept.
  * Invariant: the view only changes on the loop thread, between responses, so
  * sequence numbers sent to the client always match it.
  */
@@ -418,6 +424,8 @@ struct apply_job {
 	struct idx_message *changed; /* in both with another modseq */
 	size_t nchanged;
 	uint64_t highest_modseq;
+	uint32_t uidvalidity;        /* of the view; a resync that finds another one marks it stale */
+	bool stale;
 };
 
 static void
@@ -428,6 +436,12 @@ resync_work(struct apply_job *aj, struct idx_account *a)
 
 	if ((j->rc = idx_mailbox_get_id(a, aj->mailbox_id, &mb, j->err, sizeof(j->err))) <= 0)
 		return;
+	if (mb.uidvalidity != aj->uidvalidity) {
+		/* Lost changes hid a UIDVALIDITY change: the UIDs below are not the view's. */
+		aj->stale = true;
+		idx_mailbox_clear(&mb);
+		return;
+	}
 	aj->keywords = mb.keywords;
 	aj->nkeywords = mb.nkeywords;
 	aj->highest_modseq = mb.highest_modseq;
@@ -660,6 +674,9 @@ changes_apply(struct imap_conn *c, struct apply_job *aj, struct mbuf *b)
 	}
 }
 
+static void drain(struct imap_conn *c);
+static void view_bye(struct imap_conn *c);
+
 static void
 apply_free(struct apply_job *aj)
 {
@@ -693,11 +710,16 @@ apply_done(struct imap_job *j)
 		return;
 	}
 	v->applying = false;
-	if (j->rc <= 0) {
+	/* A UIDVALIDITY change committed while the job ran makes what it found meaningless. */
+	drain(c);
+	if (aj->stale)
+		v->stale = true;
+	/* Stale: nothing is announced; the flush below ends the session. */
+	if (!v->stale && j->rc <= 0) {
 		/* Try again from scratch at the next point. */
 		log_error(PKG, c->ci->cid, "announcing changes", "err", j->err);
 		v->overflow = true;
-	} else {
+	} else if (!v->stale) {
 		struct mbuf b;
 		mbuf_init(&b, (size_t)1 << 30);
 		if (aj->resync)
@@ -715,6 +737,8 @@ apply_done(struct imap_job *j)
 		imap_view_flush(c, v->waiting_allow, then);
 	else if (c->mode == IMAP_MODE_IDLE)
 		imap_view_flush(c, true, NULL);
+	else if (v->stale && !c->busy)
+		view_bye(c);
 }
 
 static void
@@ -740,7 +764,9 @@ drain(struct imap_conn *c)
 				v->name = xstrdup(ch[i].name);
 			}
 		}
-		bool mine = ch[i].mailbox_id == v->mailbox_id && !v->overflow &&
+		if (ch[i].kind == IDX_CH_MAILBOX_UIDVALIDITY && ch[i].mailbox_id == v->mailbox_id)
+			v->stale = true;
+		bool mine = ch[i].mailbox_id == v->mailbox_id && !v->overflow && !v->stale &&
 		    (ch[i].kind == IDX_CH_ADD || ch[i].kind == IDX_CH_REMOVE || ch[i].kind == IDX_CH_FLAGS ||
 		    ch[i].kind == IDX_CH_MAILBOX_KEYWORDS);
 		if (mine) {
@@ -751,6 +777,12 @@ drain(struct imap_conn *c)
 		}
 	}
 	free(ch);
+	if (v->stale) {
+		/* Changes in the old UIDs' terms: no use any more. */
+		pending_drop(v);
+		v->overflow = false;
+		return;
+	}
 	if ((overflow || v->npending > PENDING_MAX) && !v->overflow) {
 		/* Changes were lost (or too many wait): compare the whole mailbox at the next point. */
 		log_info(PKG, c->ci->cid, "change queue overflowed; resynchronizing the view");
@@ -758,6 +790,31 @@ drain(struct imap_conn *c)
 	}
 	if (v->overflow)
 		pending_drop(v);
+}
+
+/* The view is stale (its UIDVALIDITY changed): say so and end the session. */
+static void
+view_bye(struct imap_conn *c)
+{
+	if (c->closing)
+		return;
+	log_info(PKG, c->ci->cid, "uidvalidity of the selected mailbox changed, ending the session", "mailbox",
+	    c->sel->name);
+	imap_printf(c, "* BYE mailbox UIDVALIDITY changed, please reconnect (cid %llx)\r\n",
+	    (unsigned long long)c->ci->cid);
+	imap_close(c);
+}
+
+int
+imap_view_check_uidvalidity(struct imap_conn *c)
+{
+	if (c->sel == NULL || c->closing)
+		return 0;
+	drain(c);
+	if (!c->sel->stale)
+		return 0;
+	view_bye(c);
+	return 1;
 }
 
 /* Whether pending changes can be announced now. */
@@ -786,6 +843,12 @@ imap_view_flush(struct imap_conn *c, bool allow_expunge, void (*then)(struct ima
 		}
 		return;
 	}
+	if (v != NULL && v->stale) {
+		view_bye(c);
+		if (then != NULL)
+			then(c); /* ends the command; its reply is not sent any more */
+		return;
+	}
 	if (v == NULL || !pending_work(v, allow_expunge)) {
 		if (then != NULL)
 			then(c);
@@ -793,6 +856,7 @@ imap_view_flush(struct imap_conn *c, bool allow_expunge, void (*then)(struct ima
 	}
 	struct apply_job *aj = xcalloc(1, sizeof(*aj));
 	aj->mailbox_id = v->mailbox_id;
+	aj->uidvalidity = v->uidvalidity;
 	aj->allow_expunge = allow_expunge;
 	if (v->overflow) {
 		aj->resync = true;
@@ -837,10 +901,12 @@ notify_event(evutil_socket_t fd, short what, void *arg)
 	if (c == NULL || c->closing)
 		return;
 	/* Outside IDLE, changes wait (bounded by PENDING_MAX) for the end of a command. */
-	if (c->mode != IMAP_MODE_IDLE)
-		drain(c);
-	else
+	if (c->mode == IMAP_MODE_IDLE)
 		imap_view_flush(c, true, NULL);
+	else if (!c->busy)
+		(void)imap_view_check_uidvalidity(c); /* between commands: a stale view ends now */
+	else
+		drain(c);
 }
 
 void

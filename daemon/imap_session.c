@@ -415,6 +415,9 @@ imap_cmd_finish(struct imap_conn *c)
 		imap_view_flush(c, expunge_allowed(c), write_held);
 		return;
 	}
+	/* A reply that was not held (refused before dispatch) announced nothing: end a stale view now. */
+	if (c->state == IMAP_ST_SELECTED)
+		(void)imap_view_check_uidvalidity(c);
 	write_held(c);
 }
 
@@ -543,6 +546,11 @@ dispatch(struct imap_conn *c)
 	const char *name = cmd->name;
 
 	c->tag = xstrdup(cmd->tag);
+	/* UIDs of the command would mean other messages under a new UIDVALIDITY: run nothing. */
+	if (imap_view_check_uidvalidity(c) > 0) {
+		imap_cmd_finish(c);
+		return;
+	}
 	imap_args_init(&args, cmd->args);
 	c->uid = false;
 	if (strcmp(name, "UID") == 0) {

@@ -189,6 +189,8 @@ int idx_bump_uidvalidity(struct idx_account *a, const char *mailbox, idx_report_
 		mb.uidvalidity = (uint32_t)a->rec.next_uidvalidity++;
 		a->rec_dirty = true;
 		r = mb_store(a, &mb, err, errlen);
+		if (r > 0)
+			change_push(a, IDX_CH_MAILBOX_UIDVALIDITY, mb.id, 0, 0, 0, NULL, NULL);
 		idx_mailbox_clear(&mb);
 	}
 	free(ids);
@@ -248,6 +250,9 @@ int idx_reassign_uids(struct idx_account *a, const char *mailbox, idx_report_fn 
 			mb.highest_modseq = op_modseq(a);
 			a->rec_dirty = true;
 			r = mb_store(a, &mb, err, errlen);
+			/* The renumbering itself is not announced: it means nothing under the old UIDVALIDITY. */
+			if (r > 0)
+				change_push(a, IDX_CH_MAILBOX_UIDVALIDITY, mb.id, 0, mb.highest_modseq, 0, NULL, NULL);
 		}
 		free(uids);
 		free(tombs);

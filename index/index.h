@@ -445,6 +445,9 @@ enum idx_change_kind {
 	IDX_CH_MAILBOX_RENAME, /* mailbox, name (new), oldname */
 	IDX_CH_MAILBOX_COUNTS, /* mailbox: counts changed */
 	IDX_CH_MAILBOX_KEYWORDS,/* mailbox: its keyword list grew */
+	/* mailbox: its UIDVALIDITY changed (reassignuids, bumpuidvalidity); UIDs
+	 * seen before mean nothing now: a session with it selected must end */
+	IDX_CH_MAILBOX_UIDVALIDITY,
 };
 
 struct idx_change {
