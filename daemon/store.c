@@ -41,7 +41,8 @@ struct job {
 	store_prepare_fn prepare; /* run once on the storage thread before the add */
 	bool prepared;            /* prepare ran, items marked after the sync */
 	const struct maildir_writer *syncw; /* file to sync on a sync thread first */
-	bool synced;                        /* syncw was synced */
+	bool sync_tried;                    /* a sync thread handled syncw */
+	bool synced;                        /* ... and synced it */
 	char sync_err[160];                 /* why syncing syncw failed ("" fine) */
 };
 
@@ -53,6 +54,7 @@ struct worker {
 	struct job *head, *tail;
 	bool stop;
 	bool started;
+	bool busy; /* working on jobs (under mu) */
 };
 
 struct store_account {
@@ -158,8 +160,8 @@ complete(struct store *st, struct job *j)
 static void
 job_synced(struct job *j)
 {
-	if (j->syncw == NULL)
-		return;
+	if (j->syncw == NULL || !j->sync_tried)
+		return; /* idx_add syncs it, in parallel with its own work */
 	for (size_t i = 0; i < j->nitems; i++) {
 		struct idx_add *it = &j->items[i];
 		if (it->w != j->syncw)
@@ -225,10 +227,12 @@ worker_main(void *arg)
 		struct job *list;
 
 		pthread_mutex_lock(&w->mu);
+		w->busy = false;
 		while (w->head == NULL && !w->stop)
 			pthread_cond_wait(&w->cond, &w->mu);
 		list = w->head;
 		w->head = w->tail = NULL;
+		w->busy = list != NULL;
 		bool stop = w->stop;
 		pthread_mutex_unlock(&w->mu);
 		if (list == NULL && stop)
@@ -491,7 +495,18 @@ enqueue(struct store_account *sa, struct job *j)
 
 	sa->refs++; /* the job holds a reference until its completion ran */
 	j->sa = sa;
-	if (j->syncw == NULL || st->nsync == 0) {
+	/*
+	 * An idle account thread takes the file at once and syncs it while it
+	 * writes the records (idx_add); a busy one would make the job wait, so
+	 * meanwhile a sync thread syncs the file.
+	 */
+	bool busy = false;
+	if (j->syncw != NULL && st->nsync > 0) {
+		pthread_mutex_lock(&sa->w->mu);
+		busy = sa->w->busy || sa->w->head != NULL;
+		pthread_mutex_unlock(&sa->w->mu);
+	}
+	if (!busy) {
 		worker_push(j);
 		return;
 	}
@@ -528,6 +543,7 @@ sync_main(void *arg)
 			break; /* stopping and nothing left */
 		const char *path = maildir_writer_path(j->syncw);
 		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		j->sync_tried = true;
 		if (fd >= 0 && fdatasync(fd) == 0) {
 			j->synced = true;
 		} else {

@@ -77,12 +77,13 @@ void store_add(struct store_account *sa, struct idx_add *items, size_t n, store_
 typedef size_t (*store_prepare_fn)(struct store_account *sa, struct idx_account *a, void *arg);
 /*
  * syncw (may be NULL): a finished, not yet synced message file the items
- * refer to. It is made durable (fdatasync) on one of the store's sync
- * threads before the job reaches the account's thread, so the files of
- * concurrent deliveries are synced in parallel while the account's thread
- * commits the previous batch; the items that refer to it are then marked
- * synced (idx_add.synced) after prepare. When that sync fails every item
- * fails with IDX_E_INTERNAL.
+ * refer to. While the account's thread is busy it is made durable
+ * (fdatasync) on one of the store's sync threads before the job reaches
+ * that thread, so the files of concurrent deliveries are synced in parallel
+ * while the previous batch commits; the items that refer to it are then
+ * marked synced (idx_add.synced) after prepare, or fail with
+ * IDX_E_INTERNAL when the sync failed. An idle account thread takes the job
+ * at once and idx_add syncs the file while it writes the records.
  */
 void store_add_prepared(struct store_account *sa, struct idx_add *items, size_t n,
     const struct maildir_writer *syncw, store_prepare_fn prepare, store_done_fn done, void *arg);

@@ -396,6 +396,18 @@ struct add_state {
 	size_t np;
 	char (*linked)[IDX_PATH_MAX + MAILDIR_NAME_BUFSIZE + 8]; /* files linked, unlinked again on failure */
 	size_t nlinked;
+	struct add_link *links; /* planned by add_one, made after the files are synced */
+	size_t nlinks;
+};
+
+/* A link add_one planned: the record already names the file. */
+struct add_link {
+	struct idx_add *it;
+	size_t fi; /* the folder: add_state.f[fi] */
+	enum maildir_subdir sub;
+	unsigned mflags;
+	uint32_t letters;
+	char name[MAILDIR_NAME_BUFSIZE];
 };
 
 static void item_fail(struct idx_add *it, int error, const char *msg)
@@ -475,9 +487,14 @@ static void add_state_clear(struct add_state *s)
 	}
 	free(s->p);
 	free(s->linked);
+	free(s->links);
 }
 
-/* One item: thread, letters, link, records. 1 added, 0 item failed, -1 batch failed. */
+/*
+ * One item: thread, letters, records naming the file it will have; the link
+ * itself waits for the file's sync (add_links). 1 added, 0 item failed, -1
+ * batch failed.
+ */
 static int add_one(struct idx_account *a, struct add_state *s, struct add_folder *f, struct add_parsed *p,
     struct idx_add *it, char *err, size_t errlen)
 {
@@ -527,19 +544,16 @@ static int add_one(struct idx_account *a, struct add_state *s, struct add_folder
 	}
 	mflags = idx_flags_to_maildir(m.flags);
 	sub = mflags == 0 && letters == 0 ? MAILDIR_NEW : MAILDIR_CUR;
-	r = maildir_writer_link(it->w, f->path, sub, mflags, (uint32_t)letters, 0, name, sizeof(name), ierr,
-	    sizeof(ierr));
-	if (r < 0) {
+	if (maildir_writer_name(it->w, sub, mflags, (uint32_t)letters, name, sizeof(name), ierr, sizeof(ierr)) < 0) {
 		item_fail(it, IDX_E_INTERNAL, ierr);
 		idx_message_clear(&m);
 		return 0;
 	}
-	s->linked = idx_xrealloc(s->linked, sizeof(*s->linked) * (s->nlinked + 1));
-	snprintf(s->linked[s->nlinked++], sizeof(*s->linked), "%s/%s/%s", f->path, sub == MAILDIR_NEW ? "new" : "cur", name);
-	if (sub == MAILDIR_NEW)
-		f->link_new = true;
-	else
-		f->link_cur = true;
+	s->links = idx_xrealloc(s->links, sizeof(*s->links) * (s->nlinks + 1));
+	s->links[s->nlinks] = (struct add_link){.it = it, .fi = (size_t)(f - s->f), .sub = sub, .mflags = mflags,
+	    .letters = (uint32_t)letters};
+	snprintf(s->links[s->nlinks].name, sizeof(s->links[s->nlinks].name), "%s", name);
+	s->nlinks++;
 	m.filename = idx_xmalloc(strlen(name) + 5);
 	snprintf(m.filename, strlen(name) + 5, "%s/%s", sub == MAILDIR_NEW ? "new" : "cur", name);
 	r = msg_insert(a, &m, tcxstrptr(p->cache), (size_t)tcxstrsize(p->cache), err, errlen);
@@ -568,9 +582,16 @@ static int add_one(struct idx_account *a, struct add_state *s, struct add_folder
 /* Files up to which a batch is synced file by file rather than with syncfs. */
 #define ADD_SYNC_FILES_MAX 16
 
-static int sync_batch(struct idx_account *a, struct idx_add *items, size_t n, char *err, size_t errlen)
+/*
+ * Start making every unsynced file of the batch durable on the sync pool: a
+ * few files get an fdatasync each (cheap on a busy filesystem, and parallel),
+ * a large batch one syncfs (its cost does not grow with the batch, but it
+ * also writes back whatever else is dirty on the filesystem).
+ */
+static struct maildir_syncset *sync_batch_start(struct idx_account *a, struct idx_add *items, size_t n)
 {
 	const struct maildir_writer *seen[ADD_SYNC_FILES_MAX];
+	struct maildir_syncset *ss = maildir_syncset_new();
 	size_t nseen = 0;
 
 	for (size_t i = 0; i < n; i++) {
@@ -581,26 +602,49 @@ static int sync_batch(struct idx_account *a, struct idx_add *items, size_t n, ch
 			dup = seen[k] == items[i].w;
 		if (dup)
 			continue;
-		if (nseen == ADD_SYNC_FILES_MAX)
-			return maildir_syncfs(a->maildir, err, errlen) < 0 ? -1 : 1;
+		if (nseen == ADD_SYNC_FILES_MAX) {
+			maildir_syncset_fs(ss, a->maildir);
+			return ss;
+		}
 		seen[nseen++] = items[i].w;
 	}
-	for (size_t k = 0; k < nseen; k++) {
-		const char *path = maildir_writer_path(seen[k]);
-		int fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0 || fdatasync(fd) < 0) {
-			idx_seterr(err, errlen, "%s: fdatasync: %s", path, strerror(errno));
-			if (fd >= 0)
-				close(fd);
+	for (size_t k = 0; k < nseen; k++)
+		maildir_syncset_file(ss, maildir_writer_path(seen[k]));
+	return ss;
+}
+
+/* Link the planned files (their data is durable). 1, or -1: the batch fails. */
+static int add_links(struct add_state *s, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < s->nlinks; i++) {
+		struct add_link *l = &s->links[i];
+		struct add_folder *f = &s->f[l->fi];
+		char name[MAILDIR_NAME_BUFSIZE];
+
+		if (l->it->result <= 0)
+			continue;
+		if (maildir_writer_link(l->it->w, f->path, l->sub, l->mflags, l->letters, 0, name, sizeof(name), err,
+			errlen) < 0)
+			return -1;
+		s->linked = idx_xrealloc(s->linked, sizeof(*s->linked) * (s->nlinked + 1));
+		snprintf(s->linked[s->nlinked++], sizeof(*s->linked), "%s/%s/%s", f->path,
+		    l->sub == MAILDIR_NEW ? "new" : "cur", name);
+		if (strcmp(name, l->name) != 0) {
+			idx_seterr(err, errlen, "linked %s as %s, not as recorded", name, l->name);
 			return -1;
 		}
-		close(fd);
+		if (l->sub == MAILDIR_NEW)
+			f->link_new = true;
+		else
+			f->link_cur = true;
 	}
 	return 1;
 }
 
 int idx_add(struct idx_account *a, struct idx_add *items, size_t n, char *err, size_t errlen)
 {
+	struct maildir_syncset *fss = NULL, *dss = NULL;
+	char serr[256];
 	struct add_state s;
 	uint64_t pending = 0;
 	bool need_sync = false;
@@ -649,11 +693,17 @@ int idx_add(struct idx_account *a, struct idx_add *items, size_t n, char *err, s
 		pending += maildir_writer_size(it->w);
 		need_sync |= !it->synced;
 	}
-	/* Make every file of the batch durable: a few files get an fdatasync each (cheap on a
-	 * busy filesystem); a large batch one syncfs (its cost does not grow with the batch,
-	 * but it also writes back whatever else is dirty on the filesystem). */
+	/*
+	 * The files sync on the pool while the records are written (they name
+	 * each file as it will be linked); the links wait for the syncs, so no
+	 * Maildir reader ever sees a file whose data is not durable. The
+	 * directories then sync while the transaction commits and the index
+	 * syncs. A record may become durable before its directory entry: after
+	 * a power loss in between, the Maildir sync tombstones it; the message
+	 * was not acknowledged yet, and listeners hear of it only after both.
+	 */
 	if (r >= 0 && need_sync && !a->no_fsync)
-		r = sync_batch(a, items, n, err, errlen);
+		fss = sync_batch_start(a, items, n);
 	for (i = 0; i < n && r >= 0; i++) {
 		struct idx_add *it = &items[i];
 		struct add_parsed *p;
@@ -673,18 +723,26 @@ int idx_add(struct idx_account *a, struct idx_add *items, size_t n, char *err, s
 		if (r > 0)
 			added++;
 	}
-	/* Directories once each, then the folders' records. */
+	if (maildir_syncset_wait(&fss, serr, sizeof(serr)) < 0 && r >= 0) {
+		idx_seterr(err, errlen, "%s", serr);
+		r = -1;
+	}
+	if (r >= 0)
+		r = add_links(&s, err, errlen);
+	/* Directories once each (in parallel with the commit), then the folders' records. */
+	if (r >= 0 && !a->no_fsync)
+		dss = maildir_syncset_new();
 	for (i = 0; i < s.nf && r >= 0; i++) {
 		struct add_folder *f = &s.f[i];
 		char dir[IDX_PATH_MAX + 8];
 
-		if (!a->no_fsync && f->link_new) {
+		if (dss != NULL && f->link_new) {
 			snprintf(dir, sizeof(dir), "%s/new", f->path);
-			r = maildir_fsync_dir(dir, err, errlen);
+			maildir_syncset_dir(dss, dir);
 		}
-		if (r >= 0 && !a->no_fsync && f->link_cur) {
+		if (dss != NULL && f->link_cur) {
 			snprintf(dir, sizeof(dir), "%s/cur", f->path);
-			r = maildir_fsync_dir(dir, err, errlen);
+			maildir_syncset_dir(dss, dir);
 		}
 		if (r >= 0 && f->touched) {
 			r = mb_store(a, &f->mb, err, errlen);
@@ -694,6 +752,13 @@ int idx_add(struct idx_account *a, struct idx_add *items, size_t n, char *err, s
 		}
 	}
 	r = op_end(a, r < 0 ? -1 : 1, err, errlen);
+	/* Always wait: the set must not outlive this call. A failed directory sync after the
+	 * commit is like a failed index sync: not acknowledged, the files go again, and a
+	 * later sync tombstones the records. */
+	if (maildir_syncset_wait(&dss, serr, sizeof(serr)) < 0 && r >= 0) {
+		idx_seterr(err, errlen, "%s", serr);
+		r = -1;
+	}
 	if (r < 0) {
 		for (i = 0; i < s.nlinked; i++)
 			(void)unlink(s.linked[i]);

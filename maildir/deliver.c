@@ -355,6 +355,13 @@ fail_closed:
 	return -1;
 }
 
+int maildir_writer_name(const struct maildir_writer *w, enum maildir_subdir sub, unsigned flags, uint32_t keywords,
+			char *name_r, size_t name_size, char *err, size_t errlen)
+{
+	return maildir_name_build(name_r, name_size, w->base, w->size, w->vsize, sub == MAILDIR_CUR, flags,
+				  keywords, err, errlen) < 0 ? -1 : 1;
+}
+
 int maildir_writer_link(struct maildir_writer *w, const char *folderdir, enum maildir_subdir sub,
 			unsigned flags, uint32_t keywords, unsigned lflags, char *name_r,
 			size_t name_size, char *err, size_t errlen)

@@ -317,6 +317,27 @@ uint64_t maildir_writer_vsize(const struct maildir_writer *w);
 const char *maildir_writer_base(const struct maildir_writer *w);
 const char *maildir_writer_path(const struct maildir_writer *w);
 
+/*
+ * Sync sets (sync.c): fdatasync of files, fsync of directories or a syncfs,
+ * run in parallel on a small process-wide pool of threads while the caller
+ * does other work; _wait blocks until every one finished and frees the set.
+ * Any thread may own a set; one owner per set.
+ */
+struct maildir_syncset;
+struct maildir_syncset *maildir_syncset_new(void);
+void maildir_syncset_file(struct maildir_syncset *s, const char *path); /* fdatasync */
+void maildir_syncset_dir(struct maildir_syncset *s, const char *path);  /* fsync */
+void maildir_syncset_fs(struct maildir_syncset *s, const char *path);   /* syncfs */
+/* 1 all succeeded, -1 (err: the first failure). *sp becomes NULL; NULL set: 1. */
+int maildir_syncset_wait(struct maildir_syncset **sp, char *err, size_t errlen);
+
+/*
+ * The name maildir_writer_link will give w in sub with flags and keyword
+ * letters (so an index can record it before the link). 1, -1.
+ */
+int maildir_writer_name(const struct maildir_writer *w, enum maildir_subdir sub, unsigned flags, uint32_t keywords,
+			char *name_r, size_t name_size, char *err, size_t errlen);
+
 enum maildir_link_flags {
 	MAILDIR_LINK_FORCE_COPY = 1 << 0, /* copy as if link() failed (tests) */
 };
