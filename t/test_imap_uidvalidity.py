@@ -5,6 +5,7 @@ change under a selected mailbox); other sessions keep working and STATUS, LIST-S
 SELECT show the new UIDVALIDITY and UIDs."""
 import imaplib
 import re
+import time
 
 import pytest
 
@@ -182,3 +183,28 @@ def test_failed_tool_changes_nothing(localserve):
     assert a.noop()[0] == "OK"
     assert uids(a) == [1, 3, 4]
     a.logout()
+
+
+def test_busy_session_gets_bye_after_command(localserve):
+    """A FETCH that streams while UIDs change ends with BYE in place of its tagged reply."""
+    c = login(localserve)
+    body = ("x" * 998 + "\r\n") * 200
+    for i in range(40):
+        assert c.append("INBOX", None, None, msg(f"big{i}", body=body))[0] == "OK"
+    c.logout()
+    r = Raw(localserve)
+    r.login()
+    assert r.cmd("s", "SELECT INBOX")[-1].startswith("s OK")
+    r.send("f FETCH 1:* BODY.PEEK[]\r\n")
+    # Not reading: the server pauses the FETCH at its output mark.
+    time.sleep(0.5)
+    tool(localserve, "reassignuids", "mox", "INBOX")
+    r.s.settimeout(20)
+    lines = []
+    while True:
+        ln = r.line()
+        if ln == "":
+            break
+        if ln.startswith("* BYE") or ln.startswith("f "):
+            lines.append(ln)
+    assert len(lines) == 1 and "UIDVALIDITY changed" in lines[0], lines
