@@ -186,6 +186,15 @@ static const struct cfg_field limits_fields[] = {
 	    "Recipients in one SMTP transaction."),
 	LIM("SMTPMaxErrors", smtp_max_errors, CFG_INT, "10", 1, 1000,
 	    "Errors in one SMTP session before it is closed."),
+	/*
+	 * Commands that move no mail keep a connection slot for as long as each
+	 * comes within SMTPTimeout. Postfix's smtpd_junk_command_limit has the
+	 * same default; MTAs send a few between messages, never dozens.
+	 */
+	LIM("SMTPMaxJunkCommands", smtp_max_junk_commands, CFG_INT, "100", 1, 100000,
+	    "NOOP, RSET, VRFY, EXPN, HELP and repeated EHLO/HELO commands in one SMTP session\n"
+	    "before it is closed with 421. The count starts over when the data of a message\n"
+	    "with accepted recipients begins (DATA or BDAT)."),
 };
 static const struct cfg_schema limits_schema = {"Limits", sizeof(struct config_limits), CFG_FIELDS(limits_fields), NULL, NULL};
 

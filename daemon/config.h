@@ -67,6 +67,7 @@ struct config_limits {
 	long long smtp_setup_timeout_ms;   /* connect until the first MAIL or AUTH */
 	long long smtp_max_recipients;
 	long long smtp_max_errors;
+	long long smtp_max_junk_commands; /* NOOP, RSET, VRFY, ... without a message */
 };
 
 struct config_special_use {

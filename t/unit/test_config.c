@@ -209,6 +209,11 @@ test_valid(void **state)
 	assert_int_equal(cfg->st.limits.imap_timeout_preauth_ms, 30000);
 	assert_int_equal(cfg->st.limits.smtp_timeout_ms, 300000);
 	assert_int_equal(cfg->st.limits.smtp_max_recipients, 1000);
+	assert_int_equal(cfg->st.limits.smtp_data_timeout_ms, 180000);
+	assert_int_equal(cfg->st.limits.smtp_message_timeout_ms, 1800000);
+	assert_int_equal(cfg->st.limits.smtp_setup_timeout_ms, 60000);
+	assert_int_equal(cfg->st.limits.smtp_max_errors, 10);
+	assert_int_equal(cfg->st.limits.smtp_max_junk_commands, 100);
 	assert_string_equal(cfg->st.initial_mailboxes.special_use.sent, "Sent");
 	assert_string_equal(cfg->st.initial_mailboxes.special_use.draft, "Drafts");
 	assert_int_equal(cfg->st.initial_mailboxes.regular.n, 0);
