@@ -218,8 +218,9 @@ static char *pathjoin(const char *a, const char *b)
 	return p;
 }
 
-/* A new account: the record, INBOX and the configured mailboxes. */
-static int account_init(struct idx_account *a, const struct idx_options *o, char *err, size_t errlen)
+/* A new account at schema: the record, INBOX and the configured mailboxes. */
+static int account_init(struct idx_account *a, const struct idx_options *o, uint64_t schema, char *err,
+    size_t errlen)
 {
 	static const struct {
 		size_t off;
@@ -236,7 +237,7 @@ static int account_init(struct idx_account *a, const struct idx_options *o, char
 	int r;
 
 	rec_account_clear(&a->rec);
-	a->rec.schema = IDX_SCHEMA;
+	a->rec.schema = schema;
 	a->rec.next_uidvalidity = 1;
 	a->rec.next_msgid = 1;
 	a->rec.next_mbid = 1;
@@ -263,10 +264,77 @@ static int account_init(struct idx_account *a, const struct idx_options *o, char
 	return 1;
 }
 
+/*
+ * The schema upgrade steps, in order: upgrades[i] takes schema i + 1 to i + 2
+ * (index/SCHEMA.md "Upgrades" says what adding one involves). The last entry
+ * only ends the table.
+ */
+static const struct idx_upgrade upgrades[] = {
+	/* { 1, "what it changes", upgrade_1_2 }, */
+	{ 0, NULL, NULL },
+};
+_Static_assert(sizeof(upgrades) / sizeof(upgrades[0]) - 1 == IDX_SCHEMA - 1,
+    "one upgrade step per schema version after 1");
+
+/*
+ * Bring the index loaded into a->rec (schema older than nsteps + 1) up to
+ * date: every step from its schema on, in one transaction, so that a failure
+ * (a step's, or the commit's) leaves the file exactly as it was. Called with
+ * the handle unlocked. 1, or -1 with err.
+ */
+static int schema_upgrade(struct idx_account *a, const struct idx_upgrade *steps, size_t nsteps, char *err,
+    size_t errlen)
+{
+	uint64_t from = a->rec.schema, to = (uint64_t)nsteps + 1, v;
+	char why[512] = "";
+	const char *what = "commit";
+	int r = 1;
+
+	if (op_begin(a, why, sizeof(why)) < 0) {
+		idx_seterr(err, errlen, "%s: index upgrade from schema %llu to %llu: %s", a->dbpath,
+		    (unsigned long long)from, (unsigned long long)to, why);
+		return -1;
+	}
+	for (v = from; v < to && r >= 0; v++) {
+		const struct idx_upgrade *s = &steps[v - 1];
+
+		what = s->what != NULL ? s->what : "?";
+		if (s->from != v || s->run == NULL) {
+			snprintf(why, sizeof(why), "upgrade table out of order at step %llu", (unsigned long long)v);
+			r = -1;
+		} else if ((r = s->run(a, why, sizeof(why))) >= 0) {
+			a->rec.schema = v + 1;
+			a->rec_dirty = true;
+		}
+	}
+	if (r >= 0)
+		what = "commit";
+	r = op_end(a, r, why, sizeof(why));
+	op_unlock(a);
+	if (r < 0) {
+		/* v - 1 is the failed step (or the last one, for the commit). */
+		idx_seterr(err, errlen,
+		    "%s: index upgrade from schema %llu to %llu failed at %llu -> %llu (%s): %s; "
+		    "nothing changed, the index is still at schema %llu",
+		    a->dbpath, (unsigned long long)from, (unsigned long long)to, (unsigned long long)(v - 1),
+		    (unsigned long long)v, what, why, (unsigned long long)from);
+		return -1;
+	}
+	return 1;
+}
+
 int idx_account_open(const char *dir, const struct idx_options *opts, struct idx_account **acct_r, char *err,
     size_t errlen)
 {
+	return idx_account_open_upgrades(dir, opts, upgrades, sizeof(upgrades) / sizeof(upgrades[0]) - 1, true,
+	    acct_r, err, errlen);
+}
+
+int idx_account_open_upgrades(const char *dir, const struct idx_options *opts, const struct idx_upgrade *steps,
+    size_t nsteps, bool upgrade, struct idx_account **acct_r, char *err, size_t errlen)
+{
 	static const struct idx_options defaults;
+	const uint64_t schema = (uint64_t)nsteps + 1;
 	struct idx_account *a;
 	int omode, r;
 	void *v;
@@ -348,17 +416,25 @@ int idx_account_open(const char *dir, const struct idx_options *opts, struct idx
 		tcfree(v);
 		if (r < 0)
 			idx_seterr(err, errlen, "%s: account record corrupt", a->dbpath);
-		else if (a->rec.schema > IDX_SCHEMA || a->rec.schema == 0) {
+		else if (a->rec.schema > schema || a->rec.schema == 0) {
 			idx_seterr(err, errlen, "%s: index schema %llu not supported (newer program?)", a->dbpath,
 			    (unsigned long long)a->rec.schema);
 			r = -1;
+		} else if (a->rec.schema < schema && !upgrade) {
+			idx_seterr(err, errlen,
+			    "%s: index needs upgrade from schema %llu to %llu, run mox verifydata -fix on the "
+			    "stopped data directory (or start the server)",
+			    a->dbpath, (unsigned long long)a->rec.schema, (unsigned long long)schema);
+			r = -1;
 		}
 		pthread_mutex_unlock(&a->mu);
+		if (r > 0 && a->rec.schema < schema)
+			r = schema_upgrade(a, steps, nsteps, err, errlen);
 	} else if (r == 0) {
 		pthread_mutex_unlock(&a->mu);
 		if (op_begin(a, err, errlen) < 0)
 			goto fail;
-		r = op_end(a, account_init(a, opts, err, errlen), err, errlen);
+		r = op_end(a, account_init(a, opts, schema, err, errlen), err, errlen);
 		op_unlock(a);
 	} else {
 		pthread_mutex_unlock(&a->mu);

@@ -42,6 +42,7 @@
 #define K_FILE 'F'
 #define K_MSGID 'I'
 #define K_THREAD 'T'
+#define K_STAMP 'S' /* S mbid:u32 -> folder stamp (sync.c): the folder matched the index */
 #define K_REF 'R' /* R message-id 0x00 msgid:u64 -> u8 direct: unresolved references */
 
 struct acct_rec {
@@ -158,6 +159,28 @@ int op_end(struct idx_account *a, int r, char *err, size_t errlen);
 void op_unlock(struct idx_account *a);
 /* The modseq of the running operation (taken from the account on first use). */
 uint64_t op_modseq(struct idx_account *a);
+
+/*
+ * Schema upgrades (index/SCHEMA.md "Upgrades"). A step takes an index at
+ * schema `from` to from + 1. It runs at open, inside the one transaction of
+ * the whole upgrade, with the handle locked and a->rec loaded (it may change
+ * a->rec and set a->rec_dirty; the schema number is set by the caller). It
+ * returns 1, or -1 with err, and then nothing of the upgrade stays.
+ */
+struct idx_upgrade {
+	uint64_t from;
+	const char *what; /* a few words for the error text */
+	int (*run)(struct idx_account *a, char *err, size_t errlen);
+};
+/*
+ * idx_account_open with an upgrade table: steps[i].from must be i + 1 and the
+ * current schema is nsteps + 1 (a new account is created at it).
+ * idx_account_open passes the real table (IDX_SCHEMA - 1 steps); tests pass
+ * their own. With upgrade false an older index is left as it is and the open
+ * fails with "needs upgrade" in err. Returns as idx_account_open.
+ */
+int idx_account_open_upgrades(const char *dir, const struct idx_options *opts, const struct idx_upgrade *steps,
+    size_t nsteps, bool upgrade, struct idx_account **acct_r, char *err, size_t errlen);
 
 /* Folder directory of a mailbox into buf. 1, -1. */
 int idx_folder_path(struct idx_account *a, const char *folder, char *buf, size_t size, char *err, size_t errlen);
