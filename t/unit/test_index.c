@@ -1082,6 +1082,203 @@ static void test_fsync_on(void **state)
 	CHECK(f->a);
 }
 
+/* ---- schema upgrades ---- */
+
+static int upgrade_calls;
+static char upgrade_order[16];
+
+/* Set savedate to 'to' on every live message, as a real step would rewrite records. */
+static int upgrade_rewrite(struct idx_account *a, int64_t to, char *err, size_t errlen)
+{
+	uint32_t mb;
+
+	for (mb = 1; mb < a->rec.next_mbid; mb++) {
+		struct idx_uidstate *us = NULL;
+		size_t n = 0, i;
+
+		if (msg_uids_locked(a, mb, &us, &n) < 0)
+			return -1;
+		for (i = 0; i < n; i++) {
+			struct idx_message m;
+			int r = msg_load(a, mb, us[i].uid, &m, err, errlen);
+
+			if (r > 0) {
+				m.savedate = to;
+				r = msg_store(a, &m, err, errlen);
+				idx_message_clear(&m);
+			}
+			if (r <= 0) {
+				free(us);
+				return -1;
+			}
+		}
+		free(us);
+	}
+	return 1;
+}
+
+static int upgrade_1_2(struct idx_account *a, char *err, size_t errlen)
+{
+	upgrade_calls++;
+	strcat(upgrade_order, "2");
+	return upgrade_rewrite(a, 4242, err, errlen);
+}
+
+/* Needs the work of the step before it. */
+static int upgrade_2_3(struct idx_account *a, char *err, size_t errlen)
+{
+	struct idx_message m;
+
+	upgrade_calls++;
+	strcat(upgrade_order, "3");
+	assert_int_equal(msg_load(a, 1, 1, &m, err, errlen), 1);
+	assert_int_equal(m.savedate, 4242);
+	idx_message_clear(&m);
+	return upgrade_rewrite(a, 4343, err, errlen);
+}
+
+static int upgrade_fail(struct idx_account *a, char *err, size_t errlen)
+{
+	upgrade_calls++;
+	if (upgrade_rewrite(a, 4242, err, errlen) < 0)
+		return -1;
+	idx_seterr(err, errlen, "test step: disk on fire");
+	return -1;
+}
+
+static const struct idx_upgrade upgrades_v2[] = { { 1, "test savedate", upgrade_1_2 } };
+static const struct idx_upgrade upgrades_v3[] = { { 1, "test savedate", upgrade_1_2 },
+	{ 2, "test savedate again", upgrade_2_3 } };
+static const struct idx_upgrade upgrades_fail[] = { { 1, "test failing", upgrade_fail } };
+static const struct idx_upgrade upgrades_bad[] = { { 2, "out of order", upgrade_1_2 } };
+
+static void assert_savedate(struct idx_account *a, uint32_t mb, uint32_t uid, int64_t want, bool equal)
+{
+	struct idx_message m;
+	char err[256];
+
+	assert_int_equal(idx_message_get(a, mb, uid, &m, err, sizeof(err)), 1);
+	if (equal)
+		assert_int_equal(m.savedate, want);
+	else
+		assert_int_not_equal(m.savedate, want);
+	idx_message_clear(&m);
+}
+
+/* An index written at schema 1 is upgraded once, durably; a newer one refuses to open. */
+static void test_upgrade(void **state)
+{
+	struct fx *f = *state;
+	uint32_t inbox = mbid(f->a, "INBOX"), u1, u2;
+	char err[512] = "";
+	struct idx_account *b = NULL;
+
+	u1 = deliver(f->a, inbox, msg1, 0, NULL);
+	u2 = deliver(f->a, inbox, msg1, IDX_SEEN, "x");
+	assert_int_equal(f->a->rec.schema, IDX_SCHEMA);
+	idx_account_close(&f->a);
+
+	upgrade_calls = 0;
+	assert_int_equal(idx_account_open_upgrades(f->dir, &f->opts, upgrades_v2, 1, true, &f->a, err, sizeof(err)), 1);
+	assert_int_equal(upgrade_calls, 1);
+	assert_int_equal(f->a->rec.schema, 2);
+	assert_savedate(f->a, inbox, u1, 4242, true);
+	assert_savedate(f->a, inbox, u2, 4242, true);
+	CHECK(f->a);
+	idx_account_close(&f->a);
+
+	/* Durable, and not run again. */
+	assert_int_equal(idx_account_open_upgrades(f->dir, &f->opts, upgrades_v2, 1, true, &f->a, err, sizeof(err)), 1);
+	assert_int_equal(upgrade_calls, 1);
+	assert_int_equal(f->a->rec.schema, 2);
+	assert_savedate(f->a, inbox, u2, 4242, true);
+	CHECK(f->a);
+	idx_account_close(&f->a);
+
+	/* This program's schema is older now: the index refuses to open. */
+	assert_int_equal(idx_account_open(f->dir, &f->opts, &b, err, sizeof(err)), -1);
+	assert_null(b);
+	assert_non_null(strstr(err, "index schema 2 not supported"));
+
+	/* From 2 only the step 2 -> 3 runs. */
+	upgrade_calls = 0;
+	upgrade_order[0] = '\0';
+	assert_int_equal(idx_account_open_upgrades(f->dir, &f->opts, upgrades_v3, 2, true, &f->a, err, sizeof(err)), 1);
+	assert_string_equal(upgrade_order, "3");
+	assert_int_equal(f->a->rec.schema, 3);
+	assert_savedate(f->a, inbox, u1, 4343, true);
+	CHECK(f->a);
+}
+
+/* Several steps run in order in one open; a new account starts at the current schema. */
+static void test_upgrade_steps(void **state)
+{
+	struct fx *f = *state;
+	uint32_t inbox = mbid(f->a, "INBOX");
+	char err[512] = "", dir2[160];
+	struct idx_account *b = NULL;
+
+	deliver(f->a, inbox, msg1, 0, NULL);
+	idx_account_close(&f->a);
+	upgrade_calls = 0;
+	upgrade_order[0] = '\0';
+	assert_int_equal(idx_account_open_upgrades(f->dir, &f->opts, upgrades_v3, 2, true, &f->a, err, sizeof(err)), 1);
+	assert_string_equal(upgrade_order, "23");
+	assert_int_equal(f->a->rec.schema, 3);
+	assert_savedate(f->a, inbox, 1, 4343, true);
+	CHECK(f->a);
+
+	snprintf(dir2, sizeof(dir2), "%s/new", f->root);
+	assert_int_equal(idx_account_open_upgrades(dir2, &f->opts, upgrades_v3, 2, true, &b, err, sizeof(err)), 1);
+	assert_string_equal(upgrade_order, "23");
+	assert_int_equal(b->rec.schema, 3);
+	CHECK(b);
+	idx_account_close(&b);
+}
+
+/* A failing step leaves the index as it was, at schema 1, and the account unopened. */
+static void test_upgrade_fail(void **state)
+{
+	struct fx *f = *state;
+	uint32_t inbox = mbid(f->a, "INBOX"), u;
+	char err[512] = "";
+	struct idx_account *b = NULL;
+
+	u = deliver(f->a, inbox, msg1, 0, NULL);
+	idx_account_close(&f->a);
+
+	upgrade_calls = 0;
+	assert_int_equal(idx_account_open_upgrades(f->dir, &f->opts, upgrades_fail, 1, true, &b, err, sizeof(err)), -1);
+	assert_null(b);
+	assert_int_equal(upgrade_calls, 1);
+	assert_non_null(strstr(err, "index upgrade from schema 1 to 2 failed"));
+	assert_non_null(strstr(err, "test failing"));
+	assert_non_null(strstr(err, "disk on fire"));
+	assert_non_null(strstr(err, "still at schema 1"));
+
+	assert_int_equal(idx_account_open_upgrades(f->dir, &f->opts, upgrades_bad, 1, true, &b, err, sizeof(err)), -1);
+	assert_null(b);
+	assert_non_null(strstr(err, "out of order"));
+
+	/* A handle that may not upgrade says so and changes nothing. */
+	assert_int_equal(idx_account_open_upgrades(f->dir, &f->opts, upgrades_v2, 1, false, &b, err, sizeof(err)), -1);
+	assert_null(b);
+	assert_non_null(strstr(err, "needs upgrade from schema 1 to 2"));
+	assert_int_equal(upgrade_calls, 1);
+
+	assert_int_equal(idx_account_open(f->dir, &f->opts, &f->a, err, sizeof(err)), 1);
+	assert_int_equal(f->a->rec.schema, 1);
+	assert_savedate(f->a, inbox, u, 4242, false);
+	CHECK(f->a);
+	idx_account_close(&f->a);
+
+	/* The working step still runs afterwards. */
+	assert_int_equal(idx_account_open_upgrades(f->dir, &f->opts, upgrades_v2, 1, true, &f->a, err, sizeof(err)), 1);
+	assert_int_equal(upgrade_calls, 2);
+	assert_savedate(f->a, inbox, u, 4242, true);
+	CHECK(f->a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1100,6 +1297,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sync_names, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_record, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fsync_on, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_upgrade, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_upgrade_steps, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_upgrade_fail, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
