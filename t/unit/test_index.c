@@ -18,6 +18,7 @@
 
 #include "index/index.h"
 #include "index/index_private.h"
+#include "index/tools.h"
 #include "maildir/maildir.h"
 
 /* ---- helpers ---- */
@@ -779,6 +780,56 @@ static void test_notify(void **state)
 	assert_null(l);
 }
 
+/* reassignuids and bumpuidvalidity tell listeners: a view of the old UIDs must end. */
+static void test_notify_uidvalidity(void **state)
+{
+	struct fx *f = *state;
+	struct idx_listener *l = idx_listen(f->a, NULL, NULL);
+	uint32_t inbox = mbid(f->a, "INBOX"), u[3], uv;
+	struct idx_mailbox mb;
+	struct idx_change *ch;
+	size_t n;
+	bool overflow;
+	char err[256];
+
+	for (int i = 0; i < 3; i++)
+		u[i] = deliver(f->a, inbox, msg1, 0, NULL);
+	assert_int_equal(idx_expunge(f->a, inbox, &u[0], 1, NULL, err, sizeof(err)), 1);
+	idx_listener_drain(l, &ch, &n, &overflow);
+	idx_changes_free(ch, n);
+	mb = getmb(f->a, "INBOX");
+	uv = mb.uidvalidity;
+	idx_mailbox_clear(&mb);
+	for (int t = 0; t < 2; t++) {
+		int r = t == 0 ? idx_bump_uidvalidity(f->a, "INBOX", NULL, NULL, err, sizeof(err))
+			       : idx_reassign_uids(f->a, "INBOX", NULL, NULL, err, sizeof(err));
+		assert_int_equal(r, 1);
+		CHECK(f->a);
+		idx_listener_drain(l, &ch, &n, &overflow);
+		assert_false(overflow);
+		assert_int_equal(n, 1);
+		assert_int_equal(ch[0].kind, IDX_CH_MAILBOX_UIDVALIDITY);
+		assert_int_equal(ch[0].mailbox_id, inbox);
+		idx_changes_free(ch, n);
+		mb = getmb(f->a, "INBOX");
+		assert_true(mb.uidvalidity > uv);
+		uv = mb.uidvalidity;
+		idx_mailbox_clear(&mb);
+	}
+	/* All mailboxes: one change each. No such mailbox: nothing. */
+	assert_true(idx_reassign_uids(f->a, NULL, NULL, NULL, err, sizeof(err)) > 1);
+	idx_listener_drain(l, &ch, &n, &overflow);
+	assert_true(n > 1);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(ch[i].kind, IDX_CH_MAILBOX_UIDVALIDITY);
+	idx_changes_free(ch, n);
+	assert_int_equal(idx_bump_uidvalidity(f->a, "Nope", NULL, NULL, err, sizeof(err)), 0);
+	idx_listener_drain(l, &ch, &n, &overflow);
+	assert_int_equal(n, 0);
+	idx_changes_free(ch, n);
+	idx_unlisten(&l);
+}
+
 /* ---- sync ---- */
 
 static void put_file(const char *path, const char *text)
@@ -1292,6 +1343,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_expunge_copy_move, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_threading, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_notify, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_notify_uidvalidity, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sync, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sync_stamp, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sync_names, setup, teardown),
