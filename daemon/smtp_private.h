@@ -105,6 +105,7 @@ struct smtp_conn {
 	enum smtp_state state;
 	unsigned flags;
 	unsigned nerrors;
+	unsigned njunk;  /* commands that move no mail (SMTPMaxJunkCommands), see dispatch */
 	unsigned linger; /* 50 ms waits for TLS output to drain before the free */
 	struct smtp_limits lim;
 	const char *hostname;

@@ -25,6 +25,16 @@
  * server's, which clients allow 10 minutes (4.5.3.2.6). Whatever ends a
  * session in a timeout drops the transaction, so its spool file is removed
  * and nothing half-received is delivered.
+ *
+ * Junk commands. Each command must come within SMTPTimeout, so NOOP, RSET,
+ * VRFY, EXPN, HELP and a repeated EHLO/HELO could hold a connection slot
+ * forever once the setup cap is lifted. They are counted (c->njunk), and
+ * the one past SMTPMaxJunkCommands gets a 421 instead of its answer. The
+ * count starts over when the data of a message with accepted recipients
+ * begins, so a sender that reuses its connection is never cut: whatever
+ * comes of the message, the client has sent one (a full MAIL, RCPT, DATA
+ * or BDAT round), which a loop of junk does not. The EHLO required after
+ * STARTTLS is no repeat: the TLS handshake forgets the first one.
  */
 #define _GNU_SOURCE 1
 #include "daemon/smtp_private.h"
@@ -392,9 +402,14 @@ cmd_help(struct smtp_conn *c, struct smtp_cmd *cmd)
 
 typedef void smtp_cmd_fn(struct smtp_conn *c, struct smtp_cmd *cmd);
 
+/* struct cmd_entry.flags */
+#define CMD_F_JUNK  0x1u /* moves no mail: counts against SMTPMaxJunkCommands */
+#define CMD_F_GREET 0x2u /* EHLO/HELO: junk when the session was greeted already */
+
 struct cmd_entry {
 	enum smtp_verb verb;
 	unsigned states; /* SMTP_STB bits where the verb is allowed */
+	unsigned flags;  /* CMD_F_* */
 	smtp_cmd_fn *fn;
 	const char *bad_state; /* the 503 text otherwise */
 };
@@ -402,22 +417,37 @@ struct cmd_entry {
 #define ST_ANY (SMTP_STB(SMTP_ST_INIT) | SMTP_STB(SMTP_ST_READY) | SMTP_STB(SMTP_ST_MAIL) | SMTP_STB(SMTP_ST_RCPT))
 
 static const struct cmd_entry cmd_table[] = {
-	{SMTP_VERB_HELO, ST_ANY, cmd_helo, NULL},
-	{SMTP_VERB_EHLO, ST_ANY, cmd_helo, NULL},
-	{SMTP_VERB_MAIL, SMTP_STB(SMTP_ST_READY), cmd_mail, "send EHLO first, or RSET to end the transaction"},
-	{SMTP_VERB_RCPT, SMTP_STB(SMTP_ST_MAIL) | SMTP_STB(SMTP_ST_RCPT), smtp_cmd_rcpt, "send MAIL first"},
-	{SMTP_VERB_DATA, SMTP_STB(SMTP_ST_MAIL) | SMTP_STB(SMTP_ST_RCPT), smtp_cmd_data, "send MAIL and RCPT first"},
-	{SMTP_VERB_BDAT, ST_ANY, smtp_cmd_bdat, NULL},
-	{SMTP_VERB_RSET, ST_ANY, cmd_rset, NULL},
-	{SMTP_VERB_NOOP, ST_ANY, cmd_noop, NULL},
-	{SMTP_VERB_QUIT, ST_ANY, cmd_quit, NULL},
-	{SMTP_VERB_VRFY, ST_ANY, cmd_vrfy, NULL},
-	{SMTP_VERB_EXPN, ST_ANY, cmd_expn, NULL},
-	{SMTP_VERB_HELP, ST_ANY, cmd_help, NULL},
-	{SMTP_VERB_STARTTLS, SMTP_STB(SMTP_ST_INIT) | SMTP_STB(SMTP_ST_READY), smtp_cmd_starttls,
+	{SMTP_VERB_HELO, ST_ANY, CMD_F_GREET, cmd_helo, NULL},
+	{SMTP_VERB_EHLO, ST_ANY, CMD_F_GREET, cmd_helo, NULL},
+	{SMTP_VERB_MAIL, SMTP_STB(SMTP_ST_READY), 0, cmd_mail, "send EHLO first, or RSET to end the transaction"},
+	{SMTP_VERB_RCPT, SMTP_STB(SMTP_ST_MAIL) | SMTP_STB(SMTP_ST_RCPT), 0, smtp_cmd_rcpt, "send MAIL first"},
+	{SMTP_VERB_DATA, SMTP_STB(SMTP_ST_MAIL) | SMTP_STB(SMTP_ST_RCPT), 0, smtp_cmd_data, "send MAIL and RCPT first"},
+	{SMTP_VERB_BDAT, ST_ANY, 0, smtp_cmd_bdat, NULL},
+	{SMTP_VERB_RSET, ST_ANY, CMD_F_JUNK, cmd_rset, NULL},
+	{SMTP_VERB_NOOP, ST_ANY, CMD_F_JUNK, cmd_noop, NULL},
+	{SMTP_VERB_QUIT, ST_ANY, 0, cmd_quit, NULL},
+	{SMTP_VERB_VRFY, ST_ANY, CMD_F_JUNK, cmd_vrfy, NULL},
+	{SMTP_VERB_EXPN, ST_ANY, CMD_F_JUNK, cmd_expn, NULL},
+	{SMTP_VERB_HELP, ST_ANY, CMD_F_JUNK, cmd_help, NULL},
+	{SMTP_VERB_STARTTLS, SMTP_STB(SMTP_ST_INIT) | SMTP_STB(SMTP_ST_READY), 0, smtp_cmd_starttls,
 	    "STARTTLS not allowed during a transaction"},
-	{SMTP_VERB_AUTH, SMTP_STB(SMTP_ST_READY), smtp_cmd_auth, "send EHLO first, AUTH not allowed in a transaction"},
+	{SMTP_VERB_AUTH, SMTP_STB(SMTP_ST_READY), 0, smtp_cmd_auth, "send EHLO first, AUTH not allowed in a transaction"},
 };
+
+/* Count a command that moves no mail; true when it is one too many and the
+ * session is closing (reply sent). See "Junk commands" at the top. */
+static bool
+junk_command(struct smtp_conn *c, const struct cmd_entry *e)
+{
+	if (!(e->flags & CMD_F_JUNK) && !((e->flags & CMD_F_GREET) && c->helo != NULL))
+		return false;
+	if (++c->njunk <= (unsigned)smtp_cfg(c)->st.limits.smtp_max_junk_commands)
+		return false;
+	log_info(SMTP_PKG, c->ci->cid, "too many commands without mail, closing", "verb", smtp_verb_name(e->verb),
+	    "remote", c->ci->remote_ip);
+	smtp_close_after(c, 421, "4.7.0", "too many commands without mail, closing");
+	return true;
+}
 
 static void
 dispatch(struct smtp_conn *c, const char *line, size_t len)
@@ -455,7 +485,7 @@ dispatch(struct smtp_conn *c, const char *line, size_t len)
 	} else if (!(e->states & SMTP_STB(c->state))) {
 		smtp_reply(c, 503, "5.5.1", "bad sequence of commands: %s", e->bad_state ? e->bad_state : "");
 		smtp_error(c);
-	} else {
+	} else if (!junk_command(c, e)) {
 		log_trace(SMTP_PKG, c->ci->cid, "command", "verb", smtp_verb_name(cmd->verb));
 		e->fn(c, cmd);
 	}
@@ -567,6 +597,9 @@ smtp_message_timer(struct smtp_conn *c, bool start)
 		c->msg_deadline = 0;
 	else if (c->msg_deadline == 0)
 		c->msg_deadline = mono_ms() + smtp_cfg(c)->st.limits.smtp_message_timeout_ms;
+	/* A message is on its way: junk commands count afresh (the top's note). */
+	if (start && c->txn != NULL && c->txn->nrcpts > 0)
+		c->njunk = 0;
 }
 
 /* Handle every complete line (and message data) in the input buffer, in order. */
