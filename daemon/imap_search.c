@@ -625,6 +625,8 @@ stream_range(struct search_job *sj, int fd, uint64_t off, uint64_t len, struct i
 		off += (uint64_t)r;
 		len -= (uint64_t)r;
 	}
+	/* What the decoder holds back ('=', "=X", a CR) is text at the end of the part. */
+	imap_text_matcher_feed(bm->m, sj->dec, imap_text_decode_end(d, sj->dec));
 	imap_text_matcher_end(bm->m);
 	return 1;
 }

@@ -377,3 +377,36 @@ def test_large_mailbox_flag_search(localserve):
     typ, data = c.search(None, "SUBJECT", "n299")
     assert data == [b"300"]
     c.logout()
+
+
+def test_qp_held_back_bytes_at_part_end(localserve):
+    """Quoted-printable holds back a '=' or '=X' until the next byte tells whether it is an escape; at
+    the very end of a part they are text as written, and a search for them must see them."""
+    hdr = (b"From: qp@example.com\r\nTo: mox@localhost\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: text/plain; charset=us-ascii\r\nContent-Transfer-Encoding: quoted-printable\r\n")
+    msgs = [
+        hdr + b"Subject: one\r\n\r\nthe code is zqend=4",       # '=X' at the end of the message
+        hdr + b"Subject: two\r\n\r\nthe sum is qxprice=",        # a lone '=' at the end
+        (b"From: qp@example.com\r\nTo: mox@localhost\r\nSubject: three\r\nMIME-Version: 1.0\r\n"
+         b"Content-Type: multipart/mixed; boundary=\"B\"\r\n\r\n"
+         b"--B\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+         b"first part ends in pqpart=A\r\n"
+         b"--B\r\nContent-Type: text/plain\r\n\r\nsecond part\r\n--B--\r\n"),
+    ]
+    c = login(localserve)
+    c.create("QPEnd")
+    for m in msgs:
+        typ, data = c.append("QPEnd", None, None, m)
+        assert typ == "OK", data
+    c.logout()
+    r = Raw(localserve)
+    r.login()
+    assert r.cmd("s", "SELECT QPEnd")[-1].startswith("s OK")
+    assert search(r, "BODY zqend") == {1}
+    assert search(r, "BODY zqend=4") == {1}
+    assert search(r, "TEXT \"code is zqend=4\"") == {1}
+    assert search(r, "BODY qxprice=") == {2}
+    assert search(r, "BODY pqpart=A") == {3}
+    assert search(r, "BODY \"pqpart=A second\"") == set()  # parts are separate texts
+    assert search(r, "BODY \"second part\"") == {3}
+    r.close()
