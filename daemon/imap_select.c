@@ -1065,8 +1065,9 @@ select_work(struct imap_job *j, struct idx_account *a)
 	struct idx_sync_stats st = {0};
 	if (idx_sync_mailbox_changed(a, sj->mb.id, &st, j->err, sizeof(j->err)) > 0 &&
 	    (st.added || st.flagged || st.removed)) {
+		uint32_t id = sj->mb.id; /* cleared with the rest */
 		idx_mailbox_clear(&sj->mb);
-		if ((j->rc = idx_mailbox_get_id(a, sj->mb.id, &sj->mb, j->err, sizeof(j->err))) <= 0)
+		if ((j->rc = idx_mailbox_get_id(a, id, &sj->mb, j->err, sizeof(j->err))) <= 0)
 			return;
 	}
 	/* Listen first: a change between the scan and the listen would be lost otherwise. */

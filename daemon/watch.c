@@ -47,7 +47,7 @@
 #define WATCH_NAMES_MAX 1024    /* changed names kept per directory; beyond, the folder is scanned */
 #define WATCH_MASK \
 	(IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM | IN_CLOSE_WRITE | IN_OPEN | IN_CLOSE_NOWRITE | \
-	    IN_ONLYDIR | IN_EXCL_UNLINK)
+	    IN_MOVE_SELF | IN_DELETE_SELF | IN_ONLYDIR | IN_EXCL_UNLINK)
 
 /* A file created in new/ or cur/ that may still be written. */
 struct pending {
@@ -235,8 +235,14 @@ add_watch(struct watch *w, struct store_account *sa, const char *path, const cha
 	pthread_mutex_lock(&w->mu);
 	for (size_t i = 0; i < w->n; i++) {
 		if (w->e[i].wd == wd) {
+			/* Already watched; after a RENAME the directory belongs to another folder name. */
+			if (!root && (w->e[i].folder == NULL || strcmp(w->e[i].folder, folder) != 0)) {
+				free(w->e[i].folder);
+				w->e[i].folder = xstrdup(folder);
+				entry_dirty(&w->e[i], NULL);
+			}
 			pthread_mutex_unlock(&w->mu);
-			return; /* already watched */
+			return;
 		}
 	}
 	w->e = xrealloc(w->e, (w->n + 1) * sizeof(*w->e));
@@ -528,6 +534,21 @@ read_cb(evutil_socket_t fd, short what, void *arg)
 			for (size_t i = 0; i < w->n; i++) {
 				if (w->e[i].wd != ev->wd)
 					continue;
+				if (ev->mask & (IN_MOVE_SELF | IN_DELETE_SELF)) {
+					/*
+					 * The directory itself was moved away (or deleted): the watch
+					 * would follow the old inode. Drop it (IN_IGNORED removes the
+					 * entry) and set the account's watches up again from the root,
+					 * so a replaced new/ or cur/ is watched and scanned.
+					 */
+					inotify_rm_watch(w->fd, ev->wd);
+					for (size_t k = 0; k < w->n; k++)
+						if (w->e[k].sa == w->e[i].sa && w->e[k].folder == NULL)
+							entry_dirty(&w->e[k], NULL);
+					entry_dirty(&w->e[i], NULL);
+					any = true;
+					break;
+				}
 				if (ev->mask & IN_IGNORED) {
 					/* The kernel dropped the watch (folder deleted): forget the entry. */
 					for (size_t k = w->npend; k > 0; k--)

@@ -450,6 +450,9 @@ static int mb_purge(struct idx_account *a, const struct idx_mailbox *mb, char *e
 	free(keys);
 	if (r < 0)
 		return -1;
+	p[0] = K_STAMP; /* the folder's stamp (sync.c) */
+	if (db_out(a, p, 5, err, errlen) < 0)
+		return -1;
 	a->rec.quota_used -= a->rec.quota_used < mb->counts.size ? a->rec.quota_used : mb->counts.size;
 	a->rec_dirty = true;
 	return 1;

@@ -19,10 +19,12 @@
  * scan, and idx_sync_mailbox_changed skips the scan while the stamp still
  * matches. Every way a file can appear, vanish or be renamed in a folder
  * moves the ctime of its directory, and no tool can set a ctime back. A
- * stamp is kept only when every ctime was at least two seconds old when it
- * was taken: a change later in the same clock tick as the stat would leave
- * the ctime as it was; with that margin a later change always gets a
- * larger one. Our own changes move the ctimes too; the inotify watcher
+ * stamp is kept only when every ctime was old enough when it was taken: a
+ * change later in the same clock tick as the stat would leave the ctime as
+ * it was; with the margin a later change always gets a larger one. The
+ * margin is two seconds on a filesystem with whole-second (or coarser)
+ * timestamps, 100 ms where ctimes have nanoseconds (they come from the
+ * kernel's coarse clock, which ticks every few milliseconds). Our own changes move the ctimes too; the inotify watcher
  * (daemon/watch.c) passes the names of changed files to idx_sync_names,
  * which checks each against the index and, when all agree and the watch is
  * older than the stamp, moves the stamp on: the next SELECT skips its scan.
@@ -98,7 +100,8 @@ static int folder_stamp(const char *dir, uint32_t mbid, struct sync_stamp *s)
 {
 	static const char *const sub[3] = { "", "/new", "/cur" };
 	struct timespec now;
-	int stable = 1;
+	bool fine = false;
+	int64_t newest_ns = INT64_MIN;
 
 	memset(s, 0, sizeof(*s));
 	s->mbid = mbid;
@@ -108,6 +111,7 @@ static int folder_stamp(const char *dir, uint32_t mbid, struct sync_stamp *s)
 	for (int i = 0; i < 3; i++) {
 		char path[IDX_PATH_MAX + 8];
 		struct stat st;
+		int64_t ns;
 
 		snprintf(path, sizeof(path), "%s%s", dir, sub[i]);
 		if (stat(path, &st) < 0)
@@ -115,10 +119,13 @@ static int folder_stamp(const char *dir, uint32_t mbid, struct sync_stamp *s)
 		s->ino[i] = (uint64_t)st.st_ino;
 		s->sec[i] = (int64_t)st.st_ctim.tv_sec;
 		s->nsec[i] = (int64_t)st.st_ctim.tv_nsec;
-		if ((int64_t)st.st_ctim.tv_sec >= (int64_t)now.tv_sec - 2)
-			stable = 0;
+		fine |= st.st_ctim.tv_nsec != 0;
+		ns = (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec;
+		if (ns > newest_ns)
+			newest_ns = ns;
 	}
-	return stable;
+	/* Old enough (see the top): 100 ms with nanosecond ctimes, else two seconds. */
+	return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec - newest_ns >= (fine ? 100000000 : 2000000000);
 }
 
 static bool stamp_equal(const struct sync_stamp *x, const struct sync_stamp *y)
@@ -143,6 +150,68 @@ static void stamp_drop(struct idx_account *a, uint32_t mbid)
 
 	if (s != NULL)
 		*s = a->stamps[--a->nstamps];
+}
+
+/*
+ * Stamps are also kept in the index ('S' key), so the first SELECT after a
+ * restart skips its scan too: the rule holds across restarts (a ctime never
+ * goes back; anything done to the folder while we were down moved one).
+ */
+static void stamp_key(uint8_t k[5], uint32_t mbid)
+{
+	k[0] = K_STAMP;
+	be32_put(k + 1, mbid);
+}
+
+static void stamp_encode(const struct sync_stamp *s, uint8_t v[72])
+{
+	for (int i = 0; i < 3; i++) {
+		be64_put(v + 24 * i, s->ino[i]);
+		be64_put(v + 24 * i + 8, (uint64_t)s->sec[i]);
+		be64_put(v + 24 * i + 16, (uint64_t)s->nsec[i]);
+	}
+}
+
+/* The stored stamp of mbid: 1, 0 none (or unreadable). */
+static int stamp_load(struct idx_account *a, uint32_t mbid, struct sync_stamp *s)
+{
+	uint8_t k[5];
+	void *v;
+	size_t len;
+
+	stamp_key(k, mbid);
+	if (db_get(a, k, 5, &v, &len, NULL, 0) <= 0)
+		return 0;
+	if (len != 72) {
+		tcfree(v);
+		return 0;
+	}
+	memset(s, 0, sizeof(*s));
+	s->mbid = mbid;
+	for (int i = 0; i < 3; i++) {
+		s->ino[i] = be64_get((uint8_t *)v + 24 * i);
+		s->sec[i] = (int64_t)be64_get((uint8_t *)v + 24 * i + 8);
+		s->nsec[i] = (int64_t)be64_get((uint8_t *)v + 24 * i + 16);
+	}
+	s->taken_ms = INT64_MIN; /* before any watch of this process */
+	tcfree(v);
+	return 1;
+}
+
+/* Inside a transaction: store s (mbid 0: remove mbid's), unless stored already. */
+static int stamp_store(struct idx_account *a, uint32_t mbid, const struct sync_stamp *s, char *err, size_t errlen)
+{
+	struct sync_stamp old;
+	uint8_t k[5], v[72];
+	int have = stamp_load(a, mbid, &old);
+
+	stamp_key(k, mbid);
+	if (s->mbid == 0)
+		return have ? db_out(a, k, 5, err, errlen) : 1;
+	if (have && stamp_equal(&old, s))
+		return 1;
+	stamp_encode(s, v);
+	return db_put(a, k, 5, v, sizeof(v), err, errlen);
 }
 
 static void stamp_set(struct idx_account *a, const struct sync_stamp *s)
@@ -426,6 +495,8 @@ int idx_sync_mailbox(struct idx_account *a, uint32_t mailbox_id, struct idx_sync
 		idx_seterr(err, errlen, "mailbox does not exist");
 		r = -1;
 	}
+	if (r > 0 && stamp_store(a, mailbox_id, &stamp, err, errlen) < 0)
+		r = -1;
 	r = op_end(a, r, err, errlen);
 	if (r > 0 && stamp.mbid != 0)
 		stamp_set(a, &stamp);
@@ -441,6 +512,14 @@ int idx_sync_mailbox_changed(struct idx_account *a, uint32_t mailbox_id, struct 
 
 	pthread_mutex_lock(&a->mu);
 	old = stamp_find(a, mailbox_id);
+	if (old == NULL) {
+		struct sync_stamp stored;
+
+		if (stamp_load(a, mailbox_id, &stored) > 0) {
+			stamp_set(a, &stored);
+			old = stamp_find(a, mailbox_id);
+		}
+	}
 	if (old != NULL) {
 		struct idx_mailbox mb;
 		struct sync_stamp now;
@@ -553,13 +632,16 @@ int idx_sync_names(struct idx_account *a, uint32_t mailbox_id, const char *const
 		 * on. The folder directory itself (dovecot-keywords, a replaced
 		 * new/ or cur/) is not watched: it must be as stamped.
 		 */
-		if (old != NULL && old->taken_ms >= watched_since_ms && folder_stamp(dir, mailbox_id, &now) >= 0 &&
+		if (old != NULL && old->taken_ms > watched_since_ms && folder_stamp(dir, mailbox_id, &now) >= 0 &&
 		    now.ino[0] == old->ino[0] && now.sec[0] == old->sec[0] && now.nsec[0] == old->nsec[0] &&
 		    now.ino[1] == old->ino[1] && now.ino[2] == old->ino[2]) {
 			now.taken_ms = old->taken_ms;
 			*old = now;
 		}
 	}
+	/* A name that could not be checked may hide a change: the next SELECT scans. */
+	if (r < 0)
+		stamp_drop(a, mailbox_id);
 	pthread_mutex_unlock(&a->mu);
 	if (r < 0)
 		return -1;

@@ -145,7 +145,8 @@ class Server:
         self.log.close()
         self.proc = None
         text = open(self.logpath, errors="replace").read()
-        assert "ERROR: AddressSanitizer" not in text and "runtime error:" not in text, text[-4000:]
+        assert "ERROR: AddressSanitizer" not in text and "ERROR: LeakSanitizer" not in text \
+            and "runtime error:" not in text, text[-4000:]
         if expect_rc is not None:
             assert rc == expect_rc, f"server exited {rc}:\n{text[-3000:]}"
         return rc

@@ -1,0 +1,82 @@
+"""The inotify watcher and SELECT's folder stamps against changes other programs make.
+
+Our own deliveries are checked by name against the index and move the folder's stamp on;
+these tests make sure that never hides a change another program made, and that a SELECT
+whose own scan finds a change answers normally.
+"""
+import os
+import smtplib
+import time
+
+from test_imap import msg
+from test_imap_sync import maildir, session
+
+
+def exists_after_select(server):
+    r = session(server, select=None)
+    res = r.cmd("s", "SELECT INBOX")
+    assert res[-1].startswith("s OK"), res
+    r.close()
+    return [int(l.split()[1]) for l in res if l.startswith("* ") and l.rstrip().endswith("EXISTS")][0]
+
+
+def drop(root, sub, name, body):
+    tmp = os.path.join(root, "tmp", name)
+    with open(tmp, "wb") as f:
+        f.write(body)
+    os.rename(tmp, os.path.join(root, sub, name))
+
+
+def test_replaced_cur_not_hidden_by_own_deliveries(localserve):
+    """cur/ replaced by a new directory: the watch must follow; our deliveries into new/
+    must not move the stamp over a message another program puts into the new cur/."""
+    root = maildir(localserve)
+    assert exists_after_select(localserve) == 0
+    os.rename(os.path.join(root, "cur"), os.path.join(localserve.dir, "cur.moved"))
+    os.mkdir(os.path.join(root, "cur"))
+    time.sleep(2.5)  # ctimes old enough: the next complete sync keeps a stamp
+    assert exists_after_select(localserve) == 0
+    body = msg("external")
+    drop(root, "cur", "1700000000.M1P1Q1.otherhost,S=%d:2,S" % len(body), body)
+    s = smtplib.SMTP("127.0.0.1", localserve.ports["SMTP"], timeout=10)
+    s.sendmail("a@example.org", ["mox@localhost"], msg("ours"))
+    s.quit()
+    time.sleep(1.5)  # debounce, link grace and the names job
+    assert exists_after_select(localserve) == 2
+
+
+def test_select_after_change_while_stopped(server_dir):
+    """A file delivered by another program while we were down: SELECT adopts it and answers OK."""
+    server_dir.start()
+    session(server_dir).close()
+    server_dir.stop()
+    root = maildir(server_dir)
+    body = msg("offline")
+    drop(root, "new", "1700000000.M1P1Q1.other,S=%d" % len(body), body)
+    server_dir.start()
+    r = session(server_dir, select=None)
+    res = r.cmd("s", "SELECT INBOX")
+    r.close()
+    assert res[-1].startswith("s OK"), res
+    assert any(l.startswith("* 1 EXISTS") for l in res), res
+
+
+def test_stamp_survives_restart_but_not_offline_change(server_dir):
+    """A stamp kept in the index: after a restart SELECT shows the same; a file added while
+    the server was down (with the folder otherwise old) is found."""
+    server_dir.start()
+    root = maildir(server_dir)
+    body = msg("first")
+    drop(root, "new", "1700000000.M2P2Q2.other,S=%d" % len(body), body)
+    time.sleep(0.5)
+    assert exists_after_select(server_dir) == 1
+    time.sleep(0.3)
+    assert exists_after_select(server_dir) == 1  # stamp kept now
+    server_dir.stop()
+    server_dir.start()
+    assert exists_after_select(server_dir) == 1
+    server_dir.stop()
+    body = msg("second")
+    drop(root, "new", "1700000000.M3P3Q3.other,S=%d" % len(body), body)
+    server_dir.start()
+    assert exists_after_select(server_dir) == 2

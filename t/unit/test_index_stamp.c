@@ -1,0 +1,166 @@
+/*
+ * Unit tests for the folder stamps of index/sync.c: a complete sync of an
+ * unchanged folder leaves a stamp in the index, so a SELECT after a restart
+ * skips its scan; a change made while the account was closed is still found.
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <ftw.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "index/index.h"
+#include "index/index_private.h"
+
+struct fx {
+	char root[64];
+	char dir[128];
+	struct idx_options opts;
+	struct idx_account *a;
+};
+
+static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+static int setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	char err[256];
+
+	strcpy(f->root, "/tmp/test_index_stamp.XXXXXX");
+	if (mkdtemp(f->root) == NULL)
+		return -1;
+	snprintf(f->dir, sizeof(f->dir), "%s/acct", f->root);
+	f->opts.host = "test.example";
+	f->opts.no_fsync = true;
+	if (idx_account_open(f->dir, &f->opts, &f->a, err, sizeof(err)) < 0) {
+		fprintf(stderr, "open: %s\n", err);
+		return -1;
+	}
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+
+	idx_account_close(&f->a);
+	nftw(f->root, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+	free(f);
+	return 0;
+}
+
+static void put_file(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+}
+
+static uint32_t inbox_id(struct idx_account *a)
+{
+	struct idx_mailbox mb;
+	char err[256];
+	uint32_t id;
+
+	assert_int_equal(idx_mailbox_get(a, "INBOX", &mb, err, sizeof(err)), 1);
+	id = mb.id;
+	idx_mailbox_clear(&mb);
+	return id;
+}
+
+static void reopen(struct fx *f)
+{
+	char err[256];
+
+	idx_account_close(&f->a);
+	assert_int_equal(idx_account_open(f->dir, &f->opts, &f->a, err, sizeof(err)), 1);
+}
+
+static bool stamp_stored(struct idx_account *a, uint32_t mbid)
+{
+	uint8_t k[5];
+	void *v;
+	size_t len;
+	int r;
+
+	k[0] = K_STAMP;
+	be32_put(k + 1, mbid);
+	r = db_get(a, k, 5, &v, &len, NULL, 0);
+	if (r > 0)
+		tcfree(v);
+	return r > 0;
+}
+
+static void test_stamp_survives_reopen(void **state)
+{
+	struct fx *f = *state;
+	uint32_t inbox = inbox_id(f->a);
+	struct idx_sync_stats st;
+	char err[256], path[1024];
+
+	snprintf(path, sizeof(path), "%s/new/1700000000.M1P1.other", idx_account_maildir(f->a));
+	put_file(path, "Subject: one\r\n\r\nhi\r\n");
+	/* Too recent: adopted, but no stamp kept. */
+	assert_int_equal(idx_sync_mailbox(f->a, inbox, &st, err, sizeof(err)), 1);
+	assert_int_equal(st.added, 1);
+	assert_false(stamp_stored(f->a, inbox));
+	sleep(3);
+	assert_int_equal(idx_sync_mailbox(f->a, inbox, &st, err, sizeof(err)), 1);
+	assert_true(stamp_stored(f->a, inbox));
+	/* After a restart the stored stamp is used: no scan, so no in-memory stamp is dropped. */
+	reopen(f);
+	assert_int_equal(f->a->nstamps, 0);
+	assert_int_equal(idx_sync_mailbox_changed(f->a, inbox, &st, err, sizeof(err)), 1);
+	assert_int_equal(st.added + st.flagged + st.removed, 0);
+	assert_int_equal(f->a->nstamps, 1);
+	/* A file added while the account was closed: found. */
+	reopen(f);
+	snprintf(path, sizeof(path), "%s/new/1700000000.M2P2.other", idx_account_maildir(f->a));
+	put_file(path, "Subject: two\r\n\r\nhi\r\n");
+	assert_int_equal(idx_sync_mailbox_changed(f->a, inbox, &st, err, sizeof(err)), 1);
+	assert_int_equal(st.added, 1);
+	/* That sync saw a recent folder: the stored stamp is gone. */
+	assert_false(stamp_stored(f->a, inbox));
+}
+
+static void test_stamp_dropped_with_mailbox(void **state)
+{
+	struct fx *f = *state;
+	struct idx_sync_stats st;
+	struct idx_mailbox mb;
+	char err[256];
+	uint32_t id;
+
+	assert_int_equal(idx_mailbox_create(f->a, "Lists", 0, true, &id, err, sizeof(err)), 1);
+	sleep(3);
+	assert_int_equal(idx_sync_mailbox(f->a, id, &st, err, sizeof(err)), 1);
+	assert_true(stamp_stored(f->a, id));
+	assert_int_equal(idx_mailbox_delete(f->a, "Lists", err, sizeof(err)), 1);
+	assert_false(stamp_stored(f->a, id));
+	assert_int_equal(idx_mailbox_get(f->a, "Lists", &mb, err, sizeof(err)), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_stamp_survives_reopen, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stamp_dropped_with_mailbox, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
