@@ -56,7 +56,13 @@ const char *store_account_name(const struct store_account *sa);
 /* Why the account could not be opened ("" when it is fine). Storage thread only. */
 const char *store_account_error(const struct store_account *sa);
 
-/* Queue work on the account's thread; done (may be NULL) follows on the loop thread. */
+/*
+ * Queue work on the account's thread; done (may be NULL) follows on the loop
+ * thread. Jobs of one account run in the order they reach its thread; an add
+ * whose file a sync thread syncs first (store_add_prepared, store_add) may
+ * reach it after work queued later: callers that need an order wait for the
+ * done callback before queueing the next step.
+ */
 void store_submit(struct store_account *sa, store_work_fn work, store_done_fn done, void *arg);
 
 /*
