@@ -14,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
+#include "daemon/idn.h"
 #include "daemon/log.h"
 
 #define OFF(type, member) offsetof(type, member)
@@ -119,6 +121,7 @@ static const struct cfg_field listener_fields[] = {
 	    .example = "0.0.0.0,::", .mark_offset = OFF(struct config_listener, ips_mark),
 	    .doc = "IP addresses to listen on; 0.0.0.0 and :: for all."},
 	{.key = "Hostname", .type = CFG_STRING, .offset = OFF(struct config_listener, hostname),
+	    .mark_offset = OFF(struct config_listener, hostname_mark),
 	    .doc = "Host name for this listener's greetings, if not the global Hostname."},
 	{.key = "TLS", .type = CFG_STRUCT, .offset = OFF(struct config_listener, tls), .sub = &tls_schema,
 	    .doc = "TLS configuration; required for IMAPS, Submissions, HTTPS, ALPN and to offer STARTTLS."},
@@ -232,7 +235,9 @@ static const struct cfg_field static_fields[] = {
 	{.key = "PackageLogLevels", .type = CFG_STRMAP, .offset = OFF(struct config_static, package_log_levels),
 	    .example = "imap: debug", .doc = "Log level per package (imap, smtp, http, store, tls, ...)."},
 	{.key = "Hostname", .type = CFG_STRING, .offset = OFF(struct config_static, hostname), .flags = CFG_REQUIRED,
-	    .example = "mail.example.org", .doc = "Fully qualified host name of this machine, used in greetings and Received headers."},
+	    .example = "mail.example.org", .mark_offset = OFF(struct config_static, hostname_mark),
+	    .doc = "Fully qualified host name of this machine, used in greetings and Received headers.\n"
+	    "An internationalized name may be written in Unicode; mox uses its ASCII (A-label) form."},
 	{.key = "User", .type = CFG_STRING, .offset = OFF(struct config_static, user), .def = "mox",
 	    .doc = "Unprivileged user that mox serve switches to after binding its ports."},
 	{.key = "NoFixPermissions", .type = CFG_BOOL, .offset = OFF(struct config_static, no_fix_permissions),
@@ -269,14 +274,15 @@ static const struct cfg_schema ruleset_schema = {"Ruleset", sizeof(struct config
 
 static const struct cfg_field destination_fields[] = {
 	{.key = "Mailbox", .type = CFG_STRING, .offset = OFF(struct config_destination, mailbox),
-	    .example = "Inbox", .doc = "Mailbox for mail to this address when no ruleset matches; default Inbox."},
+	    .mark_offset = OFF(struct config_destination, mark), .example = "Inbox", .doc = "Mailbox for mail to this address when no ruleset matches; default Inbox."},
 	{.key = "FullName", .type = CFG_STRING, .offset = OFF(struct config_destination, full_name),
 	    .example = "Mox User", .doc = "Display name for messages sent from this address."},
 	{.key = "Rulesets", .type = CFG_STRUCTLIST, .offset = OFF(struct config_destination, rulesets),
 	    .sub = &ruleset_schema, .doc = "Rules evaluated in order; the first match chooses the mailbox."},
 };
 static const struct cfg_schema destination_schema = {"Destination", sizeof(struct config_destination),
-	CFG_FIELDS(destination_fields), "Email address, or @domain for a catch-all.", "mjl@example.org"};
+	CFG_FIELDS(destination_fields), "Email address, or @domain for a catch-all. The domain may be written\n"
+	"in Unicode or in its ASCII (A-label) form.", "mjl@example.org"};
 
 static const struct cfg_field account_fields[] = {
 	{.key = "Domain", .type = CFG_STRING, .offset = OFF(struct config_account, domain), .flags = CFG_REQUIRED,
@@ -304,10 +310,12 @@ static const struct cfg_field domain_fields[] = {
 	    .doc = "Separators after which a localpart's suffix is ignored for delivery, e.g. + makes\n"
 	    "mjl+news@ deliver as mjl@."},
 	{.key = "LocalpartCaseSensitive", .type = CFG_BOOL, .offset = OFF(struct config_domain, localpart_case_sensitive),
-	    .def = "false", .doc = "Whether localparts are case-sensitive."},
+	    .mark_offset = OFF(struct config_domain, mark), .def = "false", .doc = "Whether localparts are case-sensitive."},
 };
 static const struct cfg_schema domain_schema = {"Domain", sizeof(struct config_domain), CFG_FIELDS(domain_fields),
-	"Domain name (lowercase, ASCII or IDNA A-label).", "example.org"};
+	"Domain name, lowercase: ASCII, or internationalized in Unicode (U-label, bücher.example) or\n"
+	"ASCII (A-label, xn--bcher-kva.example) form; both forms are the same domain everywhere.",
+	"example.org"};
 
 static const struct cfg_field domains_fields[] = {
 	{.key = "Domains", .type = CFG_STRUCTMAP, .offset = OFF(struct config_domains, domains), .sub = &domain_schema,
@@ -356,6 +364,36 @@ valid_domain(const char *d)
 	return label > 0;
 }
 
+static bool
+has_non_ascii(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s >= 0x80)
+			return true;
+	return false;
+}
+
+/*
+ * Our own host name written in Unicode becomes its A-label form: it goes
+ * into greetings and headers that must be ASCII. ASCII names are left to
+ * the checks they always had. key names the field in errors.
+ */
+static int
+hostname_to_ascii(char **name, const struct cfg_mark *m, const char *key, char *err, size_t errlen)
+{
+	char canon[IDN_BUFSIZE], ierr[160];
+
+	if (*name == NULL || !has_non_ascii(*name))
+		return 0;
+	if (idn_domain_canon(*name, strlen(*name), canon, sizeof(canon), ierr, sizeof(ierr)) < 0) {
+		snprintf(err, errlen, "%s:%d:%d: %s: \"%s\": %s", m->file, m->line, m->col, key, *name, ierr);
+		return -1;
+	}
+	free(*name);
+	*name = xstrdup(canon);
+	return 1;
+}
+
 static int
 check_static(struct config *cfg, char *err, size_t errlen)
 {
@@ -374,6 +412,8 @@ check_static(struct config *cfg, char *err, size_t errlen)
 			return -1;
 		}
 	}
+	if (hostname_to_ascii(&st->hostname, &st->hostname_mark, "Hostname", err, errlen) < 0)
+		return -1;
 	if (!valid_domain(st->hostname)) {
 		snprintf(err, errlen, "%s: Hostname: \"%s\" is not a lowercase host name", file, st->hostname);
 		return -1;
@@ -385,6 +425,11 @@ check_static(struct config *cfg, char *err, size_t errlen)
 	for (size_t i = 0; i < st->listeners.n; i++) {
 		struct config_listener *l = ITEM(st->listeners, struct config_listener, i);
 		bool has_tls = l->tls.keycerts.n > 0;
+		char key[300];
+
+		snprintf(key, sizeof(key), "Listeners.%s.Hostname", l->name);
+		if (hostname_to_ascii(&l->hostname, &l->hostname_mark, key, err, errlen) < 0)
+			return -1;
 
 		if (l->ips.n == 0) {
 			snprintf(err, errlen, "%s:%d:%d: Listeners.%s.IPs: at least one IP is required", file,
@@ -444,12 +489,12 @@ check_static(struct config *cfg, char *err, size_t errlen)
 	return 1;
 }
 
-static const struct config_domain *
-find_domain(const struct config *cfg, const char *name)
+const struct config_domain *
+config_domain_find(const struct config *cfg, const char *canon)
 {
 	for (size_t i = 0; i < cfg->dom.domains.n; i++) {
 		const struct config_domain *d = ITEM(cfg->dom.domains, struct config_domain, i);
-		if (strcmp(d->name, name) == 0)
+		if (d->canon != NULL && strcmp(d->canon, canon) == 0)
 			return d;
 	}
 	return NULL;
@@ -477,17 +522,48 @@ valid_account_name(const char *s)
 	return true;
 }
 
+/* Whether s has an ASCII capital (non-ASCII letters are UTS#46's to map). */
+static bool
+has_ascii_upper(const char *s)
+{
+	for (; *s; s++)
+		if (*s >= 'A' && *s <= 'Z')
+			return true;
+	return false;
+}
+
+/*
+ * Domains keys: lowercase, valid, and one entry per domain whatever its
+ * spelling ("bücher.example" and "xn--bcher-kva.example" are one domain).
+ * Sets each domain's canonical name. The errors of IDNA name the position
+ * of the entry's value (the key's position is not kept by the loader).
+ */
 static int
-check_domains(struct config *cfg, char *err, size_t errlen)
+check_domain_names(struct config *cfg, char *err, size_t errlen)
 {
 	const char *file = cfg->domains_path;
+	char canon[IDN_BUFSIZE], ierr[160];
 
 	for (size_t i = 0; i < cfg->dom.domains.n; i++) {
-		const struct config_domain *d = ITEM(cfg->dom.domains, struct config_domain, i);
-		if (!valid_domain(d->name)) {
+		struct config_domain *d = ITEM(cfg->dom.domains, struct config_domain, i);
+		const struct config_domain *other;
+		size_t len = strlen(d->name);
+
+		if ((!has_non_ascii(d->name) && !valid_domain(d->name)) || has_ascii_upper(d->name) ||
+		    (len > 0 && d->name[len - 1] == '.')) {
 			snprintf(err, errlen, "%s: Domains.%s: not a lowercase domain name", file, d->name);
 			return -1;
 		}
+		if (idn_domain_canon(d->name, len, canon, sizeof(canon), ierr, sizeof(ierr)) < 0) {
+			snprintf(err, errlen, "%s:%d:%d: Domains.%s: %s", file, d->mark.line, d->mark.col, d->name, ierr);
+			return -1;
+		}
+		if ((other = config_domain_find(cfg, canon)) != NULL) {
+			snprintf(err, errlen, "%s:%d:%d: Domains.%s: same domain as Domains.%s (%s)", file, d->mark.line,
+			    d->mark.col, d->name, other->name, canon);
+			return -1;
+		}
+		d->canon = xstrdup(canon);
 		for (size_t j = 0; j < d->localpart_catchall_separators.n; j++) {
 			if (strlen(d->localpart_catchall_separators.v[j]) != 1) {
 				snprintf(err, errlen, "%s: Domains.%s.LocalpartCatchallSeparators: separators are single characters",
@@ -496,43 +572,87 @@ check_domains(struct config *cfg, char *err, size_t errlen)
 			}
 		}
 	}
+	return 1;
+}
+
+/* Whether two destinations name one address: localparts ignoring ASCII case, canonical domains. */
+static bool
+same_address(const struct config_destination *a, const struct config_destination *b)
+{
+	size_t la = (size_t)(strrchr(a->name, '@') - a->name), lb = (size_t)(strrchr(b->name, '@') - b->name);
+
+	return la == lb && strncasecmp(a->name, b->name, la) == 0 && strcmp(a->domain_canon, b->domain_canon) == 0;
+}
+
+/* Destination j of account i: its domain is ours, and no other entry names the same address. */
+static int
+check_destination(struct config *cfg, size_t i, size_t j, char *err, size_t errlen)
+{
+	const char *file = cfg->domains_path;
+	const struct config_account *a = ITEM(cfg->dom.accounts, struct config_account, i);
+	struct config_destination *d = ITEM(a->destinations, struct config_destination, j);
+	const char *at = strrchr(d->name, '@');
+	char canon[IDN_BUFSIZE], ierr[160];
+
+	if (at == NULL || at[1] == '\0') {
+		snprintf(err, errlen, "%s: Accounts.%s.Destinations.%s: expected localpart@domain or @domain",
+		    file, a->name, d->name);
+		return -1;
+	}
+	if (idn_domain_canon(at + 1, strlen(at + 1), canon, sizeof(canon), ierr, sizeof(ierr)) < 0) {
+		snprintf(err, errlen, "%s:%d:%d: Accounts.%s.Destinations.%s: %s", file, d->mark.line, d->mark.col,
+		    a->name, d->name, ierr);
+		return -1;
+	}
+	if (config_domain_find(cfg, canon) == NULL) {
+		snprintf(err, errlen, "%s: Accounts.%s.Destinations.%s: domain %s is not in Domains",
+		    file, a->name, d->name, at + 1);
+		return -1;
+	}
+	d->domain_canon = xstrdup(canon);
+	/* An address belongs to one account. */
+	for (size_t i2 = 0; i2 <= i; i2++) {
+		const struct config_account *a2 = ITEM(cfg->dom.accounts, struct config_account, i2);
+		for (size_t j2 = 0; j2 < a2->destinations.n && !(i2 == i && j2 >= j); j2++) {
+			const struct config_destination *d2 = ITEM(a2->destinations, struct config_destination, j2);
+			if (same_address(d, d2)) {
+				snprintf(err, errlen, "%s: Accounts.%s.Destinations.%s: address also belongs to account %s",
+				    file, a->name, d->name, a2->name);
+				return -1;
+			}
+		}
+	}
+	return 1;
+}
+
+static int
+check_domains(struct config *cfg, char *err, size_t errlen)
+{
+	const char *file = cfg->domains_path;
+	char canon[IDN_BUFSIZE], ierr[160];
+
+	if (check_domain_names(cfg, err, errlen) < 0)
+		return -1;
 	for (size_t i = 0; i < cfg->dom.accounts.n; i++) {
-		const struct config_account *a = ITEM(cfg->dom.accounts, struct config_account, i);
+		struct config_account *a = ITEM(cfg->dom.accounts, struct config_account, i);
 		if (!valid_account_name(a->name)) {
 			snprintf(err, errlen, "%s: Accounts.%s: account names use letters, digits and . _ - @ +", file, a->name);
 			return -1;
 		}
-		if (find_domain(cfg, a->domain) == NULL) {
+		if (idn_domain_canon(a->domain, strlen(a->domain), canon, sizeof(canon), ierr, sizeof(ierr)) < 0) {
+			snprintf(err, errlen, "%s:%d:%d: Accounts.%s.Domain: \"%s\": %s", file,
+			    a->domain_mark.line, a->domain_mark.col, a->name, a->domain, ierr);
+			return -1;
+		}
+		if (config_domain_find(cfg, canon) == NULL) {
 			snprintf(err, errlen, "%s:%d:%d: Accounts.%s.Domain: unknown domain \"%s\"", file,
 			    a->domain_mark.line, a->domain_mark.col, a->name, a->domain);
 			return -1;
 		}
-		for (size_t j = 0; j < a->destinations.n; j++) {
-			const struct config_destination *d = ITEM(a->destinations, struct config_destination, j);
-			const char *at = strrchr(d->name, '@');
-			if (at == NULL || at[1] == '\0') {
-				snprintf(err, errlen, "%s: Accounts.%s.Destinations.%s: expected localpart@domain or @domain",
-				    file, a->name, d->name);
+		a->domain_canon = xstrdup(canon);
+		for (size_t j = 0; j < a->destinations.n; j++)
+			if (check_destination(cfg, i, j, err, errlen) < 0)
 				return -1;
-			}
-			if (find_domain(cfg, at + 1) == NULL) {
-				snprintf(err, errlen, "%s: Accounts.%s.Destinations.%s: domain %s is not in Domains",
-				    file, a->name, d->name, at + 1);
-				return -1;
-			}
-			/* An address belongs to one account. */
-			for (size_t i2 = 0; i2 <= i; i2++) {
-				const struct config_account *a2 = ITEM(cfg->dom.accounts, struct config_account, i2);
-				for (size_t j2 = 0; j2 < a2->destinations.n && !(i2 == i && j2 >= j); j2++) {
-					const struct config_destination *d2 = ITEM(a2->destinations, struct config_destination, j2);
-					if (strcasecmp(d->name, d2->name) == 0) {
-						snprintf(err, errlen, "%s: Accounts.%s.Destinations.%s: address also belongs to account %s",
-						    file, a->name, d->name, a2->name);
-						return -1;
-					}
-				}
-			}
-		}
 	}
 	if (cfg->st.postmaster.account != NULL && config_account_find(cfg, cfg->st.postmaster.account) == NULL) {
 		snprintf(err, errlen, "%s: Postmaster.Account: unknown account \"%s\"", cfg->static_path,
@@ -610,6 +730,15 @@ config_free(struct config **cfgp)
 
 	if (cfg == NULL)
 		return;
+	/* The canonical names are ours, not the loader's. */
+	for (size_t i = 0; i < cfg->dom.domains.n; i++)
+		free(ITEM(cfg->dom.domains, struct config_domain, i)->canon);
+	for (size_t i = 0; i < cfg->dom.accounts.n; i++) {
+		struct config_account *a = ITEM(cfg->dom.accounts, struct config_account, i);
+		free(a->domain_canon);
+		for (size_t j = 0; j < a->destinations.n; j++)
+			free(ITEM(a->destinations, struct config_destination, j)->domain_canon);
+	}
 	cfg_free(&config_static_schema, &cfg->st);
 	cfg_free(&config_domains_schema, &cfg->dom);
 	free(cfg->static_path);

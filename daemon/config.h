@@ -50,6 +50,7 @@ struct config_listener {
 	struct config_tls tls;
 	struct config_service svc[SVC_COUNT];
 	struct cfg_mark ips_mark;
+	struct cfg_mark hostname_mark;
 };
 
 struct config_limits {
@@ -92,7 +93,7 @@ struct config_static {
 	char *data_dir;
 	char *log_level;
 	struct cfg_strmap package_log_levels;
-	char *hostname;
+	char *hostname; /* a U-label name is replaced by its A-label form at load */
 	char *user;
 	bool no_fix_permissions;
 	char *control_socket;
@@ -101,6 +102,7 @@ struct config_static {
 	struct cfg_array listeners; /* struct config_listener */
 	struct config_limits limits;
 	struct config_initial_mailboxes initial_mailboxes;
+	struct cfg_mark hostname_mark;
 };
 
 struct config_ruleset {
@@ -110,11 +112,18 @@ struct config_ruleset {
 	char *mailbox;
 };
 
+/*
+ * Domains are compared in their canonical form (idn.h: lower-case A-label),
+ * set at load beside the configured spelling, which is kept for display:
+ * "bücher.example" and "xn--bcher-kva.example" are the same domain.
+ */
 struct config_destination {
-	char *name; /* "localpart@domain", or "@domain" for a catch-all */
+	char *name; /* "localpart@domain", or "@domain" for a catch-all, as configured */
 	char *mailbox;
 	char *full_name;
 	struct cfg_array rulesets; /* struct config_ruleset */
+	char *domain_canon;        /* canonical domain of name */
+	struct cfg_mark mark;      /* the entry's value, for errors */
 };
 
 struct config_account {
@@ -126,13 +135,16 @@ struct config_account {
 	long long max_message_size;    /* bytes, 0: the global limit */
 	char *rejects_mailbox;
 	struct cfg_mark domain_mark;
+	char *domain_canon; /* canonical form of domain */
 };
 
 struct config_domain {
-	char *name;
+	char *name; /* as configured: U-label or A-label */
 	char *description;
 	struct cfg_strlist localpart_catchall_separators;
 	bool localpart_case_sensitive;
+	char *canon;          /* canonical form of name, unique over Domains */
+	struct cfg_mark mark; /* the entry's value, for errors */
 };
 
 struct config_domains {
@@ -177,5 +189,11 @@ bool config_svc_implicit_tls(enum config_svc svc);
 
 /* Find an account by name; NULL when absent. */
 const struct config_account *config_account_find(const struct config *cfg, const char *name);
+
+/*
+ * Find a domain by its canonical name (idn_domain_canon's output; the
+ * caller canonicalizes names from the wire). NULL when not ours.
+ */
+const struct config_domain *config_domain_find(const struct config *cfg, const char *canon);
 
 #endif

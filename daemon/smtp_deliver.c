@@ -11,6 +11,10 @@
  * except in localserve, where every message goes to the one account as the
  * Go mox does. localserve also fails recipients on request: localpart
  * "temperror" (451), "permerror" (550), or a code like "452"/"554".
+ * The recipient's domain is kept in its canonical form (idn.h), so both
+ * spellings of an internationalized domain reach the same account; a domain
+ * libidn2 refuses (bad punycode, disallowed code points, too long) gets
+ * 501 5.1.3. The address in logs and the Received header stays as sent.
  *
  * After the message is in the spool file, each recipient's mailbox is chosen
  * by its destination's rulesets (first match wins; else the destination's
@@ -43,6 +47,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "daemon/idn.h"
 #include "daemon/log.h"
 #include "daemon/resolve.h"
 #include "daemon/smtp_rules.h"
@@ -213,6 +218,17 @@ smtp_cmd_rcpt(struct smtp_conn *c, struct smtp_cmd *cmd)
 	else
 		r.addr = xasprintf("%.*s@%s", (int)cmd->path.localpart_canon.len, cmd->path.localpart_canon.p, r.domain);
 	log_debug(SMTP_PKG, c->ci->cid, "rcpt to", "rcpt", r.addr);
+	if (!(cmd->path.flags & (SMTP_ADDR_POSTMASTER | SMTP_ADDR_LITERAL))) {
+		char canon[IDN_BUFSIZE], ierr[160];
+		if (idn_domain_canon(r.domain, strlen(r.domain), canon, sizeof(canon), ierr, sizeof(ierr)) < 0) {
+			log_debug(SMTP_PKG, c->ci->cid, "invalid recipient domain", "rcpt", r.addr, "err", ierr);
+			smtp_reply(c, 501, "5.1.3", "invalid recipient domain: %s", ierr);
+			smtp_error(c);
+			goto out;
+		}
+		free(r.domain);
+		r.domain = xstrdup(canon);
+	}
 
 	if (cfg->st.local_serve && (code = localserve_inject(r.localpart)) != 0) {
 		smtp_reply(c, code, code >= 500 ? "5.0.0" : "4.0.0", "error injected by localserve for this localpart");

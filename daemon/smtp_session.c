@@ -45,6 +45,7 @@
 
 #include <event2/buffer.h>
 
+#include "daemon/idn.h"
 #include "daemon/log.h"
 #include "daemon/resolve.h"
 #include "maildir/maildir.h"
@@ -270,7 +271,19 @@ cmd_helo(struct smtp_conn *c, struct smtp_cmd *cmd)
 {
 	struct mbuf lines;
 	bool ehlo = cmd->verb == SMTP_VERB_EHLO;
+	char canon[IDN_BUFSIZE], ierr[160];
 
+	/*
+	 * An EHLO name must be a valid domain in either spelling (RFC 6531
+	 * 3.7.1 allows U-labels); HELO clients send all sorts and are let be,
+	 * as the parser does. The name is kept as sent for the Received header.
+	 */
+	if (ehlo && !(cmd->helo.flags & (SMTP_HELO_LITERAL | SMTP_HELO_BARE_IP | SMTP_HELO_INVALID)) &&
+	    idn_domain_canon(cmd->helo.domain.p, cmd->helo.domain.len, canon, sizeof(canon), ierr, sizeof(ierr)) < 0) {
+		smtp_reply(c, 501, "5.5.4", "EHLO name is not a valid domain name: %s", ierr);
+		smtp_error(c);
+		return;
+	}
 	smtp_txn_free(&c->txn);
 	free(c->helo);
 	c->helo = xstrndup(cmd->helo.domain.p, cmd->helo.domain.len);
@@ -305,6 +318,7 @@ cmd_mail(struct smtp_conn *c, struct smtp_cmd *cmd)
 {
 	const struct config *cfg = smtp_cfg(c);
 	struct smtp_txn *t;
+	char canon[IDN_BUFSIZE] = "", ierr[160];
 
 	if ((c->flags & SMTP_F_SUBMIT) && !(c->flags & SMTP_F_AUTHED)) {
 		smtp_reply(c, 530, "5.7.0", "authentication required");
@@ -320,18 +334,27 @@ cmd_mail(struct smtp_conn *c, struct smtp_cmd *cmd)
 		return;
 	}
 	/*
-	 * Submission: an authenticated account sends only as one of its own
-	 * addresses (any localpart of a catch-all domain it owns; "<>" for
-	 * bounces). localserve lets any address through, as the Go mox does.
+	 * The sender's domain in its canonical form (idn.h); one libidn2
+	 * refuses is a syntax error (5.1.7, as the parser's for MAIL).
+	 */
+	if (!(cmd->path.flags & (SMTP_ADDR_NULL | SMTP_ADDR_LITERAL)) &&
+	    idn_domain_canon(cmd->path.domain.p, cmd->path.domain.len, canon, sizeof(canon), ierr, sizeof(ierr)) < 0) {
+		smtp_reply(c, 501, "5.1.7", "invalid sender domain: %s", ierr);
+		smtp_error(c);
+		return;
+	}
+	/*
+	 * Submission sender check: an authenticated account sends only as one
+	 * of its own addresses (any localpart of a catch-all domain it owns;
+	 * "<>" for bounces; the domain in either IDN spelling). localserve lets
+	 * any address through, as the Go mox does.
 	 */
 	if ((c->flags & SMTP_F_SUBMIT) && !cfg->st.local_serve && !(cmd->path.flags & SMTP_ADDR_NULL)) {
 		char *lp = xstrndup(cmd->path.localpart_canon.p, cmd->path.localpart_canon.len);
-		char *dom = xstrndup(cmd->path.domain.p, cmd->path.domain.len);
 		struct resolved r;
-		bool own = resolve_recipient(cfg, lp, dom, &r) > 0 && c->account != NULL &&
-		    strcmp(r.account->name, c->account) == 0;
+		bool own = !(cmd->path.flags & SMTP_ADDR_LITERAL) && resolve_recipient(cfg, lp, canon, &r) > 0 &&
+		    c->account != NULL && strcmp(r.account->name, c->account) == 0;
 		free(lp);
-		free(dom);
 		if (!own) {
 			log_info(SMTP_PKG, c->ci->cid, "refused sender address not of the account", "account",
 			    c->account ? c->account : "", "remote", c->ci->remote_ip);
