@@ -32,9 +32,13 @@ def under_sanitizers():
     return "asan" in os.environ.get("MOX_BIN", "")
 
 
-def test_smtp_output_bounded_when_client_does_not_read(localserve):
+def test_smtp_output_bounded_when_client_does_not_read(server_dir):
     """A client that pipelines commands but never reads the replies must not make
     the server buffer the replies without bound: it stops reading instead."""
+    # Repeated EHLOs are junk commands: raise their limit so the output fills first.
+    server_dir.set_limits(SMTPMaxJunkCommands=100000)
+    server_dir.start()
+    localserve = server_dir
     r = Raw(localserve.ports["SMTP"], rcvbuf=4096)
     r.reply()
     r.cmd("EHLO x.example")
@@ -59,6 +63,7 @@ def test_smtp_output_bounded_when_client_does_not_read(localserve):
     assert r2.reply()[0] == 220
     assert r2.cmd("NOOP")[0] == 250
     r2.close()
+    server_dir.stop()
 
 
 def test_starttls_forgets_plaintext_auth(localserve):
