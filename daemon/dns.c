@@ -598,6 +598,12 @@ dns_cancel(struct dns_query *q)
 	query_maybe_free(q);
 }
 
+struct event_base *
+dns_base(const struct dns *d)
+{
+	return d->base;
+}
+
 unsigned
 dns_lookup_count(const struct dns *d)
 {

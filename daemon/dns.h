@@ -152,6 +152,9 @@ int dns_fake_add(struct dns *d, const char *name, int rrtype, const char *value)
 /* Make (name, rrtype) answer st (e.g. DNS_TEMPERROR) instead of its records. */
 void dns_fake_status(struct dns *d, const char *name, int rrtype, enum dns_status st);
 
+/* The event base d runs on (for modules that defer their own callbacks). */
+struct event_base *dns_base(const struct dns *d);
+
 /* Lookups started on this instance so far (real or fake), for limit tests. */
 unsigned dns_lookup_count(const struct dns *d);
 
