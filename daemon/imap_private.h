@@ -68,10 +68,12 @@ struct imap_cmd_def {
 
 /*
  * The selected mailbox as the session sees it. An idle session keeps this for
- * as long as it stays selected, so the messages are kept compact (9 bytes
- * each) and read through imap_view_uid/flags/modseq: UIDs ascending (index + 1
- * is the sequence number), system flags (IDX_FLAGS_ALL fits a byte) and the
- * modseq as 32 bits until one needs more (then all 64).
+ * as long as it stays selected, so the messages are kept compact and read
+ * through imap_view_uid/flags/modseq: UIDs ascending (index + 1 is the
+ * sequence number) as runs of consecutive UIDs (8 bytes a run: a mailbox
+ * whose messages were never expunged is one run), system flags
+ * (IDX_FLAGS_ALL fits a byte) and the modseq as 32 bits until one needs
+ * more (then all 64): about 5 bytes a message.
  */
 struct imap_view {
 	uint32_t mailbox_id;
@@ -80,8 +82,10 @@ struct imap_view {
 	uint32_t uidvalidity;
 	uint32_t uidnext;
 	uint64_t highest_modseq;
-	uint32_t *uids;             /* n of cap; ascending */
-	uint8_t *flags;
+	uint32_t *run_uid;          /* first UID of each run of consecutive UIDs */
+	uint32_t *run_at;           /* index of each run's first message; runs cover 0..n */
+	size_t nruns, capruns;
+	uint8_t *flags;             /* n of cap */
 	uint32_t *modseq32;         /* while modseq64 is NULL */
 	uint64_t *modseq64;
 	size_t n, cap;
@@ -261,7 +265,7 @@ int imap_view_check_uidvalidity(struct imap_conn *c);
 void imap_vanished_earlier(struct imap_conn *c, const struct imap_seqset *set, uint64_t since,
     void (*then)(struct imap_conn *c));
 /* Message i (0-based: sequence number - 1) of the view. */
-static inline uint32_t imap_view_uid(const struct imap_view *v, size_t i) { return v->uids[i]; }
+uint32_t imap_view_uid(const struct imap_view *v, size_t i);
 static inline uint32_t imap_view_flags(const struct imap_view *v, size_t i) { return v->flags[i]; }
 static inline uint64_t
 imap_view_modseq(const struct imap_view *v, size_t i)

@@ -138,7 +138,6 @@ imap_flags_parse(struct imap_conn *c, struct imap_args *list, uint32_t *flags_r,
 static void
 view_reserve(struct imap_view *v, size_t cap)
 {
-	v->uids = xrealloc(v->uids, (cap ? cap : 1) * sizeof(*v->uids));
 	v->flags = xrealloc(v->flags, (cap ? cap : 1) * sizeof(*v->flags));
 	if (v->modseq64 != NULL)
 		v->modseq64 = xrealloc(v->modseq64, (cap ? cap : 1) * sizeof(*v->modseq64));
@@ -164,30 +163,121 @@ imap_view_set(struct imap_view *v, size_t i, uint32_t flags, uint64_t modseq)
 		v->modseq32[i] = (uint32_t)modseq;
 }
 
+/* ---- UID runs ---- */
+
+/* Insert run {uid, at} before run r. */
+static void
+run_insert(struct imap_view *v, size_t r, uint32_t uid, uint32_t at)
+{
+	if (v->nruns == v->capruns) {
+		v->capruns = v->capruns + v->capruns / 4 + 4;
+		v->run_uid = xrealloc(v->run_uid, v->capruns * sizeof(*v->run_uid));
+		v->run_at = xrealloc(v->run_at, v->capruns * sizeof(*v->run_at));
+	}
+	memmove(&v->run_uid[r + 1], &v->run_uid[r], (v->nruns - r) * sizeof(*v->run_uid));
+	memmove(&v->run_at[r + 1], &v->run_at[r], (v->nruns - r) * sizeof(*v->run_at));
+	v->run_uid[r] = uid;
+	v->run_at[r] = at;
+	v->nruns++;
+}
+
+/* The run holding message i (i < n). */
+static size_t
+run_of(const struct imap_view *v, size_t i)
+{
+	size_t lo = 0, hi = v->nruns;
+	while (hi - lo > 1) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (v->run_at[mid] <= i)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static size_t
+run_end(const struct imap_view *v, size_t r)
+{
+	return r + 1 < v->nruns ? v->run_at[r + 1] : v->n;
+}
+
+uint32_t
+imap_view_uid(const struct imap_view *v, size_t i)
+{
+	size_t r = v->nruns == 1 ? 0 : run_of(v, i);
+	return v->run_uid[r] + (uint32_t)(i - v->run_at[r]);
+}
+
+/* Append uid (larger than every UID of the view) as message n; the caller counts it. */
+static void
+run_append(struct imap_view *v, uint32_t uid)
+{
+	if (v->nruns > 0 && uid == v->run_uid[v->nruns - 1] + (uint32_t)(v->n - v->run_at[v->nruns - 1]))
+		return; /* extends the last run */
+	run_insert(v, v->nruns, uid, (uint32_t)v->n);
+}
+
+/* Remove message i from the runs; the caller moves flags and modseqs and counts it. */
+static void
+run_remove(struct imap_view *v, size_t i)
+{
+	size_t r = run_of(v, i), a = v->run_at[r], e = run_end(v, r);
+
+	if (e - a == 1) {
+		memmove(&v->run_uid[r], &v->run_uid[r + 1], (v->nruns - r - 1) * sizeof(*v->run_uid));
+		memmove(&v->run_at[r], &v->run_at[r + 1], (v->nruns - r - 1) * sizeof(*v->run_at));
+		v->nruns--;
+	} else if (i == a) {
+		v->run_uid[r]++;
+		r++;
+	} else if (i + 1 == e) {
+		r++;
+	} else {
+		/* Split: the messages after i start a run (at i once i is gone). */
+		run_insert(v, r + 1, v->run_uid[r] + (uint32_t)(i + 1 - a), (uint32_t)(i + 1));
+		r++;
+	}
+	for (; r < v->nruns; r++)
+		v->run_at[r]--;
+}
+
 /* The view's messages from a scan (UID order), in arrays of exactly that size. */
 static void
 view_load(struct imap_view *v, const struct idx_uidstate *m, size_t n)
 {
 	view_reserve(v, n);
-	v->n = n;
+	v->nruns = 0;
+	v->n = 0;
 	for (size_t i = 0; i < n; i++) {
-		v->uids[i] = m[i].uid;
+		run_append(v, m[i].uid);
+		v->n++;
 		imap_view_set(v, i, m[i].flags, m[i].modseq);
+	}
+	if (v->capruns > v->nruns + 4) {
+		v->capruns = v->nruns ? v->nruns : 1;
+		v->run_uid = xrealloc(v->run_uid, v->capruns * sizeof(*v->run_uid));
+		v->run_at = xrealloc(v->run_at, v->capruns * sizeof(*v->run_at));
 	}
 }
 
 uint32_t
 imap_view_seq(const struct imap_view *v, uint32_t uid)
 {
-	size_t lo = 0, hi = v->n;
-	while (lo < hi) {
+	size_t lo = 0, hi = v->nruns;
+
+	if (v->nruns == 0 || uid < v->run_uid[0])
+		return 0;
+	/* The last run starting at or below uid. */
+	while (hi - lo > 1) {
 		size_t mid = lo + (hi - lo) / 2;
-		if (v->uids[mid] < uid)
-			lo = mid + 1;
+		if (v->run_uid[mid] <= uid)
+			lo = mid;
 		else
 			hi = mid;
 	}
-	return lo < v->n && v->uids[lo] == uid ? (uint32_t)lo + 1 : 0;
+	size_t off = uid - v->run_uid[lo];
+	return off < run_end(v, lo) - v->run_at[lo] ? (uint32_t)(v->run_at[lo] + off + 1) : 0;
 }
 
 static bool
@@ -213,10 +303,10 @@ imap_view_resolve(struct imap_conn *c, struct imap_seqset *set, bool uid, uint32
 
 	if (set->searchres) {
 		for (size_t i = 0; i < v->n; i++)
-			if (saved_has(v, v->uids[i])) {
+			if (saved_has(v, imap_view_uid(v, i))) {
 				if (n == cap)
 					out = xrealloc(out, (cap = cap ? cap * 2 : 64) * sizeof(*out));
-				out[n++] = v->uids[i];
+				out[n++] = imap_view_uid(v, i);
 			}
 		*uids_r = out;
 		*n_r = n;
@@ -227,7 +317,7 @@ imap_view_resolve(struct imap_conn *c, struct imap_seqset *set, bool uid, uint32
 		*n_r = 0;
 		return -1; /* no messages: any sequence number is invalid */
 	}
-	uint32_t star = uid ? (v->n ? v->uids[v->n - 1] : 0) : (uint32_t)v->n;
+	uint32_t star = uid ? (v->n ? imap_view_uid(v, v->n - 1) : 0) : (uint32_t)v->n;
 	imap_seqset_normalize(set, star);
 	if (!uid) {
 		for (size_t r = 0; r < set->n; r++)
@@ -240,17 +330,17 @@ imap_view_resolve(struct imap_conn *c, struct imap_seqset *set, bool uid, uint32
 		out = total ? xmalloc(total * sizeof(*out)) : NULL;
 		for (size_t r = 0; r < set->n; r++)
 			for (uint32_t s = set->ranges[r].first; s <= set->ranges[r].last && s != 0; s++)
-				out[n++] = v->uids[s - 1];
+				out[n++] = imap_view_uid(v, s - 1);
 	} else {
 		size_t i = 0;
 		for (size_t r = 0; r < set->n; r++) {
 			/* Skip to the first view UID in the range. */
-			while (i < v->n && v->uids[i] < set->ranges[r].first)
+			while (i < v->n && imap_view_uid(v, i) < set->ranges[r].first)
 				i++;
-			while (i < v->n && v->uids[i] <= set->ranges[r].last) {
+			while (i < v->n && imap_view_uid(v, i) <= set->ranges[r].last) {
 				if (n == cap)
 					out = xrealloc(out, (cap = cap ? cap * 2 : 64) * sizeof(*out));
-				out[n++] = v->uids[i++];
+				out[n++] = imap_view_uid(v, i++);
 			}
 		}
 	}
@@ -276,7 +366,7 @@ imap_view_expunged(struct imap_conn *c, const uint32_t *uids, size_t n)
 		if (seq == 0)
 			continue;
 		size_t rest = v->n - seq;
-		memmove(&v->uids[seq - 1], &v->uids[seq], rest * sizeof(*v->uids));
+		run_remove(v, seq - 1);
 		memmove(&v->flags[seq - 1], &v->flags[seq], rest * sizeof(*v->flags));
 		if (v->modseq64 != NULL)
 			memmove(&v->modseq64[seq - 1], &v->modseq64[seq], rest * sizeof(*v->modseq64));
@@ -330,7 +420,8 @@ imap_view_free(struct imap_conn *c)
 		c->ev_notify = NULL;
 	}
 	free(v->name);
-	free(v->uids);
+	free(v->run_uid);
+	free(v->run_at);
 	free(v->flags);
 	free(v->modseq32);
 	free(v->modseq64);
@@ -372,7 +463,7 @@ static uint32_t
 recent_count(const struct imap_view *v)
 {
 	uint32_t n = 0;
-	for (size_t i = v->n; i-- > 0 && imap_view_recent(v, v->uids[i]);)
+	for (size_t i = v->n; i-- > 0 && imap_view_recent(v, imap_view_uid(v, i));)
 		n++;
 	return n;
 }
@@ -563,11 +654,11 @@ keywords_apply(struct imap_view *v, struct apply_job *aj, struct mbuf *b)
 static bool
 view_add(struct imap_view *v, uint32_t uid, uint32_t flags, uint64_t modseq)
 {
-	if (v->n > 0 && uid <= v->uids[v->n - 1])
+	if (v->n > 0 && uid <= imap_view_uid(v, v->n - 1))
 		return false;
 	if (v->n == v->cap)
 		view_reserve(v, v->cap + v->cap / 8 + 16); /* small steps: idle sessions keep the slack */
-	v->uids[v->n] = uid;
+	run_append(v, uid);
 	imap_view_set(v, v->n++, flags, modseq);
 	if (uid >= v->uidnext)
 		v->uidnext = uid + 1;
@@ -615,11 +706,11 @@ resync_apply(struct imap_conn *c, struct apply_job *aj, struct mbuf *b)
 	/* In the view, not in the mailbox: expunged. */
 	size_t k = 0;
 	for (size_t i = 0; i < v->n; i++) {
-		while (k < aj->ncur && aj->cur[k].uid < v->uids[i])
+		while (k < aj->ncur && aj->cur[k].uid < imap_view_uid(v, i))
 			k++;
-		if (k >= aj->ncur || aj->cur[k].uid != v->uids[i]) {
+		if (k >= aj->ncur || aj->cur[k].uid != imap_view_uid(v, i)) {
 			gone = xrealloc(gone, (ngone + 1) * sizeof(*gone));
-			gone[ngone++] = v->uids[i];
+			gone[ngone++] = imap_view_uid(v, i);
 		}
 	}
 	gone_apply(c, b, gone, ngone, aj->allow_expunge);
