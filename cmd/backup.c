@@ -225,7 +225,9 @@ verify_account(const char *datadir, const char *name, bool fix, bool *locked_r)
 		free(db);
 		return 1;
 	}
-	if (idx_account_open(dir, NULL, &a, err, sizeof(err)) < 0) {
+	/* Without -fix nothing may change, not even a schema upgrade: report it instead. */
+	struct idx_options opts = {.no_upgrade = !fix};
+	if (idx_account_open(dir, &opts, &a, err, sizeof(err)) < 0) {
 		if (strstr(err, "in use") != NULL)
 			*locked_r = true;
 		else

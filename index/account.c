@@ -326,8 +326,8 @@ static int schema_upgrade(struct idx_account *a, const struct idx_upgrade *steps
 int idx_account_open(const char *dir, const struct idx_options *opts, struct idx_account **acct_r, char *err,
     size_t errlen)
 {
-	return idx_account_open_upgrades(dir, opts, upgrades, sizeof(upgrades) / sizeof(upgrades[0]) - 1, true,
-	    acct_r, err, errlen);
+	return idx_account_open_upgrades(dir, opts, upgrades, sizeof(upgrades) / sizeof(upgrades[0]) - 1,
+	    opts == NULL || !opts->no_upgrade, acct_r, err, errlen);
 }
 
 int idx_account_open_upgrades(const char *dir, const struct idx_options *opts, const struct idx_upgrade *steps,

@@ -128,6 +128,9 @@ struct idx_options {
 	size_t nregular;
 	uint64_t quota;          /* account storage limit in bytes; 0 none */
 	bool no_fsync;           /* tests and imports into a stopped server only */
+	/* An index of an older schema is not upgraded: the open fails saying so
+	 * (read-only checks such as verifydata without -fix). */
+	bool no_upgrade;
 };
 
 /* ---- account ---- */
