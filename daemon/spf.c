@@ -701,9 +701,9 @@ expand_domain(struct spf_check *c, const struct spf_str *spec)
 		mbuf_clear(&b);
 		return xstrdup("");
 	}
-	s = xstrndup(b.data, b.len);
+	s = xstrndup(b.len ? b.data : "", b.len);
 	mbuf_clear(&b);
-	if (b.len > 0 && s[strlen(s) - 1] == '.')
+	if (s[0] != '\0' && s[strlen(s) - 1] == '.')
 		s[strlen(s) - 1] = '\0';
 	spf_domain_truncate(s);
 	return s;
@@ -1021,7 +1021,7 @@ got_explanation(struct spf_check *c, const struct dns_result *r)
 			for (size_t i = 0; i < b.len; i++)
 				if ((unsigned char)b.data[i] < 0x20 || (unsigned char)b.data[i] > 0x7e)
 					b.data[i] = '?';
-			c->explanation = xstrndup(b.data, b.len);
+			c->explanation = xstrndup(b.len ? b.data : "", b.len);
 		}
 		mbuf_clear(&b);
 	}

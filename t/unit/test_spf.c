@@ -346,6 +346,8 @@ test_check_include_redirect_exp(void **state)
 
 	add("example.org", DNS_T_TXT, "v=spf1 include:_spf.example.com ~all");
 	add("_spf.example.com", DNS_T_TXT, "v=spf1 ip4:192.0.2.1 -all");
+	add("dot.example.org", DNS_T_TXT, "v=spf1 a:host.example.org. -all");
+	add("host.example.org", DNS_T_A, "192.0.2.5");
 	add("red.example.org", DNS_T_TXT, "v=spf1 redirect=example.org");
 	add("exp.example.org", DNS_T_TXT, "v=spf1 -ip4:192.0.2.9 ?all exp=why.%{d}");
 	add("why.exp.example.org", DNS_T_TXT, "%{i} may not send for %{d} (%{l} at %{o}, %{r})");
@@ -361,6 +363,7 @@ test_check_include_redirect_exp(void **state)
 	o = check("192.0.2.1", "example.org", "u@example.org");
 	assert_int_equal(o.result, SPF_PASS);
 	assert_string_equal(o.mech, "include:_spf.example.com");
+	assert_int_equal(check("192.0.2.5", "dot.example.org", "").result, SPF_PASS);
 	o = check("192.0.2.2", "example.org", "u@example.org");
 	assert_int_equal(o.result, SPF_SOFTFAIL);
 	assert_int_equal(check("192.0.2.1", "red.example.org", "").result, SPF_PASS);
