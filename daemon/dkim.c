@@ -844,6 +844,17 @@ dkim_body_update(struct dkim_body *b, const char *p, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		char c = p[i];
 
+		if (b->in_line && !b->cr && !b->wsp) {
+			/* Fast path: a run of plain line content goes out as it is. */
+			size_t j = i;
+			while (j < n && p[j] != '\r' && p[j] != '\n' && !(relaxed && is_wsp(p[j])))
+				j++;
+			if (j > i) {
+				body_out(b, p + i, j - i);
+				i = j - 1;
+				continue;
+			}
+		}
 		if (b->cr) {
 			b->cr = false;
 			if (c == '\n') {
