@@ -177,7 +177,8 @@ void dkim_hdrs_clear(struct dkim_hdrs *h);
  * Feed message bytes from the start of the message. Returns the bytes
  * taken when the header section ended in p[0..n) (through the empty line;
  * the rest is body), 0 when all of p was taken and more is needed, or
- * DKIM_E_LIMIT when the header is over max_bytes or max_fields.
+ * DKIM_E_LIMIT when the header is over max_bytes or max_fields. Not to be
+ * called again once it returned > 0 (h->done).
  */
 ssize_t dkim_hdrs_feed(struct dkim_hdrs *h, const char *p, size_t n);
 /* The message ended: a header without an empty line after it is complete. */
