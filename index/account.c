@@ -264,13 +264,84 @@ static int account_init(struct idx_account *a, const struct idx_options *o, uint
 	return 1;
 }
 
+/* Message records the step 1 -> 2 reads per cursor walk. */
+#define UPGRADE_BATCH 1024
+
+/*
+ * Schema 1 -> 2: a 'J' key (base subject -> id, index/SCHEMA.md) for every
+ * live message with a non-empty base subject. Streams the 'U' range in
+ * batches: a cursor collects UPGRADE_BATCH records, is closed (nothing is
+ * written while a cursor is open), the keys are written, and the next walk
+ * starts after the last key read. Corrupt records are skipped (verifydata
+ * reports them). Memory stays at one batch whatever the account's size.
+ */
+static int upgrade_1_2(struct idx_account *a, char *err, size_t errlen)
+{
+	TCLIST *keys = tclistnew2(UPGRADE_BATCH), *vals = tclistnew2(UPGRADE_BATCH);
+	TCXSTR *x = tcxstrnew(), *last = tcxstrnew();
+	char type = K_MSG;
+	int r = 1, i;
+	bool more = true;
+
+	tcxstrcat(last, &type, 1);
+	while (more && r > 0) {
+		BDBCUR *cur = tcbdbcurnew(a->db);
+
+		tclistclear(keys);
+		tclistclear(vals);
+		more = false;
+		if (tcbdbcurjump(cur, tcxstrptr(last), tcxstrsize(last))) {
+			for (;;) {
+				int ks, vs;
+				const uint8_t *kp = tcbdbcurkey3(cur, &ks);
+				const void *vp;
+
+				if (kp == NULL || ks < 1 || kp[0] != K_MSG)
+					break;
+				/* The walk after the first starts at the last key read. */
+				if (!(ks == tcxstrsize(last) && memcmp(kp, tcxstrptr(last), (size_t)ks) == 0)) {
+					if (tclistnum(keys) == UPGRADE_BATCH) {
+						more = true;
+						break;
+					}
+					vp = tcbdbcurval3(cur, &vs);
+					tclistpush(keys, kp, ks);
+					tclistpush(vals, vp != NULL ? vp : "", vp != NULL ? vs : 0);
+				}
+				if (!tcbdbcurnext(cur))
+					break;
+			}
+		}
+		tcbdbcurdel(cur);
+		for (i = 0; i < tclistnum(keys) && r > 0; i++) {
+			int ks, vs;
+			const uint8_t *kp = tclistval(keys, i, &ks);
+			const void *vp = tclistval(vals, i, &vs);
+			struct idx_message m;
+
+			if (ks == 9 && rec_message_decode(vp, (size_t)vs, be32_get(kp + 1), be32_get(kp + 5), &m) > 0) {
+				if (key_subject(x, m.subject_base, m.id, true))
+					r = db_put(a, tcxstrptr(x), (size_t)tcxstrsize(x), "", 0, err, errlen);
+				idx_message_clear(&m);
+			}
+			tcxstrclear(last);
+			tcxstrcat(last, kp, ks);
+		}
+	}
+	tcxstrdel(x);
+	tcxstrdel(last);
+	tclistdel(keys);
+	tclistdel(vals);
+	return r > 0 ? 1 : -1;
+}
+
 /*
  * The schema upgrade steps, in order: upgrades[i] takes schema i + 1 to i + 2
  * (index/SCHEMA.md "Upgrades" says what adding one involves). The last entry
  * only ends the table.
  */
 static const struct idx_upgrade upgrades[] = {
-	/* { 1, "what it changes", upgrade_1_2 }, */
+	{ 1, "base subject keys", upgrade_1_2 },
 	{ 0, NULL, NULL },
 };
 _Static_assert(sizeof(upgrades) / sizeof(upgrades[0]) - 1 == IDX_SCHEMA - 1,

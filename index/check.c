@@ -8,6 +8,9 @@
  * key belongs to a live message of that thread. A thread's root may itself
  * be expunged (thread ids outlive their root), so only "< next msgid" is
  * required of the root.
+ *
+ * Base subjects: a live message with a non-empty base subject has its 'J'
+ * key (schema 2); every 'J' key is exactly the key of a live message.
  */
 #define _GNU_SOURCE
 #include "index/index_private.h"
@@ -140,6 +143,8 @@ static void check_msg(struct chk *c, const uint8_t *k, size_t ks, const uint8_t 
 		if (!has_key(c, tcxstrptr(tk), (size_t)tcxstrsize(tk)))
 			problem(c, "mailbox %s uid %u: message-id key missing", mb->name, uid);
 	}
+	if (key_subject(tk, m.subject_base, m.id, true) && !has_key(c, tcxstrptr(tk), (size_t)tcxstrsize(tk)))
+		problem(c, "mailbox %s uid %u: subject key missing", mb->name, uid);
 	tcxstrdel(tk);
 	/* A copy of a thread root has no parents and the root's id. */
 	if (m.nparents ? m.thread_id != m.parents[0] : m.thread_id > m.id)
@@ -324,6 +329,32 @@ static void check_tkey(struct chk *c, const uint8_t *k, size_t ks, const uint8_t
 	idx_message_clear(&m);
 }
 
+/* A 'J' key: a live message whose base subject and id give exactly this key. */
+static void check_jkey(struct chk *c, const uint8_t *k, size_t ks, const uint8_t *v, size_t vs, void *arg)
+{
+	struct idx_message m;
+	TCXSTR *want;
+	uint64_t id;
+
+	if (ks < 1 + 1 + 1 + 8 || k[ks - 9] != 0 || vs != 0) {
+		problem(c, "corrupt subject key");
+		return;
+	}
+	id = be64_get(k + ks - 8);
+	if (msg_load_id_locked(c->a, id, &m, NULL, 0) <= 0) {
+		problem(c, "subject key %.*s: message %llu is gone", (int)ks - 10, (const char *)k + 1,
+		    (unsigned long long)id);
+		return;
+	}
+	want = tcxstrnew();
+	if (!key_subject(want, m.subject_base, m.id, true) || (size_t)tcxstrsize(want) != ks ||
+	    memcmp(tcxstrptr(want), k, ks) != 0)
+		problem(c, "subject key %.*s: message %llu has base subject %s", (int)ks - 10, (const char *)k + 1,
+		    (unsigned long long)id, m.subject_base);
+	tcxstrdel(want);
+	idx_message_clear(&m);
+}
+
 static void check_nkey(struct chk *c, const uint8_t *k, size_t ks, const uint8_t *v, size_t vs, void *arg)
 {
 	struct idx_mailbox mb;
@@ -370,6 +401,8 @@ int idx_check(struct idx_account *a, void (*report)(void *arg, const char *probl
 		problem(&c, "%llu id keys for %llu messages", (unsigned long long)nids, (unsigned long long)c.live);
 	p = K_THREAD;
 	range(&c, &p, 1, check_tkey, NULL);
+	p = K_SUBJECT;
+	range(&c, &p, 1, check_jkey, NULL);
 	p = K_NAME;
 	range(&c, &p, 1, check_nkey, NULL);
 	pthread_mutex_unlock(&a->mu);

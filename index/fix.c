@@ -264,6 +264,74 @@ int idx_reassign_uids(struct idx_account *a, const char *mailbox, idx_report_fn 
 	return r;
 }
 
+/*
+ * The 'J' (base subject) key of message m: added when missing. The keys are
+ * derived from the records, so the repair that walks every record (the
+ * count recalculation, part of verifydata -fix) keeps them too. 1 added,
+ * 0 present, -1.
+ */
+static int fix_subject_key(struct idx_account *a, const struct idx_mailbox *mb, const struct idx_message *m,
+    idx_report_fn report, void *arg, char *err, size_t errlen)
+{
+	TCXSTR *x = tcxstrnew();
+	int r = 0;
+
+	if (key_subject(x, m->subject_base, m->id, true) && tcbdbvsiz(a->db, tcxstrptr(x), tcxstrsize(x)) < 0) {
+		r = db_put(a, tcxstrptr(x), (size_t)tcxstrsize(x), "", 0, err, errlen);
+		if (r > 0)
+			say(report, arg, "mailbox %s uid %u: subject key added", mb->name, m->uid);
+	}
+	tcxstrdel(x);
+	return r;
+}
+
+/* Remove 'J' keys that are not exactly the key of a live message. Count, -1. */
+static int fix_subject_stale(struct idx_account *a, idx_report_fn report, void *arg, char *err, size_t errlen)
+{
+	BDBCUR *c = tcbdbcurnew(a->db);
+	TCLIST *keys = tclistnew();
+	TCXSTR *want = tcxstrnew();
+	char type = K_SUBJECT;
+	int i, n = 0;
+
+	if (tcbdbcurjump(c, &type, 1)) {
+		const uint8_t *kp;
+		int ks;
+
+		while ((kp = tcbdbcurkey3(c, &ks)) != NULL && ks >= 1 && kp[0] == K_SUBJECT) {
+			tclistpush(keys, kp, ks);
+			if (!tcbdbcurnext(c))
+				break;
+		}
+	}
+	tcbdbcurdel(c);
+	for (i = 0; i < tclistnum(keys) && n >= 0; i++) {
+		int ks;
+		const uint8_t *kp = tclistval(keys, i, &ks);
+		struct idx_message m;
+		uint64_t id = ks >= 10 ? be64_get(kp + ks - 8) : 0;
+		bool ok = false;
+
+		if (id != 0 && msg_load_id_locked(a, id, &m, NULL, 0) > 0) {
+			ok = key_subject(want, m.subject_base, m.id, true) && tcxstrsize(want) == ks &&
+			    memcmp(tcxstrptr(want), kp, (size_t)ks) == 0;
+			idx_message_clear(&m);
+		}
+		if (ok)
+			continue;
+		if (db_out(a, kp, (size_t)ks, err, errlen) < 0) {
+			n = -1;
+			break;
+		}
+		say(report, arg, "subject key of message %llu removed: no live message with that base subject",
+		    (unsigned long long)id);
+		n++;
+	}
+	tcxstrdel(want);
+	tclistdel(keys);
+	return n;
+}
+
 int idx_recalculate_counts(struct idx_account *a, idx_report_fn report, void *arg, char *err, size_t errlen)
 {
 	uint32_t *ids = NULL;
@@ -285,15 +353,27 @@ int idx_recalculate_counts(struct idx_account *a, idx_report_fn report, void *ar
 			break;
 		}
 		walk_uids(a, K_MSG, mb.id, &uids, &nu);
-		for (size_t j = 0; j < nu; j++) {
+		for (size_t j = 0; j < nu && r >= 0; j++) {
 			struct idx_message m = { 0 };
 
 			if (msg_load(a, mb.id, uids[j], &m, err, errlen) <= 0)
 				continue; /* corrupt: verifydata reports it */
 			counts_apply(&c, m.flags, m.size, 1);
+			switch (fix_subject_key(a, &mb, &m, report, arg, err, errlen)) {
+			case -1:
+				r = -1;
+				break;
+			case 1:
+				fixes++;
+				break;
+			}
 			idx_message_clear(&m);
 		}
 		free(uids);
+		if (r < 0) {
+			idx_mailbox_clear(&mb);
+			break;
+		}
 		quota += c.size;
 		if (memcmp(&c, &mb.counts, sizeof(c)) != 0) {
 			say(report, arg,
@@ -312,6 +392,14 @@ int idx_recalculate_counts(struct idx_account *a, idx_report_fn report, void *ar
 		idx_mailbox_clear(&mb);
 	}
 	free(ids);
+	if (r >= 0) {
+		int stale = fix_subject_stale(a, report, arg, err, errlen);
+
+		if (stale < 0)
+			r = -1;
+		else
+			fixes += stale;
+	}
 	if (r >= 0 && quota != a->rec.quota_used) {
 		say(report, arg, "account: quota used %llu -> %llu", (unsigned long long)a->rec.quota_used,
 		    (unsigned long long)quota);

@@ -19,7 +19,7 @@
 #include "index/mime.h"
 #include "maildir/maildir.h"
 
-#define IDX_SCHEMA 1
+#define IDX_SCHEMA 2
 #define IDX_REC_VERSION 1
 /* Longest ancestor list we keep (the root stays first, the nearest last). */
 #define IDX_PARENTS_MAX 64
@@ -29,6 +29,14 @@
 #define IDX_MSGID_MAX 998
 /* Messages re-parented at most when a referenced message arrives. */
 #define IDX_REPARENT_MAX 1000
+/* Bytes of a base subject in its 'J' key (longer ones are cut at a UTF-8
+ * character boundary; a match still compares the whole subject). */
+#define IDX_SUBJECT_KEY_MAX 200
+/* A reply without a known parent joins by subject only a message received
+ * at most this long before it (thread.c says why 4 weeks). */
+#define IDX_SUBJECT_WINDOW ((int64_t)28 * 24 * 3600)
+/* 'J' keys of one base subject a subject match reads, newest first. */
+#define IDX_SUBJECT_SCAN 16
 #define IDX_PATH_MAX 4096
 
 /* Record types (first key byte), index/SCHEMA.md. */
@@ -44,6 +52,7 @@
 #define K_THREAD 'T'
 #define K_STAMP 'S' /* S mbid:u32 -> folder stamp (sync.c): the folder matched the index */
 #define K_REF 'R' /* R message-id 0x00 msgid:u64 -> u8 direct: unresolved references */
+#define K_SUBJECT 'J' /* J base-subject 0x00 msgid:u64 -> empty: messages by base subject (schema 2) */
 
 struct acct_rec {
 	uint64_t schema;
@@ -202,11 +211,11 @@ void counts_apply(struct idx_counts *c, uint32_t flags, uint64_t size, int sign)
 int msg_load(struct idx_account *a, uint32_t mbid, uint32_t uid, struct idx_message *m_r, char *err, size_t errlen);
 int msg_load_id_locked(struct idx_account *a, uint64_t id, struct idx_message *m_r, char *err, size_t errlen);
 int msg_store(struct idx_account *a, const struct idx_message *m, char *err, size_t errlen);
-/* Write all keys of a new message m (U, M, F, I, T, optionally C). */
+/* Write all keys of a new message m (U, M, F, I, J, T, optionally C). */
 int msg_insert(struct idx_account *a, const struct idx_message *m, const void *cache, size_t cachelen, char *err,
     size_t errlen);
 /* Remove all keys of m; with tomb_modseq != 0 leave a tombstone; keep_id
- * keeps M, C, I, T and R (a move re-inserts them). */
+ * keeps M, C, I, J, T and R (a move re-inserts them). */
 int msg_remove(struct idx_account *a, const struct idx_message *m, uint64_t tomb_modseq, bool keep_id, char *err,
     size_t errlen);
 /*
@@ -262,6 +271,13 @@ int thread_assign(struct idx_account *a, struct idx_message *m, const struct mim
     size_t errlen);
 /* After m was inserted: re-parent messages waiting for m's Message-ID. */
 int thread_resolve(struct idx_account *a, const struct idx_message *m, char *err, size_t errlen);
+/*
+ * The 'J' key of a message with base subject base and id into x (cleared
+ * first): the base cut to IDX_SUBJECT_KEY_MAX bytes, 0x00, id (with_id
+ * false: the range prefix of all messages with that base). Returns false,
+ * and builds nothing, for an empty base: such messages have no 'J' key.
+ */
+bool key_subject(TCXSTR *x, const char *base, uint64_t id, bool with_id);
 
 /* notify.c */
 void change_push(struct idx_account *a, enum idx_change_kind kind, uint32_t mbid, uint32_t uid, uint64_t modseq,

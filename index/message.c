@@ -228,6 +228,8 @@ int msg_insert(struct idx_account *a, const struct idx_message *m, const void *c
 		key_msgid(x, K_MSGID, m->message_id, m->id, true);
 		r = db_put(a, tcxstrptr(x), (size_t)tcxstrsize(x), "", 0, err, errlen);
 	}
+	if (r > 0 && key_subject(x, m->subject_base, m->id, true))
+		r = db_put(a, tcxstrptr(x), (size_t)tcxstrsize(x), "", 0, err, errlen);
 	if (r > 0)
 		r = db_put(a, k, key_thread(k, m->thread_id, m->id), "", 0, err, errlen);
 	if (r > 0 && cache != NULL)
@@ -260,6 +262,8 @@ int msg_remove(struct idx_account *a, const struct idx_message *m, uint64_t tomb
 			key_msgid(x, K_MSGID, m->message_id, m->id, true);
 			r = db_out(a, tcxstrptr(x), (size_t)tcxstrsize(x), err, errlen);
 		}
+		if (r >= 0 && key_subject(x, m->subject_base, m->id, true))
+			r = db_out(a, tcxstrptr(x), (size_t)tcxstrsize(x), err, errlen);
 	}
 	if (r >= 0 && tomb_modseq != 0) {
 		be64_put(v, tomb_modseq);

@@ -1,5 +1,6 @@
 /*
- * Threading at delivery, by Message-ID only (as the Go mox does).
+ * Threading at delivery, by Message-ID and, failing that, by base subject
+ * (as the Go mox does).
  *
  * A new message looks up its References (and In-Reply-To) from the last
  * to the first in the 'I' keys; the first known one is its parent: the
@@ -12,11 +13,22 @@
  * together with their thread. Re-parenting changes no IMAP-visible state,
  * so it takes no modseq. All work is bounded (IDX_REFS_MAX,
  * IDX_PARENTS_MAX, IDX_REPARENT_MAX).
+ *
+ * Subject fallback: a message none of whose references is known (or that
+ * has none) but whose Subject is a response (a reply or forward leader such
+ * as "Re:" or "Fwd:" was stripped from it, or a "(fwd)" trailer or a
+ * "[fwd: ...]" wrapper) joins, as a child with a missing link (the link is
+ * a guess), the thread of the most recent message with the same base
+ * subject received at most IDX_SUBJECT_WINDOW before it. The candidates
+ * come from the 'J' keys (base subject -> ids), the newest IDX_SUBJECT_SCAN
+ * ids of that subject. A subject that is not a response never joins: a new
+ * conversation with an equal subject starts its own thread.
  */
 #include "index/index_private.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* First live message with Message-ID id other than self: 1 (*m_r), 0, -1. */
 static int find_by_msgid(struct idx_account *a, const char *id, uint64_t self, struct idx_message *m_r, char *err,
@@ -49,6 +61,170 @@ static int find_by_msgid(struct idx_account *a, const char *id, uint64_t self, s
 		r = msg_load_id_locked(a, cand[i], m_r, err, errlen);
 		if (r < 0)
 			r = 0; /* a corrupt candidate is no parent */
+	}
+	return r;
+}
+
+bool key_subject(TCXSTR *x, const char *base, uint64_t id, bool with_id)
+{
+	size_t len = strlen(base);
+	uint8_t k[8];
+	char type = K_SUBJECT;
+
+	tcxstrclear(x);
+	if (len == 0)
+		return false;
+	if (len > IDX_SUBJECT_KEY_MAX) {
+		/* Cut before a character, never inside one: the key stays UTF-8. */
+		len = IDX_SUBJECT_KEY_MAX;
+		while (len > 0 && ((unsigned char)base[len] & 0xc0) == 0x80)
+			len--;
+	}
+	tcxstrcat(x, &type, 1);
+	tcxstrcat(x, base, (int)len);
+	k[0] = 0;
+	tcxstrcat(x, k, 1);
+	if (with_id) {
+		be64_put(k, id);
+		tcxstrcat(x, k, 8);
+	}
+	return true;
+}
+
+/* Leaders the base subject strips (mime_base_subject in index/mime.c): keep
+ * the two lists equal, or a "response" would keep its leader in its base. */
+static const char *const leaders[] = { "re", "fwd", "fw", "aw", "sv", "antw", "vs", "ref", "tr" };
+
+static bool subj_ws(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* Length of a subj-blob ("[" text without brackets "]" and whitespace) at s[b..e), or 0. */
+static size_t subj_blob(const char *s, size_t b, size_t e)
+{
+	size_t i = b + 1;
+
+	if (b >= e || s[b] != '[')
+		return 0;
+	while (i < e && s[i] != '[' && s[i] != ']')
+		i++;
+	if (i >= e || s[i] != ']')
+		return 0;
+	for (i++; i < e && subj_ws(s[i]); i++)
+		;
+	return i - b;
+}
+
+/*
+ * Whether a raw Subject value is a response: RFC 5256 base subject
+ * extraction would strip a reply/forward leader (after any "[list]" blobs),
+ * a "(fwd)" trailer or a "[fwd: ...]" wrapper. Blobs alone (a list tag) do
+ * not make a response. mime.c does not record this, so it is found here on
+ * the decoded subject, with the rules of that extraction.
+ */
+static bool subject_is_response(const char *raw)
+{
+	TCXSTR *d;
+	const char *s;
+	size_t b = 0, e, n, w;
+	bool resp = false;
+
+	if (raw == NULL || raw[0] == '\0')
+		return false;
+	d = tcxstrnew();
+	mime_decode_2047(raw, strlen(raw), d);
+	s = tcxstrptr(d);
+	e = (size_t)tcxstrsize(d);
+	while (e > 0 && subj_ws(s[e - 1]))
+		e--;
+	if (e >= 5 && strncasecmp(s + e - 5, "(fwd)", 5) == 0)
+		resp = true;
+	for (;;) {
+		while (b < e && subj_ws(s[b]))
+			b++;
+		n = subj_blob(s, b, e);
+		if (n == 0 || b + n >= e)
+			break;
+		b += n;
+	}
+	for (w = 0; !resp && w < sizeof(leaders) / sizeof(leaders[0]); w++) {
+		size_t wl = strlen(leaders[w]), i = b + wl;
+
+		if (e - b < wl || strncasecmp(s + b, leaders[w], wl) != 0)
+			continue;
+		while (i < e && subj_ws(s[i]))
+			i++;
+		i += subj_blob(s, i, e);
+		if (i < e && s[i] == ':')
+			resp = true;
+	}
+	if (!resp && e - b >= 6 && strncasecmp(s + b, "[fwd:", 5) == 0 && s[e - 1] == ']')
+		resp = true;
+	tcxstrdel(d);
+	return resp;
+}
+
+/*
+ * The parent by subject of m (subject_base set, received set): among the
+ * newest IDX_SUBJECT_SCAN other messages with m's base subject, the one
+ * received last, not after m and at most IDX_SUBJECT_WINDOW before it.
+ * Ids grow in delivery order, so for mail as it arrives the newest id is
+ * the answer; the few more cover imports of old mail out of order.
+ * Why 4 weeks (the Go mox's window too, so threads look the same after a
+ * migration): a reply whose client dropped References comes within days;
+ * a longer window mostly adds false joins of recurring subjects ("Re:
+ * invoice", "Re: meeting") into conversations long over.
+ * 1 (*p_r), 0 none.
+ */
+static int find_by_subject(struct idx_account *a, const struct idx_message *m, struct idx_message *p_r)
+{
+	TCXSTR *k = tcxstrnew();
+	BDBCUR *cur;
+	uint64_t cand[IDX_SUBJECT_SCAN];
+	size_t nc = 0, i, pl;
+	int r = 0;
+
+	if (!key_subject(k, m->subject_base, UINT64_MAX, true)) {
+		tcxstrdel(k);
+		return 0;
+	}
+	pl = (size_t)tcxstrsize(k) - 8;
+	cur = tcbdbcurnew(a->db);
+	/* The last key <= prefix + ff..ff is the subject's newest id, if any. */
+	if (tcbdbcurjumpback(cur, tcxstrptr(k), tcxstrsize(k))) {
+		while (nc < IDX_SUBJECT_SCAN) {
+			int ks;
+			const uint8_t *kp = tcbdbcurkey3(cur, &ks);
+
+			if (kp == NULL || (size_t)ks != pl + 8 || memcmp(kp, tcxstrptr(k), pl) != 0)
+				break;
+			cand[nc] = be64_get(kp + pl);
+			if (cand[nc] != m->id)
+				nc++;
+			if (!tcbdbcurprev(cur))
+				break;
+		}
+	}
+	tcbdbcurdel(cur);
+	tcxstrdel(k);
+	for (i = 0; i < nc; i++) {
+		struct idx_message c;
+
+		/* Gone or corrupt: no parent. */
+		if (msg_load_id_locked(a, cand[i], &c, NULL, 0) <= 0)
+			continue;
+		/* The key holds a cut subject: compare all of it. */
+		if (strcmp(c.subject_base, m->subject_base) == 0 && c.received <= m->received &&
+		    (uint64_t)m->received - (uint64_t)c.received <= (uint64_t)IDX_SUBJECT_WINDOW &&
+		    (r == 0 || c.received > p_r->received)) {
+			if (r > 0)
+				idx_message_clear(p_r);
+			*p_r = c;
+			r = 1;
+			continue;
+		}
+		idx_message_clear(&c);
 	}
 	return r;
 }
@@ -103,6 +279,24 @@ static void set_parents(struct idx_message *m, const uint64_t *prefix, size_t np
 	m->nparents = total;
 }
 
+/*
+ * m becomes a child of p: p's ancestors + p, p's thread, muted/collapsed
+ * inherited (muted: \Seen). A copy of a thread root has no parents and the
+ * root's thread id; below it the chain starts at that root, so that
+ * parents[0] is the thread id (the checked invariant).
+ */
+static void adopt_parent(struct idx_message *m, const struct idx_message *p)
+{
+	if (p->nparents == 0 && p->thread_id != p->id)
+		set_parents(m, &p->thread_id, 1, p->id, NULL, 0);
+	else
+		set_parents(m, p->parents, p->nparents, p->id, NULL, 0);
+	m->thread_id = p->thread_id;
+	m->tflags |= p->tflags & (IDX_T_MUTED | IDX_T_COLLAPSED);
+	if (m->tflags & IDX_T_MUTED)
+		m->flags |= IDX_SEEN;
+}
+
 int thread_assign(struct idx_account *a, struct idx_message *m, const struct mime_msg *msg, char *err, size_t errlen)
 {
 	const char *refs[IDX_REFS_MAX + 1];
@@ -116,8 +310,6 @@ int thread_assign(struct idx_account *a, struct idx_message *m, const struct mim
 	free(m->parents);
 	m->parents = NULL;
 	m->nparents = 0;
-	if (n == 0)
-		return 1;
 	memset(&p, 0, sizeof(p));
 	for (i = n; i-- > 0;) {
 		r = find_by_msgid(a, refs[i], m->id, &p, err, errlen);
@@ -129,15 +321,18 @@ int thread_assign(struct idx_account *a, struct idx_message *m, const struct mim
 		}
 	}
 	if (found < n) {
-		set_parents(m, p.parents, p.nparents, p.id, NULL, 0);
-		m->thread_id = p.thread_id;
-		m->tflags |= p.tflags & (IDX_T_MUTED | IDX_T_COLLAPSED);
-		if (m->tflags & IDX_T_MUTED)
-			m->flags |= IDX_SEEN;
+		adopt_parent(m, &p);
 		idx_message_clear(&p);
-	}
-	if (found != n - 1)
+		if (found != n - 1)
+			m->tflags |= IDX_T_MISSING_LINK;
+	} else if (m->subject_base != NULL && m->subject_base[0] != '\0' && msg != NULL &&
+	    subject_is_response(msg->env.subject) && find_by_subject(a, m, &p) > 0) {
+		adopt_parent(m, &p);
+		idx_message_clear(&p);
 		m->tflags |= IDX_T_MISSING_LINK;
+	} else if (n > 0) {
+		m->tflags |= IDX_T_MISSING_LINK;
+	}
 	/* Remember the unknown ids after the found ancestor. */
 	k = tcxstrnew();
 	for (i = found < n ? found + 1 : 0; i < n; i++) {
