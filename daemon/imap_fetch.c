@@ -95,6 +95,8 @@ struct batch_msg {
 struct fetch_job {
 	struct imap_job j;
 	uint32_t mailbox_id;
+	uint32_t uidvalidity;       /* of the view: uids are its UIDs */
+	bool stale;                 /* the mailbox has another one now: no more walks */
 	uint32_t *uids, *seqs;      /* wanted, ascending UID */
 	size_t n, next;             /* next: index of the next wanted UID */
 	unsigned items;
@@ -786,7 +788,22 @@ fetch_work(struct imap_job *j, struct idx_account *a)
 {
 	struct fetch_job *fj = (struct fetch_job *)j;
 
+	/*
+	 * Every step, since the UIDs may change between two of them. A message
+	 * already begun is completed (its record and file are the one the client
+	 * named, and a literal cannot stop short); no walk follows.
+	 */
+	if (!fj->stale) {
+		if ((j->rc = imap_view_uids_valid(a, fj->mailbox_id, fj->uidvalidity, j->err, sizeof(j->err))) < 0)
+			return;
+		fj->stale = j->rc == 0;
+	}
 	j->rc = 1;
+	if (fj->stale) {
+		fj->vanished = false;
+		batch_clear(fj);
+		fj->next = fj->n;
+	}
 	if (fj->vanished) {
 		fj->vanished = false;
 		if (vanished_out(fj, a) < 0) {
@@ -971,6 +988,8 @@ fetch_done(struct imap_job *j)
 		park(c, fj);
 		return;
 	}
+	if (fj->stale)
+		imap_view_stale(c, fj->mailbox_id); /* the flush below ends the session */
 	if (fj->err2[0] != 0 || fj->nshort > 0 || fj->nmissing > 0)
 		log_error(PKG, c->ci->cid, "fetch: messages not available", "problem",
 		    fj->err2[0] ? fj->err2 : "file missing or short", "mailbox", v != NULL ? v->name : "");
@@ -1287,6 +1306,7 @@ imap_cmd_fetch(struct imap_conn *c, struct imap_args *args)
 	if (imap_utf8(c))
 		fj->mimeflags |= MIME_IMAP_UTF8;
 	fj->mailbox_id = c->sel->mailbox_id;
+	fj->uidvalidity = c->sel->uidvalidity;
 	fj->j.work = fetch_work;
 	fj->j.done = fetch_done;
 	imap_submit(c, &fj->j);

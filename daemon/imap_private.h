@@ -260,6 +260,23 @@ void imap_view_notified(struct imap_conn *c);
  * between responses.
  */
 int imap_view_check_uidvalidity(struct imap_conn *c);
+/*
+ * Storage thread, at the start of a job that acts on messages named by the
+ * view's UIDs (or sequence numbers): whether mailbox_id still has the view's
+ * UIDVALIDITY. One record read. The account's jobs and the tools that change
+ * UIDs (reassignuids, bumpuidvalidity) run one after the other on that
+ * thread, so the answer holds for the rest of the job. 1 unchanged (also
+ * when the mailbox is gone: its UIDs then name nothing), 0 changed (the job
+ * must leave the mailbox alone), -1 with err.
+ */
+int imap_view_uids_valid(struct idx_account *a, uint32_t mailbox_id, uint32_t uidvalidity, char *err,
+    size_t errlen);
+/*
+ * Loop thread: a job found the UIDVALIDITY of mailbox_id changed. The view
+ * (if it still shows that mailbox) becomes stale: imap_cmd_finish then ends
+ * the session with BYE instead of the command's reply.
+ */
+void imap_view_stale(struct imap_conn *c, uint32_t mailbox_id);
 /* UID FETCH ... (CHANGEDSINCE since VANISHED): "* VANISHED (EARLIER)" for the UIDs of set
  * expunged after since, then then(c); on failure NO and the command ends. */
 void imap_vanished_earlier(struct imap_conn *c, const struct imap_seqset *set, uint64_t since,

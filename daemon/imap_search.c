@@ -102,6 +102,8 @@ struct mctx {
 struct search_job {
 	struct imap_job j;
 	uint32_t mailbox_id;
+	uint32_t uidvalidity;  /* of the view: view holds its UIDs */
+	bool stale;            /* the mailbox has another one now: nothing was searched */
 	struct snode *root;
 	unsigned needs;
 	int ncontent;
@@ -810,6 +812,12 @@ search_work(struct imap_job *j, struct idx_account *a)
 
 	if (!sj->walked) {
 		sj->walked = true;
+		/* Later steps examine the records the walk copied, found by id: only the walk needs the check. */
+		if ((j->rc = imap_view_uids_valid(a, sj->mailbox_id, sj->uidvalidity, j->err, sizeof(j->err))) <= 0) {
+			sj->stale = j->rc == 0;
+			return;
+		}
+		j->rc = 0;
 		if (sj->nview > 0 &&
 		    idx_message_each(a, sj->mailbox_id, sj->view[0], walk_cb, sj, j->err, sizeof(j->err)) < 0) {
 			j->rc = -1;
@@ -977,6 +985,12 @@ search_done(struct imap_job *j)
 		search_free(sj);
 		return;
 	}
+	if (sj->stale) {
+		imap_view_stale(c, sj->mailbox_id);
+		search_free(sj);
+		imap_cmd_finish(c);
+		return;
+	}
 	if (j->rc >= 0 && sj->next < sj->npend) {
 		/* More messages to examine: let other work of the account run in between. */
 		imap_submit(c, &sj->j);
@@ -1064,6 +1078,7 @@ imap_cmd_search(struct imap_conn *c, struct imap_args *args)
 	sj->nview = v->n;
 	sj->recent_from = v->recent_from;
 	sj->mailbox_id = v->mailbox_id;
+	sj->uidvalidity = v->uidvalidity;
 	sj->cres = xcalloc((size_t)sj->ncontent + 1, sizeof(*sj->cres));
 	if (sj->needs & NEED_BODY) {
 		sj->chunk = xmalloc(SEARCH_CHUNK);

@@ -23,6 +23,16 @@
  * responses (at once when idle or in IDLE, else when the command ends or
  * before the next one runs); the client resynchronizes when it reconnects.
  * RFC 9051 2.3.1.1 allows no other way once UIDs cannot be kept.
+ * A command whose UIDs were taken from the view before the change reached the
+ * session must not act on their new meaning: each storage job of a command
+ * that names messages by the view's UIDs or sequence numbers (STORE, FETCH,
+ * SEARCH, COPY, MOVE, EXPUNGE, VANISHED) first compares the mailbox's
+ * UIDVALIDITY with the view's (imap_view_uids_valid). The tools run as jobs
+ * on the same account thread, so nothing changes the UIDs between that check
+ * and the job's work; on a mismatch the job does nothing and the command ends
+ * with the BYE instead of its reply (imap_view_stale). Announcements need no
+ * such check: the tool's commit queues the change for our listener before
+ * any later job runs, and apply_done drains it before announcing anything.
  * Invariant: the view only changes on the loop thread, between responses, so
  * sequence numbers sent to the client always match it.
  */
@@ -908,6 +918,32 @@ imap_view_check_uidvalidity(struct imap_conn *c)
 	return 1;
 }
 
+int
+imap_view_uids_valid(struct idx_account *a, uint32_t mailbox_id, uint32_t uidvalidity, char *err, size_t errlen)
+{
+	struct idx_mailbox mb = {0};
+	int r = idx_mailbox_get_id(a, mailbox_id, &mb, err, errlen);
+
+	if (r < 0)
+		return -1;
+	bool same = r == 0 || mb.uidvalidity == uidvalidity;
+	idx_mailbox_clear(&mb);
+	return same ? 1 : 0;
+}
+
+void
+imap_view_stale(struct imap_conn *c, uint32_t mailbox_id)
+{
+	struct imap_view *v = c->sel;
+
+	if (v == NULL || v->mailbox_id != mailbox_id)
+		return;
+	/* As drain() does when the change itself arrives: what is pending is in the old UIDs' terms. */
+	v->stale = true;
+	pending_drop(v);
+	v->overflow = false;
+}
+
 /* Whether pending changes can be announced now. */
 static bool
 pending_work(const struct imap_view *v, bool allow_expunge)
@@ -1011,6 +1047,8 @@ imap_view_notified(struct imap_conn *c)
 struct vanished_job {
 	struct imap_job j;
 	uint32_t mailbox_id;
+	uint32_t uidvalidity;       /* of the view: the set holds its UIDs */
+	bool stale;                 /* the mailbox has another one now: nothing was done */
 	uint64_t since;
 	struct imap_seqset set;
 	uint32_t star;
@@ -1037,6 +1075,10 @@ static void
 vanished_work(struct imap_job *j, struct idx_account *a)
 {
 	struct vanished_job *vj = (struct vanished_job *)j;
+	if ((j->rc = imap_view_uids_valid(a, vj->mailbox_id, vj->uidvalidity, j->err, sizeof(j->err))) <= 0) {
+		vj->stale = j->rc == 0;
+		return;
+	}
 	j->rc = idx_tombstones(a, vj->mailbox_id, vj->since, vanished_set_cb, vj, j->err, sizeof(j->err));
 }
 
@@ -1047,7 +1089,11 @@ vanished_done(struct imap_job *j)
 	struct imap_conn *c = j->c;
 
 	if (!imap_gone(c)) {
-		if (j->rc < 0) {
+		if (vj->stale) {
+			/* Neither VANISHED nor the FETCH: the command ends with BYE. */
+			imap_view_stale(c, vj->mailbox_id);
+			imap_cmd_finish(c);
+		} else if (j->rc < 0) {
 			imap_serverbug(c, "vanished", j->err);
 			imap_cmd_finish(c);
 		} else {
@@ -1077,6 +1123,7 @@ imap_vanished_earlier(struct imap_conn *c, const struct imap_seqset *set, uint64
 	struct imap_view *v = c->sel;
 
 	vj->mailbox_id = v->mailbox_id;
+	vj->uidvalidity = v->uidvalidity;
 	vj->since = since;
 	vj->star = v->uidnext > 0 ? v->uidnext - 1 : 0;
 	vj->set.n = set->n;

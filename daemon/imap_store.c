@@ -378,6 +378,8 @@ fail:
 struct store_job {
 	struct imap_job j;
 	uint32_t mailbox_id;
+	uint32_t uidvalidity;     /* of the view: uids are its UIDs */
+	bool stale;               /* the mailbox has another one now: nothing was stored */
 	uint32_t *uids;
 	size_t n;
 	enum idx_store_mode mode;
@@ -399,6 +401,10 @@ store_work(struct imap_job *j, struct idx_account *a)
 	struct store_job *sj = (struct store_job *)j;
 
 	sj->failed = xcalloc(sj->n ? sj->n : 1, sizeof(*sj->failed));
+	if ((j->rc = imap_view_uids_valid(a, sj->mailbox_id, sj->uidvalidity, j->err, sizeof(j->err))) <= 0) {
+		sj->stale = j->rc == 0;
+		return;
+	}
 	j->rc = idx_store(a, sj->mailbox_id, sj->uids, sj->n, sj->mode, sj->flags, sj->kw, sj->nkw,
 	    sj->unchangedsince, sj->unchangedsince ? sj->failed : NULL, &sj->nfailed, &sj->modseq, j->err,
 	    sizeof(j->err));
@@ -418,6 +424,10 @@ store_done(struct imap_job *j)
 
 	if (imap_gone(c) || c->sel == NULL)
 		goto out;
+	if (sj->stale) {
+		imap_view_stale(c, sj->mailbox_id);
+		goto finish;
+	}
 	if (j->rc < 0) {
 		if (j->rc == IDX_REFUSED)
 			imap_no(c, "%s", j->err);
@@ -540,6 +550,7 @@ imap_cmd_store(struct imap_conn *c, struct imap_args *args)
 	}
 	imap_seqset_clear(&set);
 	sj->mailbox_id = c->sel->mailbox_id;
+	sj->uidvalidity = c->sel->uidvalidity;
 	sj->j.work = store_work;
 	sj->j.done = store_done;
 	imap_submit(c, &sj->j);
@@ -565,6 +576,8 @@ struct msgs_job {
 	struct idx_mailbox destmb;
 	bool move, copy, close, silent;
 	uint32_t total;
+	uint32_t uidvalidity;     /* of the view: uids are its UIDs */
+	bool stale;               /* the mailbox has another one now: nothing was done */
 };
 
 static void
@@ -572,6 +585,16 @@ msgs_work(struct imap_job *j, struct idx_account *a)
 {
 	struct msgs_job *mj = (struct msgs_job *)j;
 
+	/*
+	 * CLOSE expunges the \Deleted messages, the same ones under any UIDs, and
+	 * announces nothing. EXPUNGE without UIDs does too, but announces the
+	 * UIDs it removed: they must be the view's.
+	 */
+	if (!mj->close &&
+	    (j->rc = imap_view_uids_valid(a, mj->mailbox_id, mj->uidvalidity, j->err, sizeof(j->err))) <= 0) {
+		mj->stale = j->rc == 0;
+		return;
+	}
 	if (mj->copy) {
 		j->rc = idx_mailbox_get(a, mj->dest, &mj->destmb, j->err, sizeof(j->err));
 		if (j->rc <= 0)
@@ -626,6 +649,10 @@ msgs_done(struct imap_job *j)
 
 	if (imap_gone(c))
 		goto out;
+	if (mj->stale) {
+		imap_view_stale(c, mj->mailbox_id);
+		goto finish;
+	}
 	if (j->rc <= 0) {
 		if (j->rc == 0)
 			imap_no(c, "[TRYCREATE] no such mailbox");
@@ -688,6 +715,7 @@ msgs_cmd(struct imap_conn *c, struct imap_args *args, bool copy, bool move)
 
 	mbuf_init(&b, 4 * IDX_MAILBOX_NAME_MAX);
 	mj->mailbox_id = c->sel->mailbox_id;
+	mj->uidvalidity = c->sel->uidvalidity;
 	mj->total = (uint32_t)c->sel->n;
 	mj->copy = copy;
 	mj->move = move;
