@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -713,6 +714,401 @@ static void test_threading(void **state)
 	idx_message_clear(&p);
 }
 
+/* ---- threading by base subject ---- */
+
+static void schema_set(struct idx_account *a, uint64_t schema);
+
+/* Deliver one message received at the given time; returns its uid. */
+static uint32_t deliver_at(struct idx_account *a, uint32_t mb, const char *text, int64_t received)
+{
+	struct idx_add it;
+	char err[256];
+
+	memset(&it, 0, sizeof(it));
+	it.w = writer(a, text);
+	it.mailbox_id = mb;
+	it.received = received;
+	if (idx_add(a, &it, 1, err, sizeof(err)) != 1)
+		fprintf(stderr, "idx_add: %s / %s\n", err, it.err_r);
+	assert_int_equal(it.result, 1);
+	maildir_writer_free(&it.w);
+	CHECK(a);
+	return it.uid_r;
+}
+
+static struct idx_message getmsg(struct idx_account *a, uint32_t mb, uint32_t uid)
+{
+	struct idx_message m;
+	char err[256];
+
+	assert_int_equal(idx_message_get(a, mb, uid, &m, err, sizeof(err)), 1);
+	return m;
+}
+
+/* m is a child of p in p's thread, with a missing link (a subject match). */
+static void assert_subject_child_(struct idx_account *a, uint32_t mb, uint32_t uid, uint32_t pmb, uint32_t puid,
+    int line)
+{
+	struct idx_message m = getmsg(a, mb, uid), p = getmsg(a, pmb, puid);
+
+	if (m.thread_id != p.thread_id || m.nparents == 0 || m.parents[m.nparents - 1] != p.id)
+		fprintf(stderr, "line %d: message %llu (thread %llu) is no child of %llu (thread %llu)\n", line,
+		    (unsigned long long)m.id, (unsigned long long)m.thread_id, (unsigned long long)p.id,
+		    (unsigned long long)p.thread_id);
+
+	assert_int_equal(m.thread_id, p.thread_id);
+	assert_true(m.nparents >= 1);
+	assert_int_equal(m.parents[m.nparents - 1], p.id);
+	assert_true(m.tflags & IDX_T_MISSING_LINK);
+	idx_message_clear(&m);
+	idx_message_clear(&p);
+}
+
+#define assert_subject_child(a, mb, uid, pmb, puid) assert_subject_child_(a, mb, uid, pmb, puid, __LINE__)
+
+/* m starts its own thread. */
+static void assert_thread_root(struct idx_account *a, uint32_t mb, uint32_t uid)
+{
+	struct idx_message m = getmsg(a, mb, uid);
+
+	assert_int_equal(m.thread_id, m.id);
+	assert_int_equal(m.nparents, 0);
+	idx_message_clear(&m);
+}
+
+/* Set tflags bits on a stored message (no API mutes a thread yet). */
+static void tflags_set(struct idx_account *a, uint32_t mb, uint32_t uid, uint32_t bits)
+{
+	struct idx_message m = getmsg(a, mb, uid);
+	TCXSTR *x = tcxstrnew();
+	uint8_t k[9];
+
+	m.tflags |= bits;
+	rec_message_encode(&m, x);
+	key_mbuid(k, K_MSG, mb, uid);
+	assert_true(tcbdbtranbegin(a->db));
+	assert_true(tcbdbput(a->db, k, 9, tcxstrptr(x), tcxstrsize(x)));
+	assert_true(tcbdbtrancommit(a->db));
+	tcxstrdel(x);
+	idx_message_clear(&m);
+}
+
+/* Replies without known references join the latest message of their base subject. */
+static void test_thread_subject(void **state)
+{
+	struct fx *f = *state;
+	uint32_t inbox = mbid(f->a, "INBOX"), arch = mbid(f->a, "Archive"), up, ur, un, uf, ub, uc, ux, uy, ul, nu;
+	int64_t now = (int64_t)time(NULL);
+	struct idx_message m;
+
+	/* A reply without references joins by subject, as a child with a missing link. */
+	up = deliver_at(f->a, inbox, "Message-ID: <s1@x>\r\nSubject: budget\r\n\r\n", now - 3600);
+	ur = deliver_at(f->a, inbox, "Message-ID: <s2@x>\r\nSubject: Re: budget\r\n\r\n", now - 3000);
+	assert_subject_child(f->a, inbox, ur, inbox, up);
+	/* A new conversation with an equal subject is its own thread. */
+	un = deliver_at(f->a, inbox, "Message-ID: <s3@x>\r\nSubject: Budget\r\n\r\n", now - 2000);
+	assert_thread_root(f->a, inbox, un);
+	m = getmsg(f->a, inbox, un);
+	assert_int_equal(m.tflags & IDX_T_MISSING_LINK, 0);
+	idx_message_clear(&m);
+	/* The most recent one is the parent; list tags and other leaders count. */
+	uf = deliver_at(f->a, inbox, "Subject: AW: [team] Budget\r\n\r\n", now - 1000);
+	assert_subject_child(f->a, inbox, uf, inbox, un);
+	uf = deliver_at(f->a, inbox, "Subject: [team] budget (fwd)\r\n\r\n", now - 900);
+	assert_subject_child(f->a, inbox, uf, inbox, uf - 1);
+	uf = deliver_at(f->a, inbox, "Subject: =?utf-8?q?Fwd=3A_budget?=\r\n\r\n", now - 800);
+	assert_subject_child(f->a, inbox, uf, inbox, uf - 1);
+	m = getmsg(f->a, inbox, uf);
+	assert_int_equal(m.nparents, 3);
+	idx_message_clear(&m);
+	/* A list tag alone is no response. */
+	ul = deliver_at(f->a, inbox, "Subject: [team] budget\r\n\r\n", now - 700);
+	assert_thread_root(f->a, inbox, ul);
+	/* Messages received after the reply are no parents (an import of older mail). */
+	ub = deliver_at(f->a, inbox, "Subject: Re: budget\r\n\r\n", now - 3300);
+	assert_subject_child(f->a, inbox, ub, inbox, up);
+	ub = deliver_at(f->a, inbox, "Subject: Re: budget\r\n\r\n", now - 5000);
+	assert_thread_root(f->a, inbox, ub);
+
+	/* Older than the window: no match. */
+	uc = deliver_at(f->a, inbox, "Subject: old topic\r\n\r\n", now - 40 * 86400);
+	ux = deliver_at(f->a, inbox, "Subject: Re: old topic\r\n\r\n", now);
+	assert_thread_root(f->a, inbox, ux);
+	m = getmsg(f->a, inbox, ux);
+	assert_int_equal(m.tflags & IDX_T_MISSING_LINK, 0);
+	idx_message_clear(&m);
+	/* Within it (a day short of four weeks): a match. */
+	uy = deliver_at(f->a, inbox, "Subject: RE: old topic\r\n\r\n", now - 40 * 86400 + 27 * 86400);
+	assert_subject_child(f->a, inbox, uy, inbox, uc);
+
+	/* References take precedence over the subject. */
+	ux = deliver_at(f->a, inbox, "Message-ID: <a1@x>\r\nSubject: alpha\r\n\r\n", now - 100);
+	uy = deliver_at(f->a, inbox, "Message-ID: <b1@x>\r\nSubject: beta\r\n\r\n", now - 90);
+	uc = deliver_at(f->a, inbox, "Message-ID: <b2@x>\r\nReferences: <a1@x>\r\nSubject: Re: beta\r\n\r\n", now - 80);
+	{
+		struct idx_message c = getmsg(f->a, inbox, uc), a = getmsg(f->a, inbox, ux);
+
+		assert_int_equal(c.thread_id, a.id);
+		assert_int_equal(c.nparents, 1);
+		assert_int_equal(c.parents[0], a.id);
+		assert_int_equal(c.tflags & IDX_T_MISSING_LINK, 0);
+		idx_message_clear(&c);
+		idx_message_clear(&a);
+	}
+	/* References none of which is known: the subject decides. */
+	uc = deliver_at(f->a, inbox, "Message-ID: <b3@x>\r\nReferences: <zz@x>\r\nSubject: Re: beta\r\n\r\n", now - 70);
+	assert_subject_child(f->a, inbox, uc, inbox, uc - 1);
+
+	/* The newest message of a subject is a copy of a thread root: its
+	 * children's chain starts at the root (parents[0] is the thread id). */
+	ux = deliver_at(f->a, inbox, "Message-ID: <g1@x>\r\nSubject: gamma\r\n\r\n", now - 60);
+	{
+		char err[256];
+
+		assert_int_equal(idx_copy(f->a, inbox, &ux, 1, arch, &nu, NULL, err, sizeof(err)), 1);
+		CHECK(f->a);
+	}
+	uy = deliver_at(f->a, inbox, "Subject: Re: gamma\r\n\r\n", now - 50);
+	assert_subject_child(f->a, inbox, uy, arch, nu);
+	m = getmsg(f->a, inbox, uy);
+	assert_int_equal(m.nparents, 2);
+	assert_int_equal(m.thread_id, m.parents[0]);
+	idx_message_clear(&m);
+
+	/* A muted thread, found by subject, marks the reply \Seen. */
+	ux = deliver_at(f->a, inbox, "Message-ID: <d1@x>\r\nSubject: delta\r\n\r\n", now - 40);
+	tflags_set(f->a, inbox, ux, IDX_T_MUTED | IDX_T_COLLAPSED);
+	uy = deliver_at(f->a, inbox, "Subject: Re: delta\r\n\r\n", now - 30);
+	assert_subject_child(f->a, inbox, uy, inbox, ux);
+	m = getmsg(f->a, inbox, uy);
+	assert_true(m.flags & IDX_SEEN);
+	assert_true(m.tflags & IDX_T_MUTED);
+	assert_true(m.tflags & IDX_T_COLLAPSED);
+	assert_non_null(strstr(m.filename, ":2,S"));
+	idx_message_clear(&m);
+	/* A reply without base subject ("Re:" only) joins nothing. */
+	uy = deliver_at(f->a, inbox, "Subject: Re:\r\n\r\n", now - 20);
+	assert_thread_root(f->a, inbox, uy);
+}
+
+/* Number of 'J' keys, all or of one base subject (prefix). */
+static size_t jkeys(struct idx_account *a, const char *base)
+{
+	TCXSTR *k = tcxstrnew();
+	BDBCUR *cur = tcbdbcurnew(a->db);
+	size_t n = 0;
+
+	if (base == NULL)
+		tcxstrcat(k, "J", 1);
+	else
+		assert_true(key_subject(k, base, 0, false));
+	if (tcbdbcurjump(cur, tcxstrptr(k), tcxstrsize(k))) {
+		int ks;
+		const void *kp;
+
+		while ((kp = tcbdbcurkey3(cur, &ks)) != NULL && ks >= tcxstrsize(k) &&
+		    memcmp(kp, tcxstrptr(k), (size_t)tcxstrsize(k)) == 0) {
+			n++;
+			if (!tcbdbcurnext(cur))
+				break;
+		}
+	}
+	tcbdbcurdel(cur);
+	tcxstrdel(k);
+	return n;
+}
+
+static bool jkey_of(struct idx_account *a, uint32_t mb, uint32_t uid)
+{
+	struct idx_message m = getmsg(a, mb, uid);
+	TCXSTR *k = tcxstrnew();
+	bool r = key_subject(k, m.subject_base, m.id, true) && tcbdbvsiz(a->db, tcxstrptr(k), tcxstrsize(k)) >= 0;
+
+	tcxstrdel(k);
+	idx_message_clear(&m);
+	return r;
+}
+
+/* The 'J' keys follow copy, move, expunge and mailbox delete; long subjects are cut. */
+static void test_subject_keys(void **state)
+{
+	struct fx *f = *state;
+	uint32_t inbox = mbid(f->a, "INBOX"), arch = mbid(f->a, "Archive"), u, u2, cu, mu, x;
+	char err[256], text[1200], longa[400], longb[400];
+	int64_t now = (int64_t)time(NULL);
+	struct idx_message m;
+
+	u = deliver(f->a, inbox, "Subject: keys\r\n\r\n", 0, NULL);
+	deliver(f->a, inbox, "From: a@x\r\n\r\nno subject\r\n", 0, NULL);
+	assert_int_equal(jkeys(f->a, NULL), 1);
+	assert_int_equal(jkeys(f->a, "keys"), 1);
+	assert_true(jkey_of(f->a, inbox, u));
+	/* Copy: a new id, a second key. */
+	assert_int_equal(idx_copy(f->a, inbox, &u, 1, arch, &cu, NULL, err, sizeof(err)), 1);
+	CHECK(f->a);
+	assert_int_equal(jkeys(f->a, "keys"), 2);
+	assert_true(jkey_of(f->a, arch, cu));
+	/* Move: the same id, the same key. */
+	assert_int_equal(idx_mailbox_create(f->a, "Keys", 0, true, NULL, err, sizeof(err)), 1);
+	x = mbid(f->a, "Keys");
+	assert_int_equal(idx_move(f->a, arch, &cu, 1, x, &mu, err, sizeof(err)), 1);
+	CHECK(f->a);
+	assert_int_equal(jkeys(f->a, "keys"), 2);
+	assert_true(jkey_of(f->a, x, mu));
+	/* Expunge and mailbox delete remove theirs. */
+	assert_int_equal(idx_expunge(f->a, inbox, &u, 1, NULL, err, sizeof(err)), 1);
+	CHECK(f->a);
+	assert_int_equal(jkeys(f->a, "keys"), 1);
+	assert_int_equal(idx_mailbox_delete(f->a, "Keys", err, sizeof(err)), 1);
+	CHECK(f->a);
+	assert_int_equal(jkeys(f->a, NULL), 0);
+
+	/* Long base subjects: the key holds IDX_SUBJECT_KEY_MAX bytes, a match compares all. */
+	memset(longa, 'w', 300);
+	memcpy(longa + 300, "-a", 3);
+	memcpy(longb, longa, 300);
+	memcpy(longb + 300, "-b", 3);
+	snprintf(text, sizeof(text), "Subject: %s\r\n\r\n", longb);
+	u = deliver_at(f->a, inbox, text, now - 100);
+	snprintf(text, sizeof(text), "Subject: Re: %s\r\n\r\n", longa);
+	u2 = deliver_at(f->a, inbox, text, now - 90);
+	assert_thread_root(f->a, inbox, u2);
+	assert_int_equal(jkeys(f->a, longa), 2);
+	m = getmsg(f->a, inbox, u);
+	assert_int_equal(strlen(m.subject_base), strlen(longb));
+	idx_message_clear(&m);
+	{
+		TCXSTR *k = tcxstrnew();
+
+		assert_true(key_subject(k, longa, 1, true));
+		assert_int_equal(tcxstrsize(k), 1 + IDX_SUBJECT_KEY_MAX + 1 + 8);
+		/* A multibyte character at the cut is left out whole. */
+		memset(longb, 'w', sizeof(longb));
+		memcpy(longb + IDX_SUBJECT_KEY_MAX - 1, "\xc3\xa9", 2);
+		longb[300] = '\0';
+		assert_true(key_subject(k, longb, 1, true));
+		assert_int_equal(tcxstrsize(k), 1 + IDX_SUBJECT_KEY_MAX - 1 + 1 + 8);
+		assert_false(key_subject(k, "", 1, true));
+		tcxstrdel(k);
+	}
+	snprintf(text, sizeof(text), "Subject: %s\r\n\r\n", longa);
+	u = deliver_at(f->a, inbox, text, now - 80);
+	snprintf(text, sizeof(text), "Subject: Re: %s\r\n\r\n", longa);
+	u2 = deliver_at(f->a, inbox, text, now - 70);
+	assert_subject_child(f->a, inbox, u2, inbox, u);
+}
+
+/* Drop every 'J' key of a (inside a transaction). */
+static void jkeys_drop(struct idx_account *a)
+{
+	char err[256];
+	BDBCUR *cur;
+	TCLIST *keys = tclistnew();
+	int i;
+
+	assert_int_equal(op_begin(a, err, sizeof(err)), 1);
+	cur = tcbdbcurnew(a->db);
+	if (tcbdbcurjump(cur, "J", 1)) {
+		int ks;
+		const char *kp;
+
+		while ((kp = tcbdbcurkey3(cur, &ks)) != NULL && kp[0] == 'J') {
+			tclistpush(keys, kp, ks);
+			if (!tcbdbcurnext(cur))
+				break;
+		}
+	}
+	tcbdbcurdel(cur);
+	for (i = 0; i < tclistnum(keys); i++) {
+		int ks;
+		const void *kp = tclistval(keys, i, &ks);
+
+		assert_int_equal(db_out(a, kp, (size_t)ks, err, sizeof(err)), 1);
+	}
+	assert_true(op_end(a, 1, err, sizeof(err)) >= 0);
+	op_unlock(a);
+	tclistdel(keys);
+}
+
+static void count_report(void *arg, const char *line)
+{
+	(*(int *)arg)++;
+}
+
+/* Deliver n messages in one batch, subjects "bulk <i % 7>" and one empty. */
+static void deliver_bulk(struct idx_account *a, uint32_t mb, size_t n)
+{
+	struct idx_add *it = calloc(n, sizeof(*it));
+	char err[256], text[128];
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (i == 0)
+			snprintf(text, sizeof(text), "From: a@x\r\n\r\n");
+		else
+			snprintf(text, sizeof(text), "Subject: Re: bulk %zu\r\n\r\n", i % 7);
+		it[i].w = writer(a, text);
+		it[i].mailbox_id = mb;
+	}
+	assert_int_equal(idx_add(a, it, n, err, sizeof(err)), (int)n);
+	for (i = 0; i < n; i++)
+		maildir_writer_free(&it[i].w);
+	free(it);
+}
+
+/* Schema 1 -> 2 builds the 'J' keys (over more than one cursor batch); verifydata -fix repairs them. */
+static void test_upgrade_subject_keys(void **state)
+{
+	struct fx *f = *state;
+	uint32_t inbox = mbid(f->a, "INBOX"), arch = mbid(f->a, "Archive");
+	char err[512] = "";
+	int n = 0;
+	size_t total;
+
+	deliver_bulk(f->a, inbox, 700);
+	deliver_bulk(f->a, arch, 700);
+	CHECK(f->a);
+	total = jkeys(f->a, NULL);
+	assert_int_equal(total, 1398);
+	/* What a schema-1 program left: no 'J' keys. */
+	jkeys_drop(f->a);
+	schema_set(f->a, 1);
+	assert_int_equal(jkeys(f->a, NULL), 0);
+	assert_int_equal(idx_check(f->a, count_report, &n, err, sizeof(err)), 1398);
+	idx_account_close(&f->a);
+
+	assert_int_equal(idx_account_open(f->dir, &f->opts, &f->a, err, sizeof(err)), 1);
+	assert_int_equal(f->a->rec.schema, 2);
+	assert_int_equal(jkeys(f->a, NULL), total);
+	CHECK(f->a);
+	idx_account_close(&f->a);
+	assert_int_equal(idx_account_open(f->dir, &f->opts, &f->a, err, sizeof(err)), 1);
+	assert_int_equal(jkeys(f->a, NULL), total);
+	CHECK(f->a);
+
+	/* verifydata: a missing key and a stale one are reported, -fix repairs both. */
+	{
+		TCXSTR *k = tcxstrnew();
+		struct idx_message m = getmsg(f->a, inbox, 5);
+
+		assert_true(key_subject(k, m.subject_base, m.id, true));
+		assert_int_equal(op_begin(f->a, err, sizeof(err)), 1);
+		assert_int_equal(db_out(f->a, tcxstrptr(k), (size_t)tcxstrsize(k), err, sizeof(err)), 1);
+		assert_true(key_subject(k, "gone", m.id, true));
+		assert_int_equal(db_put(f->a, tcxstrptr(k), (size_t)tcxstrsize(k), "", 0, err, sizeof(err)), 1);
+		assert_true(op_end(f->a, 1, err, sizeof(err)) >= 0);
+		op_unlock(f->a);
+		n = 0;
+		assert_int_equal(idx_check(f->a, count_report, &n, err, sizeof(err)), 2);
+		n = 0;
+		assert_int_equal(idx_recalculate_counts(f->a, count_report, &n, err, sizeof(err)), 2);
+		assert_int_equal(n, 2);
+		CHECK(f->a);
+		tcxstrdel(k);
+		idx_message_clear(&m);
+	}
+}
+
 /* ---- notifications ---- */
 
 static int notified;
@@ -1369,6 +1765,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_upgrade, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_upgrade_steps, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_upgrade_fail, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_thread_subject, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_subject_keys, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_upgrade_subject_keys, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
