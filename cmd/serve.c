@@ -12,6 +12,7 @@
 #include "daemon/log.h"
 #include "daemon/admin.h"
 #include "daemon/auth.h"
+#include "daemon/dns.h"
 #include "daemon/imap.h"
 #include "daemon/privdrop.h"
 #include "daemon/server.h"
@@ -71,6 +72,7 @@ serve_run(struct config *cfg, bool drop)
 	struct store *st = NULL;
 	struct auth *au = NULL;
 	struct watch *w = NULL;
+	struct dns *dns = NULL;
 	char err[1024];
 	int rc = 1;
 
@@ -116,6 +118,19 @@ serve_run(struct config *cfg, bool drop)
 		goto fail;
 	}
 	server_set_store(srv, st, au);
+	/*
+	 * The resolver for the SPF and DKIM checks of inbound mail. localserve
+	 * has no internet: it checks nothing unless DNSResolver names a server.
+	 */
+	if (!cfg->st.local_serve || (cfg->st.dns_resolver != NULL && cfg->st.dns_resolver[0] != '\0')) {
+		char derr[512];
+		dns = dns_new(server_base(srv), cfg->st.dns_resolver, derr, sizeof(derr));
+		if (dns == NULL) {
+			snprintf(err, sizeof(err), "cannot create DNS resolver: %s", derr);
+			goto fail;
+		}
+		server_set_dns(srv, dns);
+	}
 	admin_init(srv);
 	/* Changes other programs make in the Maildirs reach IDLE clients. */
 	w = watch_new(srv);
@@ -143,6 +158,9 @@ out:
 	store_free(&st);
 	watch_free(&w);
 	auth_free(&au);
+	/* After the connections (their checks hold queries), before the event base. */
+	server_set_dns(srv, NULL);
+	dns_free(&dns);
 	server_free(&srv);
 	return rc;
 }

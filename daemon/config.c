@@ -248,6 +248,15 @@ static const struct cfg_field static_fields[] = {
 	{.key = "LocalServe", .type = CFG_BOOL, .offset = OFF(struct config_static, local_serve), .def = "false",
 	    .doc = "Local testing mode (set by mox localserve): outgoing mail is delivered locally and\n"
 	    "recipient localparts temperror, permerror, 4xx and 5xx inject errors."},
+	/*
+	 * localserve has no internet: it verifies nothing unless this is set
+	 * (tests point it at a local DNS server); mox serve always verifies.
+	 */
+	{.key = "DNSResolver", .type = CFG_STRING, .offset = OFF(struct config_static, dns_resolver), .def = "",
+	    .example = "127.0.0.1@5353",
+	    .doc = "DNS server for the SPF and DKIM checks of incoming mail: empty for the system's\n"
+	    "resolver (/etc/resolv.conf), else an IP address with an optional port, \"ip\" or\n"
+	    "\"ip@port\". mox localserve has no internet and checks nothing unless this is set."},
 	{.key = "Postmaster", .type = CFG_STRUCT, .offset = OFF(struct config_static, postmaster),
 	    .sub = &postmaster_schema, .doc = "Destination of postmaster mail."},
 	{.key = "Listeners", .type = CFG_STRUCTMAP, .offset = OFF(struct config_static, listeners),
@@ -263,7 +272,9 @@ static const struct cfg_field ruleset_fields[] = {
 	{.key = "SMTPMailFromRegexp", .type = CFG_STRING, .offset = OFF(struct config_ruleset, smtp_mail_from_regexp),
 	    .example = "^.*@lists\\.example\\.org$", .doc = "PCRE2 pattern matched against the SMTP MAIL FROM address."},
 	{.key = "VerifiedDomain", .type = CFG_STRING, .offset = OFF(struct config_ruleset, verified_domain),
-	    .example = "example.org", .doc = "Domain that must be verified (SPF/DKIM) for the message."},
+	    .example = "example.org", .doc = "Domain that must be verified for the message: the MAIL FROM (or HELO)\n"
+	    "domain when SPF passes, or the d= of a DKIM signature that passes. A parent domain\n"
+	    "matches its subdomains. An internationalized name may be written in Unicode."},
 	{.key = "HeadersRegexp", .type = CFG_STRMAP, .offset = OFF(struct config_ruleset, headers_regexp),
 	    .example = "\"^list-id$\": \"<dev\\\\.example\\\\.org>\"",
 	    .doc = "PCRE2 patterns: header name (lowercase) pattern to value pattern; all must match."},
@@ -394,6 +405,35 @@ hostname_to_ascii(char **name, const struct cfg_mark *m, const char *key, char *
 	return 1;
 }
 
+/* DNSResolver: "" or NULL, an IP address, or "ip@port" (the form dns_new takes). 1 or -1. */
+static int
+check_dns_resolver(const char *r)
+{
+	unsigned char buf[16];
+	char ip[INET6_ADDRSTRLEN + 1];
+	const char *at;
+	size_t n;
+
+	if (r == NULL || r[0] == '\0')
+		return 1;
+	at = strchr(r, '@');
+	n = at ? (size_t)(at - r) : strlen(r);
+	if (n == 0 || n >= sizeof(ip))
+		return -1;
+	memcpy(ip, r, n);
+	ip[n] = '\0';
+	if (inet_pton(AF_INET, ip, buf) != 1 && inet_pton(AF_INET6, ip, buf) != 1)
+		return -1;
+	if (at != NULL) {
+		char *end;
+		errno = 0;
+		long port = strtol(at + 1, &end, 10);
+		if (!isdigit((unsigned char)at[1]) || *end != '\0' || errno != 0 || port < 1 || port > 65535)
+			return -1;
+	}
+	return 1;
+}
+
 static int
 check_static(struct config *cfg, char *err, size_t errlen)
 {
@@ -416,6 +456,10 @@ check_static(struct config *cfg, char *err, size_t errlen)
 		return -1;
 	if (!valid_domain(st->hostname)) {
 		snprintf(err, errlen, "%s: Hostname: \"%s\" is not a lowercase host name", file, st->hostname);
+		return -1;
+	}
+	if (check_dns_resolver(st->dns_resolver) < 0) {
+		snprintf(err, errlen, "%s: DNSResolver: \"%s\" is not \"ip\" or \"ip@port\"", file, st->dns_resolver);
 		return -1;
 	}
 	if (st->listeners.n == 0) {
@@ -610,6 +654,24 @@ check_destination(struct config *cfg, size_t i, size_t j, char *err, size_t errl
 		return -1;
 	}
 	d->domain_canon = xstrdup(canon);
+	/*
+	 * VerifiedDomain is compared with verified domains in the canonical
+	 * form (smtp_rules.h), so the configured name is replaced by it, as a
+	 * Unicode Hostname is; nothing shows it in the configured spelling.
+	 */
+	for (size_t k = 0; k < d->rulesets.n; k++) {
+		struct config_ruleset *rs = ITEM(d->rulesets, struct config_ruleset, k);
+		if (rs->verified_domain == NULL || rs->verified_domain[0] == '\0')
+			continue;
+		if (idn_domain_canon(rs->verified_domain, strlen(rs->verified_domain), canon, sizeof(canon), ierr,
+			sizeof(ierr)) < 0) {
+			snprintf(err, errlen, "%s: Accounts.%s.Destinations.%s.Rulesets[%zu].VerifiedDomain: \"%s\": %s",
+			    file, a->name, d->name, k, rs->verified_domain, ierr);
+			return -1;
+		}
+		free(rs->verified_domain);
+		rs->verified_domain = xstrdup(canon);
+	}
 	/* An address belongs to one account. */
 	for (size_t i2 = 0; i2 <= i; i2++) {
 		const struct config_account *a2 = ITEM(cfg->dom.accounts, struct config_account, i2);

@@ -98,6 +98,7 @@ struct config_static {
 	bool no_fix_permissions;
 	char *control_socket;
 	bool local_serve; /* set by localserve: deliver outgoing mail locally, error-injecting localparts */
+	char *dns_resolver; /* DNSResolver: "" the system's, else "ip" or "ip@port" (checked at load) */
 	struct config_postmaster postmaster;
 	struct cfg_array listeners; /* struct config_listener */
 	struct config_limits limits;

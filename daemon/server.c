@@ -114,6 +114,18 @@ server_auth(struct server *srv)
 }
 
 void
+server_set_dns(struct server *srv, struct dns *d)
+{
+	srv->dns = d;
+}
+
+struct dns *
+server_dns(struct server *srv)
+{
+	return srv->dns;
+}
+
+void
 server_register(struct server *srv, enum config_svc svc, const struct proto_handler *h)
 {
 	srv->handlers[svc] = h;

@@ -23,6 +23,7 @@ struct server;
 struct tls_ctx;
 struct store;
 struct auth;
+struct dns;
 
 /* What a protocol handler learns about a new connection. Owned by the handler
  * until it calls server_conn_done(). */
@@ -70,6 +71,14 @@ struct config *server_config(struct server *srv);
 void server_set_store(struct server *srv, struct store *st, struct auth *au);
 struct store *server_store(struct server *srv);
 struct auth *server_auth(struct server *srv);
+
+/*
+ * The resolver for the SPF and DKIM checks of inbound SMTP (set by serve;
+ * borrowed, freed by serve after the connections are gone). NULL: check
+ * nothing (localserve without DNSResolver).
+ */
+void server_set_dns(struct server *srv, struct dns *d);
+struct dns *server_dns(struct server *srv);
 
 /* Register the handler for a service (all ports of that service, and its ALPN id). */
 void server_register(struct server *srv, enum config_svc svc, const struct proto_handler *h);

@@ -39,6 +39,7 @@ struct server {
 	bool accepting;
 	struct store *store;
 	struct auth *auth;
+	struct dns *dns; /* NULL: no SPF/DKIM checks */
 	uint64_t next_cid;
 	int64_t started_ms;
 	/* limits */

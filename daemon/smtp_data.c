@@ -9,22 +9,87 @@
  * message over the size limit is read to its end, answered 552 and nothing
  * is stored. Only the header section is kept in memory, capped, and only
  * when a recipient's rulesets need it.
+ *
+ * Checks of inbound mail (the SMTP port, when the server has a resolver).
+ * SPF (RFC 7208) starts at MAIL FROM and runs while the client sends;
+ * DKIM (RFC 6376) needs the whole message and starts on the spool file at
+ * the end of the data. The delivery waits for both (reading stays off, as
+ * during delivery), at most SMTP_VERIFY_MAX_MS; what is missing then counts
+ * as temperror. The results go into an Authentication-Results (RFC 8601)
+ * and a Received-SPF (RFC 7208 9.1) header above our Received header, and
+ * their verified domains to the rulesets (VerifiedDomain).
+ * Placing those headers: they must come before the message, but exist only
+ * after it, and a message file is never rewritten once delivered. So the
+ * spool file is written as always (Received, then the data) and, once the
+ * checks are done, copied behind the new headers into a second spool file
+ * that replaces it (prefix_len then covers all our headers). The copy costs
+ * one sequential read and write of the message through the page cache,
+ * 64 KiB at a time (bounded memory), on the loop thread and without fsync:
+ * the delivery's sync covers the new file. A placeholder written first and
+ * filled in later would have to guess the size of the headers and leave
+ * padding in the message, so it is not done.
  */
 #define _GNU_SOURCE 1
 #include "daemon/smtp_private.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 
+#include "daemon/dkim.h"
+#include "daemon/dns.h"
+#include "daemon/idn.h"
 #include "daemon/log.h"
+#include "daemon/spf.h"
 #include "maildir/maildir.h"
 
 /* Bytes of the message header kept for ruleset matching. */
 #define SMTP_HEADER_CAPTURE_MAX (64 * 1024)
+/* The wait for the checks once the data is in; then what is missing is a temperror. */
+#define SMTP_VERIFY_MAX_MS 20000
+/* DKIM signatures reported in Authentication-Results (the verifier checks 5). */
+#define SMTP_VERIFY_MAX_SIGS 10
+/* Verified domains kept: the SPF domain and the passing signatures' d=. */
+#define SMTP_VERIFY_MAX_DOMAINS (SMTP_VERIFY_MAX_SIGS + 1)
+/* Bytes of one value from the client or the DNS in our headers. */
+#define SMTP_HDR_VALUE_MAX 256
+/* Our Authentication-Results and Received-SPF together. */
+#define SMTP_VERIFY_HDR_MAX (32 * 1024)
+/* The spool file is copied in chunks of this size. */
+#define SMTP_COPY_CHUNK (64 * 1024)
+
+/* One DKIM signature's result, copied from the verifier. */
+struct verify_sig {
+	enum dkim_status status;
+	char *domain, *selector, *b_prefix;
+	const char *reason; /* static text (dkim.h), "" on pass */
+	bool testing;
+};
+
+struct smtp_verify {
+	struct spf_check *spf;     /* in flight, else NULL */
+	bool spf_helo;             /* the identity is the HELO name (null reverse path) */
+	char *spf_domain;          /* canonical; NULL: nothing to check (spf=none) */
+	enum spf_result spf_result;
+	char *spf_mechanism;       /* NULL when none */
+	char *spf_problem;         /* NULL when none */
+	struct dkim_verify *dkim;  /* in flight, else NULL */
+	const char *dkim_err;      /* static: the DKIM check failed as a whole (temperror) */
+	struct verify_sig sigs[SMTP_VERIFY_MAX_SIGS];
+	size_t nsigs;
+	int fd;                    /* the spool file, for the copy; -1 */
+	bool waiting;              /* the data is in: the delivery waits for the checks */
+	char *domains[SMTP_VERIFY_MAX_DOMAINS];
+	size_t ndomains;
+	struct smtp_conn *c;
+};
 
 static uint64_t
 max_size(const struct smtp_conn *c)
@@ -133,6 +198,530 @@ write_chunk(struct smtp_conn *c, const char *p, size_t n)
 	}
 }
 
+/* ---- SPF and DKIM of inbound mail ---- */
+
+void
+smtp_verify_free(struct smtp_verify **vp)
+{
+	struct smtp_verify *v = *vp;
+
+	if (v == NULL)
+		return;
+	spf_cancel(v->spf);
+	dkim_verify_free(&v->dkim);
+	if (v->fd >= 0)
+		close(v->fd);
+	free(v->spf_domain);
+	free(v->spf_mechanism);
+	free(v->spf_problem);
+	for (size_t i = 0; i < v->nsigs; i++) {
+		free(v->sigs[i].domain);
+		free(v->sigs[i].selector);
+		free(v->sigs[i].b_prefix);
+	}
+	for (size_t i = 0; i < v->ndomains; i++)
+		free(v->domains[i]);
+	free(v);
+	*vp = NULL;
+}
+
+size_t
+smtp_verify_domains(const struct smtp_txn *t, const char *const **domains_r)
+{
+	if (t->verify == NULL || t->verify->ndomains == 0) {
+		*domains_r = NULL;
+		return 0;
+	}
+	*domains_r = (const char *const *)t->verify->domains;
+	return t->verify->ndomains;
+}
+
+/* A copy of a value from the DNS or the message, capped for our headers. */
+static char *
+value_dup(const char *s)
+{
+	return s != NULL && s[0] != '\0' ? xstrndup(s, strnlen(s, SMTP_HDR_VALUE_MAX)) : NULL;
+}
+
+static void verify_check_done(struct smtp_conn *c);
+
+static void
+spf_done(const struct spf_outcome *o, void *arg)
+{
+	struct smtp_verify *v = arg;
+
+	v->spf = NULL;
+	v->spf_result = o->result;
+	v->spf_mechanism = value_dup(o->mechanism);
+	v->spf_problem = value_dup(o->problem);
+	log_debug(SMTP_PKG, v->c->ci->cid, "spf checked", "domain", v->spf_domain, "result",
+	    spf_result_name(o->result), "mechanism", o->mechanism ? o->mechanism : "", "problem",
+	    o->problem ? o->problem : "");
+	verify_check_done(v->c);
+}
+
+/* The HELO name as a canonical domain in canon (IDN_BUFSIZE); false for a literal or an IP. */
+static bool
+helo_domain(const char *helo, char *canon)
+{
+	unsigned char ip[16];
+
+	if (helo == NULL || helo[0] == '\0' || helo[0] == '[' || inet_pton(AF_INET, helo, ip) == 1 ||
+	    inet_pton(AF_INET6, helo, ip) == 1)
+		return false;
+	return idn_domain_canon(helo, strlen(helo), canon, IDN_BUFSIZE, NULL, 0) > 0;
+}
+
+void
+smtp_verify_start(struct smtp_conn *c, const char *mail_domain)
+{
+	struct dns *dns = server_dns(c->srv);
+	struct smtp_txn *t = c->txn;
+	struct smtp_verify *v;
+	struct spf_request req;
+	char canon[IDN_BUFSIZE];
+	char *sender;
+
+	if (dns == NULL)
+		return;
+	v = xcalloc(1, sizeof(*v));
+	v->c = c;
+	v->fd = -1;
+	t->verify = v;
+	memset(&req, 0, sizeof(req));
+	if (inet_pton(AF_INET, c->ci->remote_ip, req.ip) == 1)
+		req.family = AF_INET;
+	else if (inet_pton(AF_INET6, c->ci->remote_ip, req.ip) == 1)
+		req.family = AF_INET6;
+	else
+		return; /* no IP to check: spf=none */
+	/* RFC 7208 2.4: for "<>" the identity is postmaster@ the HELO name. */
+	if (mail_domain[0] != '\0') {
+		const char *at = strrchr(t->mail_from, '@');
+		v->spf_domain = xstrdup(mail_domain);
+		sender = xasprintf("%.*s@%s", (int)(at ? at - t->mail_from : 0), t->mail_from, mail_domain);
+	} else if (t->mail_from[0] == '\0' && helo_domain(c->helo, canon)) {
+		v->spf_helo = true;
+		v->spf_domain = xstrdup(canon);
+		sender = xasprintf("postmaster@%s", canon);
+	} else {
+		return; /* an address literal, or a HELO that is no domain: spf=none */
+	}
+	req.domain = v->spf_domain;
+	req.sender = sender;
+	req.helo = c->helo;
+	req.receiver = c->hostname;
+	v->spf = spf_check_start(dns, &req, spf_done, v);
+	free(sender);
+}
+
+static void
+dkim_done(void *arg, const struct dkim_result *res, size_t n, const char *err)
+{
+	struct smtp_verify *v = arg;
+
+	if (err != NULL) {
+		log_error(SMTP_PKG, v->c->ci->cid, "dkim verification cannot read the message", "err", err);
+		v->dkim_err = "cannot read message";
+	}
+	for (size_t i = 0; i < n && v->nsigs < SMTP_VERIFY_MAX_SIGS; i++) {
+		struct verify_sig *s = &v->sigs[v->nsigs++];
+		s->status = res[i].status;
+		s->domain = value_dup(res[i].domain);
+		s->selector = value_dup(res[i].selector);
+		s->b_prefix = value_dup(res[i].b_prefix);
+		s->reason = res[i].reason ? res[i].reason : "";
+		s->testing = res[i].testing;
+		log_debug(SMTP_PKG, v->c->ci->cid, "dkim checked", "domain", res[i].domain, "selector", res[i].selector,
+		    "result", dkim_status_name(res[i].status), "reason", s->reason);
+	}
+	dkim_verify_free(&v->dkim); /* the results are copied */
+	verify_check_done(v->c);
+}
+
+/* ---- our headers ---- */
+
+/* Whether v may stand unquoted: labels of letters, digits, '-' and '_' joined by single dots
+ * (a dot-atom for Received-SPF, a token for Authentication-Results). */
+static bool
+plain_value(const char *v)
+{
+	bool label = false;
+
+	for (; *v; v++) {
+		char ch = *v;
+		if (ch == '.') {
+			if (!label)
+				return false;
+			label = false;
+		} else if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+		    ch == '_') {
+			label = true;
+		} else {
+			return false;
+		}
+	}
+	return label;
+}
+
+/*
+ * Append v as is or as a quoted-string, at most SMTP_HDR_VALUE_MAX bytes of
+ * it. Control characters become '?', and so do non-ASCII bytes unless the
+ * message is SMTPUTF8 (RFC 6532 headers).
+ */
+static void
+add_value(struct mbuf *b, const char *v, bool utf8)
+{
+	size_t n = strnlen(v, SMTP_HDR_VALUE_MAX);
+
+	if (n < SMTP_HDR_VALUE_MAX && plain_value(v)) {
+		mbuf_add(b, v, n);
+		return;
+	}
+	mbuf_adds(b, "\"");
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)v[i];
+		if (ch == '"' || ch == '\\')
+			mbuf_add(b, "\\", 1);
+		if (ch < 0x20 || ch == 0x7f || (ch >= 0x80 && !utf8))
+			ch = '?';
+		mbuf_add(b, &ch, 1);
+	}
+	mbuf_adds(b, "\"");
+}
+
+/* A header field being built: words are folded to keep lines near 78 columns. */
+struct hdr {
+	struct mbuf *b;
+	struct mbuf word;
+	size_t col;
+	bool utf8;
+};
+
+static void
+hdr_start(struct hdr *h, struct mbuf *b, const char *name, bool utf8)
+{
+	h->b = b;
+	h->utf8 = utf8;
+	mbuf_init(&h->word, 2 * SMTP_HDR_VALUE_MAX + 128);
+	mbuf_printf(b, "%s:", name);
+	h->col = strlen(name) + 1;
+}
+
+/* Put the word collected in h->word: on a new line when newline or when it does not fit. */
+static void
+hdr_put(struct hdr *h, bool newline)
+{
+	if (newline || (h->col > 8 && h->col + 1 + h->word.len > 78)) {
+		mbuf_adds(h->b, "\r\n\t");
+		h->col = 8;
+	} else {
+		mbuf_adds(h->b, " ");
+		h->col++;
+	}
+	mbuf_add(h->b, h->word.data, h->word.len);
+	h->col += h->word.len;
+	mbuf_reset(&h->word);
+}
+
+/* A word of our own text (no client or DNS data unless through add_value). */
+static void hdr_word(struct hdr *h, bool newline, const char *fmt, ...) MOX_PRINTF(3, 4);
+static void
+hdr_word(struct hdr *h, bool newline, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	mbuf_vprintf(&h->word, fmt, ap);
+	va_end(ap);
+	hdr_put(h, newline);
+}
+
+/* key=value with the value quoted when needed; sep (";" or "") after it. */
+static void
+hdr_kv(struct hdr *h, bool newline, const char *key, const char *value, const char *sep)
+{
+	mbuf_printf(&h->word, "%s=", key);
+	add_value(&h->word, value, h->utf8);
+	mbuf_adds(&h->word, sep);
+	hdr_put(h, newline);
+}
+
+/* End a resinfo or key-value pair: ";" right after the last word. */
+static void
+hdr_semicolon(struct hdr *h)
+{
+	mbuf_adds(h->b, ";");
+	h->col++;
+}
+
+static void
+hdr_end(struct hdr *h)
+{
+	mbuf_adds(h->b, "\r\n");
+	mbuf_clear(&h->word);
+}
+
+/* RFC 8601: one resinfo for SPF and one per DKIM signature ("none" without). */
+static void
+write_authres(struct smtp_conn *c, struct mbuf *b)
+{
+	struct smtp_verify *v = c->txn->verify;
+	struct hdr h;
+
+	hdr_start(&h, b, "Authentication-Results", c->txn->smtputf8);
+	hdr_word(&h, false, "%s;", c->hostname);
+	if (v->spf_domain == NULL) {
+		hdr_word(&h, true, "spf=none;");
+	} else {
+		hdr_word(&h, true, "spf=%s", spf_result_name(v->spf_result));
+		if (v->spf_problem != NULL && (v->spf_result == SPF_TEMPERROR || v->spf_result == SPF_PERMERROR))
+			hdr_kv(&h, false, "reason", v->spf_problem, "");
+		hdr_kv(&h, false, v->spf_helo ? "smtp.helo" : "smtp.mailfrom", v->spf_domain, ";");
+	}
+	if (v->nsigs == 0 && v->dkim_err != NULL) {
+		hdr_word(&h, true, "dkim=temperror");
+		hdr_kv(&h, false, "reason", v->dkim_err, "");
+	} else if (v->nsigs == 0) {
+		hdr_word(&h, true, "dkim=none");
+	}
+	for (size_t i = 0; i < v->nsigs; i++) {
+		const struct verify_sig *s = &v->sigs[i];
+		if (i > 0)
+			hdr_semicolon(&h);
+		hdr_word(&h, true, "dkim=%s", dkim_status_name(s->status));
+		if (s->testing)
+			hdr_word(&h, false, "(test key)");
+		if (s->reason[0] != '\0')
+			hdr_kv(&h, false, "reason", s->reason, "");
+		if (s->domain != NULL)
+			hdr_kv(&h, false, "header.d", s->domain, "");
+		if (s->selector != NULL)
+			hdr_kv(&h, false, "header.s", s->selector, "");
+		if (s->b_prefix != NULL)
+			hdr_kv(&h, false, "header.b", s->b_prefix, "");
+	}
+	hdr_end(&h);
+}
+
+/* RFC 7208 9.1, with the comment texts of its examples (domain, not the sender: no client text). */
+static void
+write_received_spf(struct smtp_conn *c, struct mbuf *b)
+{
+	struct smtp_txn *t = c->txn;
+	struct smtp_verify *v = t->verify;
+	const char *ip = c->ci->remote_ip, *d = v->spf_domain;
+	enum spf_result r = d != NULL ? v->spf_result : SPF_NONE;
+	struct hdr h;
+
+	hdr_start(&h, b, "Received-SPF", t->smtputf8);
+	hdr_word(&h, false, "%s", spf_result_name(r));
+	if (d == NULL)
+		hdr_word(&h, false, "(%s: no domain to check)", c->hostname);
+	else if (r == SPF_PASS)
+		hdr_word(&h, false, "(%s: domain of %s designates %s as permitted sender)", c->hostname, d, ip);
+	else if (r == SPF_FAIL)
+		hdr_word(&h, false, "(%s: domain of %s does not designate %s as permitted sender)", c->hostname, d, ip);
+	else if (r == SPF_SOFTFAIL)
+		hdr_word(&h, false, "(%s: domain of transitioning %s does not designate %s as permitted sender)",
+		    c->hostname, d, ip);
+	else if (r == SPF_NEUTRAL)
+		hdr_word(&h, false, "(%s: %s is neither permitted nor denied by domain of %s)", c->hostname, ip, d);
+	else if (r == SPF_NONE)
+		hdr_word(&h, false, "(%s: domain of %s does not designate permitted sender hosts)", c->hostname, d);
+	else if (r == SPF_TEMPERROR)
+		hdr_word(&h, false, "(%s: error in processing during lookup of %s)", c->hostname, d);
+	else
+		hdr_word(&h, false, "(%s: permanent error in processing domain of %s)", c->hostname, d);
+	hdr_kv(&h, true, "client-ip", ip, ";");
+	hdr_kv(&h, false, "envelope-from", t->mail_from, ";");
+	hdr_kv(&h, false, "helo", c->helo ? c->helo : "", ";");
+	if (d != NULL)
+		hdr_kv(&h, false, "identity", v->spf_helo ? "helo" : "mailfrom", ";");
+	if (v->spf_mechanism != NULL && d != NULL)
+		hdr_kv(&h, false, "mechanism", v->spf_mechanism, ";");
+	if (v->spf_problem != NULL && d != NULL)
+		hdr_kv(&h, false, "problem", v->spf_problem, ";");
+	hdr_kv(&h, false, "receiver", c->hostname, "");
+	hdr_end(&h);
+}
+
+/* The verified domains: SPF's on pass, each passing non-testing signature's d=. */
+static void
+collect_domains(struct smtp_verify *v)
+{
+	const char *cand[SMTP_VERIFY_MAX_DOMAINS];
+	size_t n = 0;
+	char canon[IDN_BUFSIZE];
+
+	if (v->spf_domain != NULL && v->spf_result == SPF_PASS)
+		cand[n++] = v->spf_domain;
+	for (size_t i = 0; i < v->nsigs; i++)
+		if (v->sigs[i].status == DKIM_PASS && !v->sigs[i].testing && v->sigs[i].domain != NULL)
+			cand[n++] = v->sigs[i].domain;
+	for (size_t i = 0; i < n; i++) {
+		bool dup = false;
+		if (idn_domain_canon(cand[i], strlen(cand[i]), canon, sizeof(canon), NULL, 0) <= 0)
+			continue;
+		for (size_t k = 0; k < v->ndomains; k++)
+			dup |= strcmp(v->domains[k], canon) == 0;
+		if (!dup)
+			v->domains[v->ndomains++] = xstrdup(canon);
+	}
+}
+
+/*
+ * Replace the spool file by one that starts with hdr (see the top): hdr,
+ * then the old file (our Received header and the message). 1, or -1 with err.
+ */
+static int
+prepend_headers(struct smtp_conn *c, const char *hdr, size_t hlen, char *err, size_t errlen)
+{
+	struct smtp_txn *t = c->txn;
+	struct smtp_verify *v = t->verify;
+	struct maildir_writer *nw = NULL;
+	char *dir = xasprintf("%s/tmp", smtp_cfg(c)->data_dir);
+	char *buf = NULL;
+	uint64_t off = 0, size = maildir_writer_size(t->w);
+	int r = -1;
+
+	if (maildir_writer_open(&nw, dir, c->hostname, err, errlen) < 0)
+		goto out;
+	/* Every line ends in CRLF already: no second normalization pass. */
+	maildir_writer_set_raw(nw, true);
+	if (maildir_writer_write(nw, hdr, hlen, err, errlen) < 0)
+		goto out;
+	buf = xmalloc(SMTP_COPY_CHUNK);
+	while (off < size) {
+		size_t want = size - off < SMTP_COPY_CHUNK ? (size_t)(size - off) : SMTP_COPY_CHUNK;
+		ssize_t n = pread(v->fd, buf, want, (off_t)off);
+		if (n <= 0) {
+			snprintf(err, errlen, "reading %s: %s", maildir_writer_path(t->w), n < 0 ? strerror(errno) : "short file");
+			goto out;
+		}
+		if (maildir_writer_write(nw, buf, (size_t)n, err, errlen) < 0)
+			goto out;
+		off += (uint64_t)n;
+	}
+	if (maildir_writer_finish(nw, MAILDIR_FINISH_NOSYNC, err, errlen) < 0)
+		goto out;
+	maildir_writer_free(&t->w); /* unlinks the old spool file */
+	t->w = nw;
+	nw = NULL;
+	t->prefix_len += (uint32_t)hlen;
+	r = 1;
+out:
+	maildir_writer_free(&nw);
+	close(v->fd);
+	v->fd = -1;
+	free(buf);
+	free(dir);
+	return r;
+}
+
+static void verify_timeout(struct smtp_conn *c);
+
+/* Both checks are done (or given up): write the headers, then deliver. */
+static void
+verify_finish(struct smtp_conn *c)
+{
+	struct smtp_txn *t = c->txn;
+	struct smtp_verify *v = t->verify;
+	struct mbuf h;
+	char err[512];
+	int r;
+
+	if (c->ev_fn == verify_timeout) {
+		evtimer_del(c->ev);
+		c->ev_fn = NULL;
+	}
+	v->waiting = false;
+	collect_domains(v);
+	mbuf_init(&h, SMTP_VERIFY_HDR_MAX);
+	write_authres(c, &h);
+	write_received_spf(c, &h);
+	r = h.len < SMTP_VERIFY_HDR_MAX ? prepend_headers(c, h.data, h.len, err, sizeof(err)) : -1;
+	if (h.len >= SMTP_VERIFY_HDR_MAX)
+		snprintf(err, sizeof(err), "authentication headers too long");
+	mbuf_clear(&h);
+	if (r < 0) {
+		log_error(SMTP_PKG, c->ci->cid, "writing spool file", "err", err);
+		smtp_txn_free(&c->txn);
+		smtp_reply(c, 451, "4.3.0", "error storing message, try again later");
+		smtp_resume(c, SMTP_ST_READY);
+		return;
+	}
+	smtp_deliver(c);
+}
+
+/* A check is done: go on when the data is in and nothing is left. */
+static void
+verify_check_done(struct smtp_conn *c)
+{
+	struct smtp_verify *v = c->txn->verify;
+
+	if (!v->waiting || v->spf != NULL || v->dkim != NULL)
+		return;
+	/* A shutdown's 421 went out meanwhile: the message is not taken. */
+	if (c->state != SMTP_ST_BUSY || (c->flags & (SMTP_F_FREEING | SMTP_F_DEAD)))
+		return;
+	verify_finish(c);
+}
+
+static void
+verify_timeout(struct smtp_conn *c)
+{
+	struct smtp_verify *v = c->txn != NULL ? c->txn->verify : NULL;
+
+	if (v == NULL || !v->waiting)
+		return;
+	log_info(SMTP_PKG, c->ci->cid, "message checks took too long, missing results are temperror", "spf",
+	    v->spf != NULL ? "pending" : "done", "dkim", v->dkim != NULL ? "pending" : "done");
+	if (v->spf != NULL) {
+		spf_cancel(v->spf);
+		v->spf = NULL;
+		v->spf_result = SPF_TEMPERROR;
+		free(v->spf_problem);
+		v->spf_problem = xstrdup("timeout");
+	}
+	if (v->dkim != NULL) {
+		dkim_verify_free(&v->dkim);
+		v->dkim_err = "timeout";
+	}
+	verify_finish(c);
+}
+
+/* The data is in the spool file: start DKIM, wait for it and SPF, then deliver. */
+static void
+verify_message(struct smtp_conn *c)
+{
+	struct smtp_txn *t = c->txn;
+	struct smtp_verify *v = t->verify;
+
+	v->fd = open(maildir_writer_path(t->w), O_RDONLY | O_CLOEXEC);
+	if (v->fd < 0) {
+		log_error(SMTP_PKG, c->ci->cid, "opening spool file", "path", maildir_writer_path(t->w), "err",
+		    strerror(errno));
+		smtp_txn_free(&c->txn);
+		smtp_set_state(c, SMTP_ST_READY);
+		smtp_reply(c, 451, "4.3.0", "error storing message, try again later");
+		return;
+	}
+	v->dkim = dkim_verify_start(server_base(c->srv), server_dns(c->srv), v->fd, t->prefix_len, NULL, 0, dkim_done, v);
+	if (v->dkim == NULL) {
+		log_error(SMTP_PKG, c->ci->cid, "cannot start dkim verification", "err", strerror(errno));
+		v->dkim_err = "cannot read message";
+	}
+	v->waiting = true;
+	smtp_set_state(c, SMTP_ST_BUSY);
+	bufferevent_disable(c->bev, EV_READ);
+	if (v->spf == NULL && v->dkim == NULL) {
+		verify_finish(c);
+		return;
+	}
+	smtp_defer(c, SMTP_VERIFY_MAX_MS, verify_timeout);
+}
+
 /* The message is in: refuse it or finish the spool file and deliver. */
 static void
 message_end(struct smtp_conn *c, bool bare)
@@ -162,6 +751,10 @@ message_end(struct smtp_conn *c, bool bare)
 		smtp_txn_free(&c->txn);
 		smtp_set_state(c, SMTP_ST_READY);
 		smtp_reply(c, 451, "4.3.0", "error storing message, try again later");
+		return;
+	}
+	if (t->verify != NULL) {
+		verify_message(c);
 		return;
 	}
 	smtp_deliver(c);

@@ -22,8 +22,10 @@
  * SMTPMailFromRegexp on the MAIL FROM address, every HeadersRegexp pair
  * (header name pattern on the lower-cased name, value pattern on the
  * unfolded, trimmed, lower-cased value; one header instance suffices), and
- * VerifiedDomain, which for now never matches: there is no SPF/DKIM
- * verification yet, so no domain counts as verified. Patterns are PCRE2,
+ * VerifiedDomain: that domain or a subdomain of it was verified for the
+ * message by SPF (pass) or DKIM (a pass with a non-testing key), checked
+ * only on the SMTP port with a resolver (smtp_data.c); submitted mail has
+ * no verified domains. Patterns are PCRE2,
  * compiled once per config with JIT (falling back to the interpreter when
  * the JIT is not available) and run with a match limit (daemon/smtp_rules.h).
  *
@@ -328,7 +330,9 @@ choose_mailbox(struct smtp_conn *c, const struct smtp_rcpt *r, const struct smtp
 		return "INBOX";
 	if (res.dest == NULL)
 		return res.mailbox;
-	mb = smtp_rules_mailbox(rules_for(cfg), res.dest, c->txn->mail_from, h, nh, &limit);
+	const char *const *verified;
+	size_t nverified = smtp_verify_domains(c->txn, &verified);
+	mb = smtp_rules_mailbox(rules_for(cfg), res.dest, c->txn->mail_from, verified, nverified, h, nh, &limit);
 	if (limit)
 		log_info(SMTP_PKG, c->ci->cid, "ruleset pattern hit the match limit, taken as no match", "rcpt", r->addr);
 	return mb != NULL ? mb : res.mailbox;

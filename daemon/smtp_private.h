@@ -2,8 +2,9 @@
  * smtp_private: what the files of the SMTP server share. One struct
  * smtp_conn per connection (state, flags, counters, the current
  * transaction); smtp_session.c owns its lifecycle and the command loop,
- * smtp_auth.c STARTTLS and AUTH, smtp_data.c DATA/BDAT into the spool,
- * smtp_deliver.c recipients, rulesets and delivery. Loop thread only.
+ * smtp_auth.c STARTTLS and AUTH, smtp_data.c DATA/BDAT into the spool and
+ * the SPF/DKIM checks of inbound mail, smtp_deliver.c recipients, rulesets
+ * and delivery. Loop thread only.
  */
 #ifndef MOX_SMTP_PRIVATE_H
 #define MOX_SMTP_PRIVATE_H
@@ -74,11 +75,14 @@ struct smtp_txn {
 	uint64_t size;          /* message bytes from the client */
 	bool failed;            /* writing failed: answer 451 at the end */
 	bool too_big;
-	uint32_t prefix_len;    /* the Received header we prepended */
+	uint32_t prefix_len;    /* the headers we prepended (Received, Authentication-Results, ...) */
 	bool want_header;       /* capture the header section for rulesets */
 	struct mbuf header;     /* the message header, up to a cap */
 	bool header_done;
 	unsigned hdr_state;     /* CRLF CRLF scan state */
+
+	/* SPF and DKIM of inbound mail (smtp_data.c); NULL: nothing is checked */
+	struct smtp_verify *verify;
 };
 
 struct smtp_deliv; /* smtp_deliver.c: one delivery in progress */
@@ -179,6 +183,23 @@ void smtp_cmd_bdat(struct smtp_conn *c, struct smtp_cmd *cmd);
 /* Consume message input in SMTP_ST_DATA/SMTP_ST_BDAT. Returns false when
  * processing must stop (more input needed or the conn went busy). */
 bool smtp_data_input(struct smtp_conn *c);
+
+/*
+ * Inbound SMTP with a resolver (server_dns): start the SPF check of a new
+ * transaction (c->txn) for the MAIL FROM domain, canonical in mail_domain
+ * ("" for the null reverse path or an address literal: then the HELO name
+ * is checked for "<>", when it is a domain). Creates c->txn->verify; the
+ * DKIM check and the headers follow at the end of the data. No-op otherwise.
+ */
+void smtp_verify_start(struct smtp_conn *c, const char *mail_domain);
+/* Cancel the checks in flight and free. Accepts NULL; sets *vp = NULL. */
+void smtp_verify_free(struct smtp_verify **vp);
+/*
+ * The verified domains of the transaction's message (canonical): the SPF
+ * domain when SPF passed, the d= of each DKIM signature that passed with a
+ * non-testing key. Valid until the transaction is freed. Returns the count.
+ */
+size_t smtp_verify_domains(const struct smtp_txn *t, const char *const **domains_r);
 
 /* smtp_deliver.c */
 void smtp_cmd_rcpt(struct smtp_conn *c, struct smtp_cmd *cmd);

@@ -11,6 +11,7 @@
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include <pcre2.h>
 
@@ -230,17 +231,34 @@ re_match(struct smtp_rules *r, const pcre2_code *re, const char *s)
 	return m >= 0;
 }
 
+/* Whether domain is want or a subdomain of it (ASCII case ignored). */
+static bool
+domain_within(const char *domain, const char *want)
+{
+	size_t dl = strlen(domain), wl = strlen(want);
+
+	if (dl == wl)
+		return strcasecmp(domain, want) == 0;
+	return dl > wl && domain[dl - wl - 1] == '.' && strcasecmp(domain + dl - wl, want) == 0;
+}
+
 static bool
 ruleset_match(struct smtp_rules *r, const struct rs_compiled *c, const char *mail_from,
-    const struct smtp_hfield *h, size_t nh)
+    const char *const *verified, size_t nverified, const struct smtp_hfield *h, size_t nh)
 {
 	const struct config_ruleset *rs = c->rs;
 	bool any = false;
 
 	if (c->bad)
 		return false;
-	if (rs->verified_domain != NULL && rs->verified_domain[0] != '\0')
-		return false; /* no SPF/DKIM verification yet: no domain is verified */
+	if (rs->verified_domain != NULL && rs->verified_domain[0] != '\0') {
+		bool found = false;
+		for (size_t i = 0; i < nverified && !found; i++)
+			found = domain_within(verified[i], rs->verified_domain);
+		if (!found)
+			return false;
+		any = true;
+	}
 	if (c->from != NULL) {
 		if (!re_match(r, c->from, mail_from))
 			return false;
@@ -259,7 +277,8 @@ ruleset_match(struct smtp_rules *r, const struct rs_compiled *c, const char *mai
 
 const char *
 smtp_rules_mailbox(struct smtp_rules *r, const struct config_destination *dest, const char *mail_from,
-    const struct smtp_hfield *fields, size_t nfields, bool *limit_hit_r)
+    const char *const *verified, size_t nverified, const struct smtp_hfield *fields, size_t nfields,
+    bool *limit_hit_r)
 {
 	const char *mb = NULL;
 
@@ -269,7 +288,7 @@ smtp_rules_mailbox(struct smtp_rules *r, const struct config_destination *dest, 
 		for (size_t i = 0; i < r->n; i++) {
 			if (r->v[i].rs != rs)
 				continue;
-			if (ruleset_match(r, &r->v[i], mail_from, fields, nfields))
+			if (ruleset_match(r, &r->v[i], mail_from, verified, nverified, fields, nfields))
 				mb = rs->mailbox && rs->mailbox[0] ? rs->mailbox : "INBOX";
 			break;
 		}

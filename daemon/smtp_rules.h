@@ -4,9 +4,9 @@
  * PCRE2 patterns of one config (compiled once, JIT when available, else the
  * interpreter; every match runs under a match limit).
  * Does not: log, allocate per match beyond the parsed fields, look up
- * accounts, or verify domains (VerifiedDomain never matches until SPF/DKIM
- * verification exists). Pure over its inputs; one thread at a time per
- * struct smtp_rules (it keeps one match-data block).
+ * accounts, or verify domains (the caller passes the domains SPF/DKIM
+ * verified). Pure over its inputs; one thread at a time per struct
+ * smtp_rules (it keeps one match-data block).
  */
 #ifndef MOX_SMTP_RULES_H
 #define MOX_SMTP_RULES_H
@@ -55,12 +55,17 @@ const struct config *smtp_rules_config(const struct smtp_rules *r);
  * The mailbox of the first ruleset of dest (a destination of the rules'
  * config) that matches: all of its conditions hold (SMTPMailFromRegexp,
  * case-insensitive, on mail_from; every HeadersRegexp pair on some field;
- * VerifiedDomain never, for now), and it has at least one. Returns the
+ * VerifiedDomain equal to one of the nverified domains in verified, or a
+ * parent domain of one, ignoring ASCII case), and it has at least one.
+ * The config holds VerifiedDomain in canonical form (config.c) and the
+ * caller passes canonical domains (idn_domain_canon), so both IDN
+ * spellings match. verified may be NULL when nverified is 0. Returns the
  * ruleset's Mailbox (a config string) or NULL when none matches.
  * *limit_hit_r (may be NULL) is set when a pattern hit the match limit
  * (taken as no match).
  */
 const char *smtp_rules_mailbox(struct smtp_rules *r, const struct config_destination *dest,
-    const char *mail_from, const struct smtp_hfield *fields, size_t nfields, bool *limit_hit_r);
+    const char *mail_from, const char *const *verified, size_t nverified, const struct smtp_hfield *fields,
+    size_t nfields, bool *limit_hit_r);
 
 #endif

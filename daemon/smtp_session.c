@@ -172,6 +172,7 @@ smtp_txn_free(struct smtp_txn **tp)
 	}
 	free(t->rcpts);
 	free(t->mail_from);
+	smtp_verify_free(&t->verify); /* before the spool file: its DKIM check reads it */
 	maildir_writer_free(&t->w);
 	mbuf_clear(&t->header);
 	free(t);
@@ -374,6 +375,9 @@ cmd_mail(struct smtp_conn *c, struct smtp_cmd *cmd)
 	t->declared_size = (cmd->mail.seen & SMTP_PARAM_SIZE) ? cmd->mail.size : 0;
 	mbuf_init(&t->header, 0);
 	c->txn = t;
+	/* RFC 7208 2.4: the MAIL FROM identity, or HELO's for "<>"; the SMTP port only. */
+	if (!(c->flags & SMTP_F_SUBMIT))
+		smtp_verify_start(c, (cmd->path.flags & (SMTP_ADDR_NULL | SMTP_ADDR_LITERAL)) ? "" : canon);
 	smtp_set_state(c, SMTP_ST_MAIL);
 	log_debug(SMTP_PKG, c->ci->cid, "mail from", "from", t->mail_from);
 	smtp_reply(c, 250, "2.1.0", "OK");

@@ -35,6 +35,9 @@ static const char domains_yaml[] =
 	"        Rulesets:\n"
 	"          - VerifiedDomain: lists.example\n"
 	"            Mailbox: Verified\n"
+	"          - VerifiedDomain: b\xc3\xbc" "cher.example\n"
+	"            SMTPMailFromRegexp: \"^orders@\"\n"
+	"            Mailbox: Books\n"
 	"          - HeadersRegexp:\n"
 	"              \"^list-id$\": \"<dev\\\\.lists\\\\.example>\"\n"
 	"              \"^precedence$\": \"^list$\"\n"
@@ -94,14 +97,21 @@ teardown(void **state)
 }
 
 static const char *
-choose(struct fixture *f, const char *from, const char *hdr, bool *limit_r)
+choose_verified(struct fixture *f, const char *from, const char *const *verified, size_t nverified, const char *hdr,
+    bool *limit_r)
 {
 	struct smtp_hfield *h = NULL;
 	size_t n = smtp_hfields_parse(hdr, strlen(hdr), &h);
-	const char *mb = smtp_rules_mailbox(f->rules, f->dest, from, h, n, limit_r);
+	const char *mb = smtp_rules_mailbox(f->rules, f->dest, from, verified, nverified, h, n, limit_r);
 
 	smtp_hfields_free(&h, n);
 	return mb;
+}
+
+static const char *
+choose(struct fixture *f, const char *from, const char *hdr, bool *limit_r)
+{
+	return choose_verified(f, from, NULL, 0, hdr, limit_r);
 }
 
 static void
@@ -175,8 +185,35 @@ test_rules(void **state)
 	assert_null(choose(f, "a@example.com", hdr, &limit));
 	assert_true(limit);
 	assert_string_equal(choose(f, "a@example.com", "Subject: aaa\r\n\r\n", &limit), "Slow");
-	/* The ruleset with a bad pattern never matches; VerifiedDomain never for now. */
+	/* The ruleset with a bad pattern never matches; VerifiedDomain needs a verified domain. */
 	assert_null(choose(f, "a@lists.example", "X-Bad: (unclosed\r\n\r\n", NULL));
+}
+
+static void
+test_verified_domain(void **state)
+{
+	struct fixture *f = *state;
+	const char *same[] = {"lists.example"};
+	const char *sub[] = {"other.example", "mail.lists.example"};
+	const char *upper[] = {"LISTS.Example"};
+	const char *near[] = {"xlists.example", "example", "lists.example.org", "s.example"};
+	const char *books[] = {"xn--bcher-kva.example"};
+	const char *books_sub[] = {"shop.xn--bcher-kva.example"};
+
+	/* The domain itself, a subdomain of it, ASCII case ignored. */
+	assert_string_equal(choose_verified(f, "a@x.example", same, 1, "Subject: x\r\n\r\n", NULL), "Verified");
+	assert_string_equal(choose_verified(f, "a@x.example", sub, 2, "Subject: x\r\n\r\n", NULL), "Verified");
+	assert_string_equal(choose_verified(f, "a@x.example", upper, 1, "Subject: x\r\n\r\n", NULL), "Verified");
+	/* Not a parent, a suffix that is no label boundary, or a longer name. */
+	assert_null(choose_verified(f, "a@x.example", near, 4, "Subject: x\r\n\r\n", NULL));
+	/* The configured Unicode name is canonical (A-label) in the config. */
+	assert_string_equal(choose_verified(f, "orders@shop.example", books, 1, "Subject: x\r\n\r\n", NULL), "Books");
+	assert_string_equal(choose_verified(f, "orders@shop.example", books_sub, 1, "Subject: x\r\n\r\n", NULL),
+	    "Books");
+	/* Every condition of a ruleset must hold. */
+	assert_null(choose_verified(f, "sales@shop.example", books, 1, "Subject: x\r\n\r\n", NULL));
+	/* Later rulesets still match when the verified domains do not. */
+	assert_string_equal(choose_verified(f, "news@x.example", near, 4, "Subject: x\r\n\r\n", NULL), "News");
 }
 
 int
@@ -186,6 +223,7 @@ main(void)
 		cmocka_unit_test(test_hfields),
 		cmocka_unit_test(test_hfields_limits),
 		cmocka_unit_test_setup_teardown(test_rules, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_verified_domain, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
