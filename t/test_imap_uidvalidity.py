@@ -261,11 +261,14 @@ class HeldStorage:
         wait_log(server, f"{name}.fifo", self.imports + 1)  # logged as the job is queued
 
     def release(self):
+        if self.proc is None:
+            return
         with open(self.fifo, "wb") as f:
             f.write(b"From alice@example.org Mon Feb  7 21:52:25 1994\n" + msg("held").replace(b"\r\n", b"\n"))
         out, err = self.proc.communicate(timeout=30)
-        assert self.proc.returncode == 0, (out, err)
+        rc, self.proc = self.proc.returncode, None
         os.unlink(self.fifo)
+        assert rc == 0, (out, err)
 
 
 def tool_queued(server, cmd, *args):
@@ -287,10 +290,12 @@ def race(server, setup, command):
     assert r.cmd("s", "SELECT INBOX")[-1].startswith("s OK")
     setup(r)
     held = HeldStorage(server)
-    p = tool_queued(server, "reassignuids", "mox", "INBOX")
-    r.send(f"x {command}\r\n")
-    time.sleep(0.5)  # the command reaches the server and its job queues behind the tool's
-    held.release()
+    try:
+        p = tool_queued(server, "reassignuids", "mox", "INBOX")
+        r.send(f"x {command}\r\n")
+        time.sleep(0.5)  # the command reaches the server and its job queues behind the tool's
+    finally:
+        held.release()  # a server whose storage thread stays blocked would not stop
     out, err = p.communicate(timeout=30)
     assert p.returncode == 0 and "renumbered" in out, (out, err)
     r.s.settimeout(20)
