@@ -27,7 +27,14 @@
 /* Upper bound on messages in one group commit; more wait for the next batch. */
 #define STORE_BATCH_MAX 512
 
-enum job_kind { JOB_WORK, JOB_ADD };
+enum job_kind { JOB_WORK, JOB_ADD, JOB_DURABLE };
+
+/* A committed batch waiting to become durable (JOB_DURABLE, on a sync thread). */
+struct durable {
+	struct idx_durable d;
+	struct job **jobs;
+	size_t n;
+};
 
 struct job {
 	struct job *next;
@@ -44,6 +51,7 @@ struct job {
 	bool sync_tried;                    /* a sync thread handled syncw */
 	bool synced;                        /* ... and synced it */
 	char sync_err[160];                 /* why syncing syncw failed ("" fine) */
+	struct durable *dur;                /* JOB_DURABLE */
 };
 
 struct worker {
@@ -83,6 +91,7 @@ struct store {
 	bool sync_stop;
 	pthread_t sync_threads[STORE_SYNC_THREADS];
 	int nsync;
+	int sync_alive; /* sync threads still taking jobs (syncmu) */
 	/* completions */
 	pthread_mutex_t donemu;
 	struct job *done_head, *done_tail;
@@ -178,7 +187,7 @@ job_synced(struct job *j)
 
 /* Run a run of add jobs of one account as one idx_add. */
 static void
-run_adds(struct store_account *sa, struct job **jobs, size_t njobs)
+run_adds(struct store_account *sa, struct job **jobs, size_t njobs, struct idx_durable *dur)
 {
 	size_t total = 0, k = 0;
 	struct idx_add *all;
@@ -198,7 +207,7 @@ run_adds(struct store_account *sa, struct job **jobs, size_t njobs)
 		free(all);
 		return;
 	}
-	if (sa->idx == NULL || idx_add(sa->idx, all, total, err, sizeof(err)) < 0) {
+	if (sa->idx == NULL || idx_add_nosync(sa->idx, all, total, dur, err, sizeof(err)) < 0) {
 		const char *why = sa->idx == NULL ? sa->error : err;
 		for (size_t i = 0; i < total; i++) {
 			if (all[i].result > 0)
@@ -215,6 +224,54 @@ run_adds(struct store_account *sa, struct job **jobs, size_t njobs)
 			if (jobs[i]->items[m].result >= 0)
 				jobs[i]->items[m] = all[k++];
 	free(all);
+}
+
+/* Wait until a committed batch is durable, then complete its jobs (any thread). */
+static void
+run_durable(struct store *st, struct job *c)
+{
+	struct durable *d = c->dur;
+	char err[256];
+
+	if (idx_durable_wait(c->sa->idx, &d->d, err, sizeof(err)) < 0) {
+		log_error("store", 0, "messages committed but not durable: not acknowledged", "account", c->sa->name,
+		    "err", err);
+		for (size_t i = 0; i < d->n; i++) {
+			for (size_t k = 0; k < d->jobs[i]->nitems; k++) {
+				struct idx_add *it = &d->jobs[i]->items[k];
+				if (it->result <= 0)
+					continue;
+				it->result = -1;
+				it->error = IDX_E_INTERNAL;
+				snprintf(it->err_r, sizeof(it->err_r), "not durable: %.140s", err);
+			}
+		}
+	}
+	for (size_t i = 0; i < d->n; i++)
+		complete(st, d->jobs[i]);
+	free(d->jobs);
+	free(d);
+	free(c);
+}
+
+/* Hand a committed batch to a sync thread; inline once they are gone (shutdown). */
+static void
+durable_push(struct store *st, struct job *c)
+{
+	pthread_mutex_lock(&st->syncmu);
+	if (st->sync_alive == 0) {
+		pthread_mutex_unlock(&st->syncmu);
+		run_durable(st, c);
+		return;
+	}
+	c->next = NULL;
+	if (st->sync_tail)
+		st->sync_tail->next = c;
+	else
+		st->sync_head = c;
+	st->sync_tail = c;
+	pthread_cond_signal(&st->synccond);
+	pthread_mutex_unlock(&st->syncmu);
 }
 
 static void *
@@ -272,9 +329,23 @@ worker_main(void *arg)
 					pp = &c->next;
 				}
 			}
-			run_adds(sa, batch, nb);
-			for (size_t i = 0; i < nb; i++)
-				complete(st, batch[i]);
+			struct idx_durable dur = {0};
+			run_adds(sa, batch, nb, &dur);
+			if (dur.commit == 0 && dur.ndirs == 0) {
+				for (size_t i = 0; i < nb; i++)
+					complete(st, batch[i]);
+			} else {
+				/* The account's thread goes on; a sync thread makes the batch durable. */
+				struct job *c = xcalloc(1, sizeof(*c));
+				c->kind = JOB_DURABLE;
+				c->sa = sa;
+				c->dur = xcalloc(1, sizeof(*c->dur));
+				c->dur->d = dur;
+				c->dur->jobs = xmalloc(nb * sizeof(*c->dur->jobs));
+				memcpy(c->dur->jobs, batch, nb * sizeof(*batch));
+				c->dur->n = nb;
+				durable_push(st, c);
+			}
 		}
 	}
 	return NULL;
@@ -317,8 +388,15 @@ store_new(struct event_base *base, const struct config *cfg, int nthreads)
 	pthread_mutex_init(&st->syncmu, NULL);
 	pthread_cond_init(&st->synccond, NULL);
 	for (int i = 0; i < STORE_SYNC_THREADS; i++) {
-		if (pthread_create(&st->sync_threads[i], NULL, sync_main, st) != 0)
+		pthread_mutex_lock(&st->syncmu);
+		st->sync_alive++;
+		pthread_mutex_unlock(&st->syncmu);
+		if (pthread_create(&st->sync_threads[i], NULL, sync_main, st) != 0) {
+			pthread_mutex_lock(&st->syncmu);
+			st->sync_alive--;
+			pthread_mutex_unlock(&st->syncmu);
 			break; /* fewer sync threads; with none the account threads sync */
+		}
 		st->nsync++;
 	}
 	st->nworkers = nthreads > 0 ? nthreads : STORE_DEFAULT_THREADS;
@@ -537,10 +615,16 @@ sync_main(void *arg)
 			st->sync_head = j->next;
 			if (st->sync_head == NULL)
 				st->sync_tail = NULL;
+		} else {
+			st->sync_alive--; /* stopping and nothing left */
 		}
 		pthread_mutex_unlock(&st->syncmu);
 		if (j == NULL)
-			break; /* stopping and nothing left */
+			break;
+		if (j->kind == JOB_DURABLE) {
+			run_durable(st, j);
+			continue;
+		}
 		const char *path = maildir_writer_path(j->syncw);
 		int fd = open(path, O_RDONLY | O_CLOEXEC);
 		j->sync_tried = true;

@@ -166,12 +166,26 @@ int op_end(struct idx_account *a, int r, char *err, size_t errlen)
 		(void)tcbdbtranabort(a->db);
 		changes_drop(a);
 		(void)rec_load(a, NULL, 0);
-	} else if (!a->no_fsync && a->tx_writes > 0 && fdatasync(a->syncfd) < 0) {
-		/* Committed but maybe not on disk: the caller must not acknowledge. The
-		 * change stands (it cannot be undone any more); a later sync keeps
-		 * files and index consistent. */
-		idx_seterr(err, errlen, "%s: fdatasync: %s", a->dbpath, strerror(errno));
-		r = -1;
+	} else if (a->tx_writes > 0) {
+		uint64_t c;
+
+		pthread_mutex_lock(&a->dmu);
+		c = ++a->committed;
+		pthread_mutex_unlock(&a->dmu);
+		if (a->no_fsync || a->defer_sync) {
+			/* nothing now: tests, imports, or idx_durable_wait later */
+		} else if (fdatasync(a->syncfd) < 0) {
+			/* Committed but maybe not on disk: the caller must not acknowledge. The
+			 * change stands (it cannot be undone any more); a later sync keeps
+			 * files and index consistent. */
+			idx_seterr(err, errlen, "%s: fdatasync: %s", a->dbpath, strerror(errno));
+			r = -1;
+		} else {
+			pthread_mutex_lock(&a->dmu);
+			if (c > a->synced)
+				a->synced = c;
+			pthread_mutex_unlock(&a->dmu);
+		}
 	}
 	a->in_tx = false;
 	a->rec_dirty = false;
@@ -424,6 +438,8 @@ int idx_account_open_upgrades(const char *dir, const struct idx_options *opts, c
 	a->syncfd = -1;
 	pthread_mutex_init(&a->mu, NULL);
 	pthread_mutex_init(&a->lmu, NULL);
+	pthread_mutex_init(&a->dmu, NULL);
+	pthread_cond_init(&a->dcond, NULL);
 	a->dir = idx_xstrdup(dir);
 	a->maildir = pathjoin(dir, "Maildir");
 	a->dbpath = pathjoin(dir, "index.tcb");
@@ -574,6 +590,8 @@ void idx_account_close(struct idx_account **ap)
 	free(a->dbpath);
 	pthread_mutex_destroy(&a->mu);
 	pthread_mutex_destroy(&a->lmu);
+	pthread_mutex_destroy(&a->dmu);
+	pthread_cond_destroy(&a->dcond);
 	free(a);
 }
 

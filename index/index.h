@@ -276,6 +276,32 @@ enum idx_error {
  */
 int idx_add(struct idx_account *a, struct idx_add *items, size_t n, char *err, size_t errlen);
 
+/*
+ * What must still reach the disk before messages added with idx_add_nosync
+ * may be acknowledged: the index up to commit number commit (0: nothing)
+ * and the new/ or cur/ directories the files were linked into.
+ */
+struct idx_durable {
+	uint64_t commit;
+	char **dirs;
+	size_t ndirs;
+};
+
+/*
+ * idx_add without its last two waits: the files are durable and linked,
+ * the transaction committed (listeners hear of the messages), but the
+ * directory fsyncs and the index's fdatasync are left to idx_durable_wait,
+ * which any thread may run while this account's thread goes on with the
+ * next batch; one index fdatasync then covers every commit before it.
+ * Nothing may be acknowledged before idx_durable_wait returned 1. When it
+ * fails, the messages stay (they may be durable or not): report a
+ * temporary failure (a retry may deliver a duplicate, never lose one).
+ */
+int idx_add_nosync(struct idx_account *a, struct idx_add *items, size_t n, struct idx_durable *d_r, char *err,
+    size_t errlen);
+/* Any thread, while a is open. 1, -1 (err). Releases d's memory either way. */
+int idx_durable_wait(struct idx_account *a, struct idx_durable *d, char *err, size_t errlen);
+
 /* ---- reading messages ---- */
 
 /* One message by mailbox and UID: 1 found, 0 not (or expunged), -1. */

@@ -85,6 +85,17 @@ struct idx_account {
 	pthread_mutex_t lmu;
 	struct idx_listener *listeners;
 	uint64_t name_counter;
+	/*
+	 * Durability of commits whose fdatasync was deferred (idx_add_nosync,
+	 * idx_durable_wait). committed and synced count writing commits; dmu
+	 * guards synced and syncing, committed is written under mu and dmu.
+	 */
+	pthread_mutex_t dmu;
+	pthread_cond_t dcond;
+	uint64_t committed;
+	uint64_t synced;
+	bool syncing;    /* an fdatasync for idx_durable_wait runs */
+	bool defer_sync; /* op_end leaves the fdatasync to idx_durable_wait */
 	/* Folders known to match the index (sync.c): skip a SELECT's rescan. */
 	struct sync_stamp *stamps;
 	size_t nstamps;

@@ -645,7 +645,77 @@ static int add_links(struct add_state *s, char *err, size_t errlen)
 	return 1;
 }
 
+static int add_impl(struct idx_account *a, struct idx_add *items, size_t n, struct idx_durable *defer, char *err,
+    size_t errlen);
+
 int idx_add(struct idx_account *a, struct idx_add *items, size_t n, char *err, size_t errlen)
+{
+	return add_impl(a, items, n, NULL, err, errlen);
+}
+
+int idx_add_nosync(struct idx_account *a, struct idx_add *items, size_t n, struct idx_durable *d_r, char *err,
+    size_t errlen)
+{
+	memset(d_r, 0, sizeof(*d_r));
+	return add_impl(a, items, n, d_r, err, errlen);
+}
+
+/* The index durable through commit c (any thread): one fdatasync serves every waiter before it. */
+static int index_synced(struct idx_account *a, uint64_t c, char *err, size_t errlen)
+{
+	int r = 1;
+
+	pthread_mutex_lock(&a->dmu);
+	while (a->synced < c && r > 0) {
+		if (a->syncing) {
+			pthread_cond_wait(&a->dcond, &a->dmu);
+			continue;
+		}
+		uint64_t target = a->committed; /* every commit so far is in the page cache */
+		a->syncing = true;
+		pthread_mutex_unlock(&a->dmu);
+		int sr = fdatasync(a->syncfd);
+		int se = errno;
+		pthread_mutex_lock(&a->dmu);
+		a->syncing = false;
+		if (sr < 0) {
+			idx_seterr(err, errlen, "%s: fdatasync: %s", a->dbpath, strerror(se));
+			r = -1;
+		} else if (target > a->synced) {
+			a->synced = target;
+		}
+		pthread_cond_broadcast(&a->dcond);
+	}
+	pthread_mutex_unlock(&a->dmu);
+	return r;
+}
+
+int idx_durable_wait(struct idx_account *a, struct idx_durable *d, char *err, size_t errlen)
+{
+	struct maildir_syncset *ss = NULL;
+	char serr[256];
+	int r = 1;
+
+	if (d->ndirs > 0) {
+		ss = maildir_syncset_new();
+		for (size_t i = 0; i < d->ndirs; i++)
+			maildir_syncset_dir(ss, d->dirs[i]);
+	}
+	if (d->commit > 0)
+		r = index_synced(a, d->commit, err, errlen);
+	if (maildir_syncset_wait(&ss, serr, sizeof(serr)) < 0 && r > 0) {
+		idx_seterr(err, errlen, "%s", serr);
+		r = -1;
+	}
+	for (size_t i = 0; i < d->ndirs; i++)
+		free(d->dirs[i]);
+	free(d->dirs);
+	memset(d, 0, sizeof(*d));
+	return r;
+}
+
+static int add_impl(struct idx_account *a, struct idx_add *items, size_t n, struct idx_durable *defer, char *err,
+    size_t errlen)
 {
 	struct maildir_syncset *fss = NULL, *dss = NULL;
 	char serr[256];
@@ -733,20 +803,24 @@ int idx_add(struct idx_account *a, struct idx_add *items, size_t n, char *err, s
 	}
 	if (r >= 0)
 		r = add_links(&s, err, errlen);
-	/* Directories once each (in parallel with the commit), then the folders' records. */
-	if (r >= 0 && !a->no_fsync)
+	/* Directories once each (in parallel with the commit, or left to idx_durable_wait),
+	 * then the folders' records. */
+	if (r >= 0 && !a->no_fsync && defer == NULL)
 		dss = maildir_syncset_new();
 	for (i = 0; i < s.nf && r >= 0; i++) {
 		struct add_folder *f = &s.f[i];
 		char dir[IDX_PATH_MAX + 8];
 
-		if (dss != NULL && f->link_new) {
-			snprintf(dir, sizeof(dir), "%s/new", f->path);
-			maildir_syncset_dir(dss, dir);
-		}
-		if (dss != NULL && f->link_cur) {
-			snprintf(dir, sizeof(dir), "%s/cur", f->path);
-			maildir_syncset_dir(dss, dir);
+		for (int sub = 0; sub < 2 && !a->no_fsync; sub++) {
+			if (!(sub ? f->link_cur : f->link_new))
+				continue;
+			snprintf(dir, sizeof(dir), "%s/%s", f->path, sub ? "cur" : "new");
+			if (dss != NULL) {
+				maildir_syncset_dir(dss, dir);
+			} else if (defer != NULL) {
+				defer->dirs = idx_xrealloc(defer->dirs, sizeof(*defer->dirs) * (defer->ndirs + 1));
+				defer->dirs[defer->ndirs++] = idx_xstrdup(dir);
+			}
 		}
 		if (r >= 0 && f->touched) {
 			r = mb_store(a, &f->mb, err, errlen);
@@ -755,7 +829,20 @@ int idx_add(struct idx_account *a, struct idx_add *items, size_t n, char *err, s
 				change_push(a, IDX_CH_MAILBOX_KEYWORDS, f->mbid, 0, f->mb.highest_modseq, 0, NULL, NULL);
 		}
 	}
+	a->defer_sync = defer != NULL;
 	r = op_end(a, r < 0 ? -1 : 1, err, errlen);
+	a->defer_sync = false;
+	if (defer != NULL && r >= 0 && a->tx_writes > 0 && !a->no_fsync) {
+		pthread_mutex_lock(&a->dmu);
+		defer->commit = a->committed;
+		pthread_mutex_unlock(&a->dmu);
+	}
+	if (defer != NULL && r < 0) {
+		for (i = 0; i < defer->ndirs; i++)
+			free(defer->dirs[i]);
+		free(defer->dirs);
+		memset(defer, 0, sizeof(*defer));
+	}
 	/* Always wait: the set must not outlive this call. A failed directory sync after the
 	 * commit is like a failed index sync: not acknowledged, the files go again, and a
 	 * later sync tombstones the records. */
