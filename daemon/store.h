@@ -5,11 +5,14 @@
  * one thread (so its writes are serialized and an account's reader never
  * waits behind another account's fsync), and results come back to the loop
  * thread through an event. Deliveries and APPENDs queued for the same account
- * are group-committed: one idx_add (one filesystem sync, one directory fsync,
- * one transaction) for everything that queued while the previous batch was
- * being written. Message files are synced before that by a pool of sync
- * threads (store_add_prepared), in parallel with each other and with the
- * account thread's commit of the previous batch.
+ * are group-committed: one transaction for everything that queued while the
+ * previous batch was being written. The pipeline of an add: the message
+ * files sync on sync threads (while the account thread is busy) or inside
+ * idx_add in parallel with the record writes; the account thread links and
+ * commits (idx_add_nosync) and moves on; a sync thread then fsyncs the
+ * directories and the index (idx_durable_wait: one index fdatasync covers
+ * every commit before it) and only then runs the done callbacks, so an
+ * acknowledgement always follows durability.
  * Does not: parse protocols or decide where mail goes.
  */
 #ifndef MOX_STORE_H
