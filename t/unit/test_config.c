@@ -321,7 +321,7 @@ test_static_errors(void **state)
 	    "mox.yaml:27:12: Listeners.internal: missing required key \"IPs\"");
 	expect_static_err("Listeners:\n", "Listeners: {}\nX:\n",
 	    "mox.yaml:10:1: unknown key \"X\" (known: DataDir, LogLevel, PackageLogLevels, Hostname, User, "
-	    "NoFixPermissions, ControlSocket, LocalServe, Postmaster, Listeners, Limits, InitialMailboxes)");
+	    "NoFixPermissions, ControlSocket, LocalServe, DNSResolver, Postmaster, Listeners, Limits, InitialMailboxes)");
 	expect_static_err("    MetricsHTTP:\n", "    IMAPS:\n      Enabled: true\n    MetricsHTTP:\n",
 	    "mox.yaml: Listeners.internal.IMAPS: needs TLS.KeyCerts");
 	expect_static_err("    MetricsHTTP:\n", "    ALPN:\n      Enabled: true\n    MetricsHTTP:\n",
