@@ -23,6 +23,11 @@
  * come from the 'J' keys (base subject -> ids), the newest IDX_SUBJECT_SCAN
  * ids of that subject. A subject that is not a response never joins: a new
  * conversation with an equal subject starts its own thread.
+ * Cost of the 'J' key, measured (instruction counts, one message per
+ * idx_add without fsync): ~48,000 more instructions a delivery, ~10% of the
+ * index work of a one-message commit, mostly Tokyo Cabinet saving one more
+ * B+tree leaf at commit; a subject lookup adds ~4,000 on average. Against a
+ * durable delivery (~1.3 ms of fsyncs) it is within deliverbench's noise.
  */
 #include "index/index_private.h"
 
