@@ -169,16 +169,27 @@ int op_end(struct idx_account *a, int r, char *err, size_t errlen)
 	} else if (a->tx_writes > 0) {
 		uint64_t c;
 
+		bool failed;
+
 		pthread_mutex_lock(&a->dmu);
 		c = ++a->committed;
+		failed = a->sync_failed;
 		pthread_mutex_unlock(&a->dmu);
-		if (a->no_fsync || a->defer_sync) {
+		if (failed && !a->no_fsync) {
+			/* A lost writeback is reported once: nothing after it counts as durable. */
+			idx_seterr(err, errlen, "%s: an earlier fdatasync failed: reopen the account (restart) and run "
+			    "verifydata", a->dbpath);
+			r = -1;
+		} else if (a->no_fsync || a->defer_sync) {
 			/* nothing now: tests, imports, or idx_durable_wait later */
 		} else if (fdatasync(a->syncfd) < 0) {
 			/* Committed but maybe not on disk: the caller must not acknowledge. The
 			 * change stands (it cannot be undone any more); a later sync keeps
 			 * files and index consistent. */
 			idx_seterr(err, errlen, "%s: fdatasync: %s", a->dbpath, strerror(errno));
+			pthread_mutex_lock(&a->dmu);
+			a->sync_failed = true;
+			pthread_mutex_unlock(&a->dmu);
 			r = -1;
 		} else {
 			pthread_mutex_lock(&a->dmu);
@@ -439,7 +450,6 @@ int idx_account_open_upgrades(const char *dir, const struct idx_options *opts, c
 	pthread_mutex_init(&a->mu, NULL);
 	pthread_mutex_init(&a->lmu, NULL);
 	pthread_mutex_init(&a->dmu, NULL);
-	pthread_cond_init(&a->dcond, NULL);
 	a->dir = idx_xstrdup(dir);
 	a->maildir = pathjoin(dir, "Maildir");
 	a->dbpath = pathjoin(dir, "index.tcb");
@@ -591,7 +601,6 @@ void idx_account_close(struct idx_account **ap)
 	pthread_mutex_destroy(&a->mu);
 	pthread_mutex_destroy(&a->lmu);
 	pthread_mutex_destroy(&a->dmu);
-	pthread_cond_destroy(&a->dcond);
 	free(a);
 }
 

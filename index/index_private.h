@@ -88,14 +88,14 @@ struct idx_account {
 	/*
 	 * Durability of commits whose fdatasync was deferred (idx_add_nosync,
 	 * idx_durable_wait). committed and synced count writing commits; dmu
-	 * guards synced and syncing, committed is written under mu and dmu.
+	 * guards synced and sync_failed, committed is written under mu and dmu;
+	 * the deferred fdatasync runs under mu (no transaction open).
 	 */
 	pthread_mutex_t dmu;
-	pthread_cond_t dcond;
 	uint64_t committed;
 	uint64_t synced;
-	bool syncing;    /* an fdatasync for idx_durable_wait runs */
-	bool defer_sync; /* op_end leaves the fdatasync to idx_durable_wait */
+	bool sync_failed; /* an fdatasync of the index failed: no commit is durable any more */
+	bool defer_sync;  /* op_end leaves the fdatasync to idx_durable_wait */
 	/* Folders known to match the index (sync.c): skip a SELECT's rescan. */
 	struct sync_stamp *stamps;
 	size_t nstamps;

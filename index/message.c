@@ -660,33 +660,47 @@ int idx_add_nosync(struct idx_account *a, struct idx_add *items, size_t n, struc
 	return add_impl(a, items, n, d_r, err, errlen);
 }
 
-/* The index durable through commit c (any thread): one fdatasync serves every waiter before it. */
+/*
+ * The index durable through commit c (any thread): one fdatasync serves every
+ * waiter before it. The fdatasync runs under the account lock, so never while
+ * a transaction is open: Tokyo Cabinet's write-ahead log is not synced (no
+ * BDBOTSYNC), and flushing half a transaction's pages without it would leave
+ * an index that cannot be rolled back after a power loss. A failed fdatasync
+ * is final for this handle: the kernel reports a writeback error once, so a
+ * later fdatasync could succeed without the lost pages ever reaching the
+ * disk; every later commit and wait fails until the account is reopened.
+ */
 static int index_synced(struct idx_account *a, uint64_t c, char *err, size_t errlen)
 {
 	int r = 1;
 
 	pthread_mutex_lock(&a->dmu);
-	while (a->synced < c && r > 0) {
-		if (a->syncing) {
-			pthread_cond_wait(&a->dcond, &a->dmu);
-			continue;
-		}
+	bool done = a->synced >= c && !a->sync_failed;
+	pthread_mutex_unlock(&a->dmu);
+	if (done)
+		return 1;
+	pthread_mutex_lock(&a->mu);
+	pthread_mutex_lock(&a->dmu);
+	if (a->sync_failed) {
+		idx_seterr(err, errlen, "%s: an earlier fdatasync failed: reopen the account (restart) and run verifydata",
+		    a->dbpath);
+		r = -1;
+	} else if (a->synced < c) {
 		uint64_t target = a->committed; /* every commit so far is in the page cache */
-		a->syncing = true;
 		pthread_mutex_unlock(&a->dmu);
 		int sr = fdatasync(a->syncfd);
 		int se = errno;
 		pthread_mutex_lock(&a->dmu);
-		a->syncing = false;
 		if (sr < 0) {
+			a->sync_failed = true;
 			idx_seterr(err, errlen, "%s: fdatasync: %s", a->dbpath, strerror(se));
 			r = -1;
 		} else if (target > a->synced) {
 			a->synced = target;
 		}
-		pthread_cond_broadcast(&a->dcond);
 	}
 	pthread_mutex_unlock(&a->dmu);
+	pthread_mutex_unlock(&a->mu);
 	return r;
 }
 
@@ -774,7 +788,8 @@ static int add_impl(struct idx_account *a, struct idx_add *items, size_t n, stru
 	 * directories then sync while the transaction commits and the index
 	 * syncs. A record may become durable before its directory entry: after
 	 * a power loss in between, the Maildir sync tombstones it; the message
-	 * was not acknowledged yet, and listeners hear of it only after both.
+	 * was not acknowledged yet. Listeners (IMAP IDLE) hear of it at the
+	 * commit, before idx_durable_wait made it durable.
 	 */
 	if (r >= 0 && need_sync && !a->no_fsync)
 		fss = sync_batch_start(a, items, n);
