@@ -125,22 +125,6 @@ dkim_tag_next(const char *s, size_t len, size_t *pos, struct dkim_str *name_r, s
 	return 1;
 }
 
-static int
-b64_val(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
-
 int
 dkim_base64_decode(const char *s, size_t len, uint8_t *out, size_t cap)
 {
@@ -159,7 +143,7 @@ dkim_base64_decode(const char *s, size_t len, uint8_t *out, size_t cap)
 		}
 		if (pad > 0)
 			return DKIM_E_SYNTAX; /* data after padding */
-		v = b64_val(c);
+		v = b64_value(c);
 		if (v < 0)
 			return DKIM_E_SYNTAX;
 		acc = (acc << 6) | (uint32_t)v;

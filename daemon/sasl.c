@@ -964,22 +964,6 @@ sasl_step_base64(struct sasl_server *s, const char *b64, size_t b64len,
 static const char b64chars[] =
 	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-static int
-b64val(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
-
 int
 sasl_base64_decode(const char *in, size_t inlen, struct mbuf *out)
 {
@@ -1001,7 +985,7 @@ sasl_base64_decode(const char *in, size_t inlen, struct mbuf *out)
 		for (j = 0; j < 4; j++) {
 			if (i + 4 == inlen && j >= 4 - (int)pad)
 				v[j] = 0; /* padding, checked above */
-			else if ((v[j] = b64val(p[i + (size_t)j])) < 0)
+			else if ((v[j] = b64_value(p[i + (size_t)j])) < 0)
 				goto bad;
 		}
 		bytes[0] = (uint8_t)(v[0] << 2 | v[1] >> 4);

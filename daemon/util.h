@@ -75,4 +75,7 @@ int mkdir_p(const char *path, unsigned mode);
  */
 int read_file(const char *path, size_t max, char **buf_r, size_t *len_r);
 
+/* The value of a base64 character (RFC 4648 alphabet), -1 for any other byte. */
+int b64_value(unsigned char c);
+
 #endif
