@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cmd/cmd.h"
 #include "index/tools.h"
@@ -60,20 +59,6 @@ import_offline(const struct config *cfg, enum idx_tool_format fmt, const char *a
 	}
 	printf("imported %llu messages\n", (unsigned long long)idx_import_count(imp));
 	rc = 0;
-	/*
-	 * One scan of the folder, once its ctimes are older than the stamp
-	 * margin (index/sync.c: 100 ms with nanosecond ctimes), confirms the
-	 * import and leaves a stamp in the index, so the server's first SELECT
-	 * of a large imported mailbox does not scan it again.
-	 */
-	struct idx_mailbox mb;
-	if (idx_mailbox_get(a, mailbox, &mb, err, sizeof(err)) > 0) {
-		struct idx_sync_stats st;
-		usleep(150 * 1000);
-		if (idx_sync_mailbox(a, mb.id, &st, err, sizeof(err)) < 0)
-			fprintf(stderr, "mox import: checking the folder: %s\n", err);
-		idx_mailbox_clear(&mb);
-	}
 out:
 	idx_import_free(&imp);
 	idx_account_close(&a);
