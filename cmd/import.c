@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cmd/cmd.h"
 #include "index/tools.h"
@@ -59,6 +60,19 @@ import_offline(const struct config *cfg, enum idx_tool_format fmt, const char *a
 	}
 	printf("imported %llu messages\n", (unsigned long long)idx_import_count(imp));
 	rc = 0;
+	/*
+	 * Confirm the folder against the index once its ctimes are older than
+	 * the stamp margin (index/sync.c: 100 ms with nanosecond ctimes),
+	 * streaming the directories (flat memory), and keep the stamp: the
+	 * server's first SELECT of a large imported mailbox then skips its scan.
+	 */
+	struct idx_mailbox mb;
+	if (idx_mailbox_get(a, mailbox, &mb, err, sizeof(err)) > 0) {
+		usleep(150 * 1000);
+		if (idx_sync_confirm(a, mb.id, err, sizeof(err)) < 0)
+			fprintf(stderr, "mox import: checking the folder: %s\n", err);
+		idx_mailbox_clear(&mb);
+	}
 out:
 	idx_import_free(&imp);
 	idx_account_close(&a);

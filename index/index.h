@@ -449,6 +449,15 @@ int idx_sync_mailbox_changed(struct idx_account *a, uint32_t mailbox_id, struct 
  */
 int idx_sync_names(struct idx_account *a, uint32_t mailbox_id, const char *const *names, size_t n,
     int64_t watched_since_ms, bool *synced_r, struct idx_sync_stats *st, char *err, size_t errlen);
+/*
+ * Confirm without changing anything that a mailbox's folder holds exactly
+ * the files its records name, streaming the directories (memory does not
+ * grow with the folder), and if so store the folder's stamp so the next
+ * SELECT (also after a restart) skips its scan. For tools that just wrote a
+ * large mailbox (import). 1 confirmed and stamped, 0 not (a difference, or
+ * the folder changed too recently to keep a stamp), -1 error.
+ */
+int idx_sync_confirm(struct idx_account *a, uint32_t mailbox_id, char *err, size_t errlen);
 /* All folders, also ones created by other tools. 1, -1. */
 int idx_sync_all(struct idx_account *a, struct idx_sync_stats *st, char *err, size_t errlen);
 

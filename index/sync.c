@@ -32,6 +32,7 @@
 #define _GNU_SOURCE
 #include "index/index_private.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -654,6 +655,72 @@ int idx_sync_names(struct idx_account *a, uint32_t mailbox_id, const char *const
 	if (synced_r != NULL)
 		*synced_r = true;
 	return idx_sync_mailbox(a, mailbox_id, st, err, errlen);
+}
+
+/* Every entry of dir/sub agrees with the index; counts the message files. 1 yes, 0 no, -1. */
+static int confirm_dir(struct idx_account *a, uint32_t mbid, const char *dir, const char *sub, uint64_t *nfiles,
+    char *err, size_t errlen)
+{
+	char path[IDX_PATH_MAX + 8], name[MAILDIR_NAME_BUFSIZE + 8];
+	struct dirent *de;
+	DIR *d;
+	int r = 1;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, sub);
+	d = opendir(path);
+	if (d == NULL) {
+		idx_seterr(err, errlen, "opendir %s: %s", path, strerror(errno));
+		return -1;
+	}
+	while (r > 0 && (de = readdir(d)) != NULL) {
+		struct maildir_name mn;
+
+		if (de->d_name[0] == '.' || maildir_name_parse(de->d_name, strlen(de->d_name), &mn, NULL, 0) < 0)
+			continue; /* not a message file: the complete sync ignores it too */
+		snprintf(name, sizeof(name), "%s/%s", sub, de->d_name);
+		r = name_agrees(a, mbid, dir, name, err, errlen);
+		(*nfiles)++;
+	}
+	closedir(d);
+	return r;
+}
+
+int idx_sync_confirm(struct idx_account *a, uint32_t mailbox_id, char *err, size_t errlen)
+{
+	struct sync_stamp stamp;
+	struct idx_mailbox mb;
+	char dir[IDX_PATH_MAX];
+	uint64_t nfiles = 0;
+	int r;
+
+	memset(&mb, 0, sizeof(mb));
+	if (op_begin(a, err, errlen) < 0)
+		return -1;
+	r = mb_load(a, mailbox_id, &mb, err, errlen);
+	if (r > 0)
+		r = idx_folder_path(a, mb.folder, dir, sizeof(dir), err, errlen);
+	/* The stamp first: a change during the walk moves a ctime past it. */
+	if (r > 0 && folder_stamp(dir, mailbox_id, &stamp) <= 0)
+		r = 0;
+	if (r > 0)
+		r = confirm_dir(a, mailbox_id, dir, "new", &nfiles, err, errlen);
+	if (r > 0)
+		r = confirm_dir(a, mailbox_id, dir, "cur", &nfiles, err, errlen);
+	/* Every file has its record; the same count means every record its file. */
+	if (r > 0 && nfiles != mb.counts.total)
+		r = 0;
+	if (r > 0 && stamp_store(a, mailbox_id, &stamp, err, errlen) < 0)
+		r = -1;
+	if (r >= 0) {
+		r = op_end(a, r, err, errlen) < 0 ? -1 : r;
+		if (r > 0)
+			stamp_set(a, &stamp);
+	} else {
+		(void)op_end(a, -1, err, errlen);
+	}
+	op_unlock(a);
+	idx_mailbox_clear(&mb);
+	return r;
 }
 
 int idx_sync_all(struct idx_account *a, struct idx_sync_stats *st, char *err, size_t errlen)

@@ -80,3 +80,20 @@ def test_stamp_survives_restart_but_not_offline_change(server_dir):
     drop(root, "new", "1700000000.M3P3Q3.other,S=%d" % len(body), body)
     server_dir.start()
     assert exists_after_select(server_dir) == 2
+
+
+def test_offline_import_leaves_stamp(server_dir, tmp_path):
+    """An offline import ends by confirming the folder (streaming, flat memory) and stores the folder's stamp in the index
+    ('S' key), so the server's first SELECT of the imported mailbox does not scan it."""
+    import subprocess
+    from conftest import mox
+    from test_tools import gen_mbox
+    src = tmp_path / "in.mbox"
+    gen_mbox(src, 20)
+    cfg = server_dir.config
+    p = mox("-config", cfg, "import", "mbox", "mox", "Imported", str(src))
+    assert p.returncode == 0, p.stderr
+    index = os.path.join(server_dir.dir, "data", "accounts", "mox", "index.tcb")
+    out = subprocess.run(["tcbmgr", "list", "-px", index], capture_output=True, text=True, check=True).stdout
+    stamps = [l for l in out.splitlines() if l.startswith("53 ")]  # 'S' mbid
+    assert stamps, out[:2000]

@@ -155,11 +155,49 @@ static void test_stamp_dropped_with_mailbox(void **state)
 	assert_int_equal(idx_mailbox_get(f->a, "Lists", &mb, err, sizeof(err)), 0);
 }
 
+/* idx_sync_confirm: stamps only a folder that is exactly what the index says. */
+static void test_confirm(void **state)
+{
+	struct fx *f = *state;
+	uint32_t inbox = inbox_id(f->a);
+	struct idx_sync_stats st;
+	char err[256], path[1024], path2[1024];
+
+	snprintf(path, sizeof(path), "%s/new/1700000000.M1P1.other", idx_account_maildir(f->a));
+	put_file(path, "Subject: one\r\n\r\nhi\r\n");
+	assert_int_equal(idx_sync_mailbox(f->a, inbox, &st, err, sizeof(err)), 1);
+	/* Too recent. */
+	assert_int_equal(idx_sync_confirm(f->a, inbox, err, sizeof(err)), 0);
+	assert_false(stamp_stored(f->a, inbox));
+	usleep(2100 * 1000); /* older than either margin */
+	/* A file the index does not know: no stamp, nothing changed. */
+	snprintf(path2, sizeof(path2), "%s/cur/1700000000.M2P2.other:2,S", idx_account_maildir(f->a));
+	put_file(path2, "Subject: two\r\n\r\nhi\r\n");
+	usleep(2100 * 1000);
+	assert_int_equal(idx_sync_confirm(f->a, inbox, err, sizeof(err)), 0);
+	assert_false(stamp_stored(f->a, inbox));
+	/* A record whose file is gone: no stamp either. */
+	assert_int_equal(unlink(path2), 0);
+	assert_int_equal(unlink(path), 0);
+	usleep(2100 * 1000);
+	assert_int_equal(idx_sync_confirm(f->a, inbox, err, sizeof(err)), 0);
+	assert_false(stamp_stored(f->a, inbox));
+	/* Put back: exactly the index. Stamped, and after a reopen SELECT skips its scan. */
+	put_file(path, "Subject: one\r\n\r\nhi\r\n");
+	usleep(2100 * 1000);
+	assert_int_equal(idx_sync_confirm(f->a, inbox, err, sizeof(err)), 1);
+	assert_true(stamp_stored(f->a, inbox));
+	reopen(f);
+	assert_int_equal(idx_sync_mailbox_changed(f->a, inbox, &st, err, sizeof(err)), 1);
+	assert_int_equal(f->a->nstamps, 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_stamp_survives_reopen, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stamp_dropped_with_mailbox, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_confirm, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
