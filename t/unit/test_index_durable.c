@@ -22,69 +22,20 @@
 #include "index/index.h"
 #include "index/index_private.h"
 #include "maildir/maildir.h"
-
-struct fx {
-	char root[64];
-	char dir[128];
-	struct idx_options opts;
-	struct idx_account *a;
-};
-
-static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
-}
-
-static int open_fx(void **state, bool no_fsync)
-{
-	struct fx *f = calloc(1, sizeof(*f));
-	char err[256];
-
-	strcpy(f->root, "/tmp/test_index_durable.XXXXXX");
-	if (mkdtemp(f->root) == NULL)
-		return -1;
-	snprintf(f->dir, sizeof(f->dir), "%s/acct", f->root);
-	f->opts.host = "test.example";
-	f->opts.no_fsync = no_fsync;
-	if (idx_account_open(f->dir, &f->opts, &f->a, err, sizeof(err)) < 0) {
-		fprintf(stderr, "open: %s\n", err);
-		return -1;
-	}
-	*state = f;
-	return 0;
-}
+#include "t/unit/index_fixture.h"
 
 static int setup(void **state)
 {
-	return open_fx(state, false);
+	return fx_open(state, "test_index_durable", false);
 }
 
 static int setup_nofsync(void **state)
 {
-	return open_fx(state, true);
+	return fx_open(state, "test_index_durable", true);
 }
 
-static int teardown(void **state)
-{
-	struct fx *f = *state;
-
-	idx_account_close(&f->a);
-	nftw(f->root, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-	free(f);
-	return 0;
-}
-
-static uint32_t inbox_id(struct idx_account *a)
-{
-	struct idx_mailbox mb;
-	char err[256];
-	uint32_t id;
-
-	assert_int_equal(idx_mailbox_get(a, "INBOX", &mb, err, sizeof(err)), 1);
-	id = mb.id;
-	idx_mailbox_clear(&mb);
-	return id;
-}
+#define teardown fx_teardown
+#define inbox_id fx_inbox
 
 /* Add n messages with idx_add_nosync; the writers are freed. */
 static void add_n(struct idx_account *a, int n, struct idx_durable *d)

@@ -20,47 +20,14 @@
 
 #include "index/index.h"
 #include "index/index_private.h"
-
-struct fx {
-	char root[64];
-	char dir[128];
-	struct idx_options opts;
-	struct idx_account *a;
-};
-
-static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
-}
+#include "t/unit/index_fixture.h"
 
 static int setup(void **state)
 {
-	struct fx *f = calloc(1, sizeof(*f));
-	char err[256];
-
-	strcpy(f->root, "/tmp/test_index_stamp.XXXXXX");
-	if (mkdtemp(f->root) == NULL)
-		return -1;
-	snprintf(f->dir, sizeof(f->dir), "%s/acct", f->root);
-	f->opts.host = "test.example";
-	f->opts.no_fsync = true;
-	if (idx_account_open(f->dir, &f->opts, &f->a, err, sizeof(err)) < 0) {
-		fprintf(stderr, "open: %s\n", err);
-		return -1;
-	}
-	*state = f;
-	return 0;
+	return fx_open(state, "test_index_stamp", true);
 }
 
-static int teardown(void **state)
-{
-	struct fx *f = *state;
-
-	idx_account_close(&f->a);
-	nftw(f->root, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-	free(f);
-	return 0;
-}
+#define teardown fx_teardown
 
 static void put_file(const char *path, const char *text)
 {
@@ -71,17 +38,7 @@ static void put_file(const char *path, const char *text)
 	close(fd);
 }
 
-static uint32_t inbox_id(struct idx_account *a)
-{
-	struct idx_mailbox mb;
-	char err[256];
-	uint32_t id;
-
-	assert_int_equal(idx_mailbox_get(a, "INBOX", &mb, err, sizeof(err)), 1);
-	id = mb.id;
-	idx_mailbox_clear(&mb);
-	return id;
-}
+#define inbox_id fx_inbox
 
 static void reopen(struct fx *f)
 {
