@@ -61,13 +61,7 @@ struct dns_query {
 	bool ready;         /* res is filled: deliver on the next event */
 	bool in_cb;
 	char *name;
-	struct dns_result res;
-	/* Owned storage behind res's const pointers. */
-	struct dns_txt *txt;
-	struct dns_addr *addr;
-	struct dns_mx *mx;
-	char **ptr;
-	size_t n, cap;
+	struct dns_result res; /* its answers are owned: dns_result_clear */
 };
 
 const char *
@@ -95,147 +89,185 @@ dns_limits_default(struct dns_limits *lim)
 /* ------------------------------------------------------------------ */
 /* Results                                                             */
 
+/*
+ * A result under construction, for the wire parser and the fake instance:
+ * the arrays grow up to lim->max_answers entries, then build_finish moves
+ * them into a dns_result (or build_clear frees them).
+ */
+struct res_build {
+	const struct dns_limits *lim;
+	int rrtype;
+	bool truncated;
+	size_t n, cap;
+	struct dns_txt *txt;
+	struct dns_addr *addr;
+	struct dns_mx *mx;
+	char **ptr;
+};
+
 static void
-res_clear(struct dns_query *q)
+build_init(struct res_build *b, int rrtype, const struct dns_limits *lim)
+{
+	memset(b, 0, sizeof(*b));
+	b->rrtype = rrtype;
+	b->lim = lim;
+}
+
+/* Hand the answers to r (which must not hold any). */
+static void
+build_finish(struct res_build *b, struct dns_result *r)
+{
+	r->rrtype = b->rrtype;
+	r->truncated = b->truncated;
+	r->txt = b->txt;
+	r->ntxt = b->txt != NULL ? b->n : 0;
+	r->addr = b->addr;
+	r->naddr = b->addr != NULL ? b->n : 0;
+	r->mx = b->mx;
+	r->nmx = b->mx != NULL ? b->n : 0;
+	r->ptr = (const char *const *)b->ptr;
+	r->nptr = b->ptr != NULL ? b->n : 0;
+	memset(b, 0, sizeof(*b));
+}
+
+static void
+build_clear(struct res_build *b)
+{
+	struct dns_result r;
+
+	memset(&r, 0, sizeof(r));
+	build_finish(b, &r);
+	dns_result_clear(&r);
+}
+
+void
+dns_result_clear(struct dns_result *r)
 {
 	size_t i;
 
-	for (i = 0; i < q->n; i++) {
-		if (q->txt != NULL)
-			free((char *)q->txt[i].data);
-		if (q->mx != NULL)
-			free((char *)q->mx[i].host);
-		if (q->ptr != NULL)
-			free(q->ptr[i]);
-	}
-	free(q->txt);
-	free(q->addr);
-	free(q->mx);
-	free(q->ptr);
-	q->txt = NULL;
-	q->addr = NULL;
-	q->mx = NULL;
-	q->ptr = NULL;
-	q->n = q->cap = 0;
-	memset(&q->res, 0, sizeof(q->res));
+	if (r == NULL)
+		return;
+	for (i = 0; i < r->ntxt; i++)
+		free((char *)r->txt[i].data);
+	for (i = 0; i < r->nmx; i++)
+		free((char *)r->mx[i].host);
+	for (i = 0; i < r->nptr; i++)
+		free((char *)r->ptr[i]);
+	free((void *)r->txt);
+	free((void *)r->addr);
+	free((void *)r->mx);
+	free((void *)r->ptr);
+	memset(r, 0, sizeof(*r));
 }
 
 /* Room for one more answer; false (and truncated) at the limit. */
 static bool
-res_room(struct dns_query *q)
+res_room(struct res_build *b)
 {
 	size_t ncap;
 
-	if (q->n >= q->d->lim.max_answers) {
-		q->res.truncated = true;
+	if (b->n >= b->lim->max_answers) {
+		b->truncated = true;
 		return false;
 	}
-	if (q->n < q->cap)
+	if (b->n < b->cap)
 		return true;
-	ncap = q->cap ? q->cap * 2 : 4;
-	if (ncap > q->d->lim.max_answers)
-		ncap = q->d->lim.max_answers;
-	switch (q->res.rrtype) {
+	ncap = b->cap ? b->cap * 2 : 4;
+	if (ncap > b->lim->max_answers)
+		ncap = b->lim->max_answers;
+	switch (b->rrtype) {
 	case DNS_T_TXT:
-		q->txt = xrealloc(q->txt, ncap * sizeof(*q->txt));
+		b->txt = xrealloc(b->txt, ncap * sizeof(*b->txt));
 		break;
 	case DNS_T_A:
 	case DNS_T_AAAA:
-		q->addr = xrealloc(q->addr, ncap * sizeof(*q->addr));
+		b->addr = xrealloc(b->addr, ncap * sizeof(*b->addr));
 		break;
 	case DNS_T_MX:
-		q->mx = xrealloc(q->mx, ncap * sizeof(*q->mx));
+		b->mx = xrealloc(b->mx, ncap * sizeof(*b->mx));
 		break;
 	case DNS_T_PTR:
-		q->ptr = xrealloc(q->ptr, ncap * sizeof(*q->ptr));
+		b->ptr = xrealloc(b->ptr, ncap * sizeof(*b->ptr));
 		break;
 	default:
 		return false;
 	}
-	q->cap = ncap;
+	b->cap = ncap;
 	return true;
 }
 
 static void
-res_add_txt(struct dns_query *q, const char *p, size_t len)
+res_add_txt(struct res_build *b, const char *p, size_t len)
 {
-	if (len > q->d->lim.max_txt) {
-		q->res.truncated = true;
+	if (len > b->lim->max_txt) {
+		b->truncated = true;
 		return;
 	}
-	if (!res_room(q))
+	if (!res_room(b))
 		return;
-	q->txt[q->n].data = xstrndup(p, len);
-	q->txt[q->n].len = len;
-	q->n++;
+	b->txt[b->n].data = xstrndup(p, len);
+	b->txt[b->n].len = len;
+	b->n++;
 }
 
 static void
-res_add_addr(struct dns_query *q, int family, const void *a)
+res_add_addr(struct res_build *b, int family, const void *a)
 {
-	if (!res_room(q))
+	if (!res_room(b))
 		return;
-	memset(&q->addr[q->n], 0, sizeof(q->addr[q->n]));
-	q->addr[q->n].family = family;
+	memset(&b->addr[b->n], 0, sizeof(b->addr[b->n]));
+	b->addr[b->n].family = family;
 	if (family == AF_INET)
-		memcpy(&q->addr[q->n].u.v4, a, 4);
+		memcpy(&b->addr[b->n].u.v4, a, 4);
 	else
-		memcpy(&q->addr[q->n].u.v6, a, 16);
-	q->n++;
+		memcpy(&b->addr[b->n].u.v6, a, 16);
+	b->n++;
 }
 
 static void
-res_add_mx(struct dns_query *q, uint16_t pref, const char *host)
+res_add_mx(struct res_build *b, uint16_t pref, const char *host)
 {
-	if (!res_room(q))
+	if (!res_room(b))
 		return;
-	q->mx[q->n].pref = pref;
-	q->mx[q->n].host = xstrdup(host);
-	q->n++;
+	b->mx[b->n].pref = pref;
+	b->mx[b->n].host = xstrdup(host);
+	b->n++;
 }
 
 static void
-res_add_ptr(struct dns_query *q, const char *host)
+res_add_ptr(struct res_build *b, const char *host)
 {
-	if (!res_room(q))
+	if (!res_room(b))
 		return;
-	q->ptr[q->n] = xstrdup(host);
-	q->n++;
+	b->ptr[b->n] = xstrdup(host);
+	b->n++;
 }
 
-/* Point res's arrays at the storage and set the status from the answers. */
-static void
-res_finish(struct dns_query *q, enum dns_status nodata_st)
-{
-	struct dns_result *r = &q->res;
-
-	r->name = q->name;
-	switch (r->rrtype) {
-	case DNS_T_TXT: r->txt = q->txt; r->ntxt = q->n; break;
-	case DNS_T_A:
-	case DNS_T_AAAA: r->addr = q->addr; r->naddr = q->n; break;
-	case DNS_T_MX: r->mx = q->mx; r->nmx = q->n; break;
-	case DNS_T_PTR: r->ptr = (const char *const *)q->ptr; r->nptr = q->n; break;
-	default: break;
-	}
-	if (r->status == 0)
-		r->status = q->n > 0 ? DNS_OK : nodata_st;
-}
-
+/* Replace q's result by an error (or a status without answers). */
 static void
 res_error(struct dns_query *q, enum dns_status st, const char *why)
 {
 	int rrtype = q->res.rrtype;
 
-	res_clear(q);
+	dns_result_clear(&q->res);
 	q->res.rrtype = rrtype;
 	q->res.status = st;
 	q->res.why = why;
-	res_finish(q, st);
+	q->res.name = q->name;
 }
 
 /* ------------------------------------------------------------------ */
 /* Wire format                                                          */
+
+/*
+ * The bytes arrive from the network: every offset is checked against the
+ * end before it is read, and every loop is bounded by the packet's length
+ * or by a count (compression hops), so no input makes the parser read out
+ * of bounds or run long.
+ */
+
+/* Longest presentation name: 255 wire bytes, each byte at most "\DDD". */
+#define WIRE_NAME_MAX 1024
 
 static uint16_t
 get16(const unsigned char *p)
@@ -247,6 +279,14 @@ static uint32_t
 get32(const unsigned char *p)
 {
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Kept as is in a name; anything else becomes \DDD (ASCII, whatever the locale). */
+static bool
+name_plain(unsigned char b)
+{
+	return (b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z') || (b >= '0' && b <= '9') ||
+	       b == '-' || b == '_';
 }
 
 /*
@@ -270,6 +310,7 @@ wire_name(const unsigned char *pkt, size_t len, size_t *off, char *out, size_t o
 			return -1;
 		c = pkt[o];
 		if ((c & 0xc0) == 0xc0) {
+			/* Bounded hops: a pointer loop ends here, not in a hang. */
 			if (o + 1 >= len || ++hops > 64)
 				return -1;
 			if (!jumped)
@@ -297,7 +338,7 @@ wire_name(const unsigned char *pkt, size_t len, size_t *off, char *out, size_t o
 
 			if (ol + 5 >= outsz)
 				return -1;
-			if (isalnum(b) || b == '-' || b == '_')
+			if (name_plain(b))
 				out[ol++] = (char)b;
 			else
 				ol += (size_t)snprintf(out + ol, outsz - ol, "\\%03u", b);
@@ -309,102 +350,155 @@ wire_name(const unsigned char *pkt, size_t len, size_t *off, char *out, size_t o
 }
 
 /*
- * Parse an answer packet: every answer RR of q's type (the owners along a
- * CNAME chain differ; unbound already checked the chain). Returns 1, or -1
- * for a malformed packet.
+ * Parse the rdata of one answer RR of the asked type (rd..rd+rdlen is
+ * inside pkt) into b. Returns 1, or -1 with a message in *why_r.
  */
 static int
-wire_parse(struct dns_query *q, const unsigned char *pkt, size_t len)
+wire_rdata(struct res_build *b, const unsigned char *pkt, size_t rd, size_t rdlen, const char **why_r)
 {
-	char name[1024];
+	char name[WIRE_NAME_MAX];
+
+	switch (b->rrtype) {
+	case DNS_T_A:
+		if (rdlen != 4) {
+			*why_r = "A rdata not 4 bytes";
+			return -1;
+		}
+		res_add_addr(b, AF_INET, pkt + rd);
+		break;
+	case DNS_T_AAAA:
+		if (rdlen != 16) {
+			*why_r = "AAAA rdata not 16 bytes";
+			return -1;
+		}
+		res_add_addr(b, AF_INET6, pkt + rd);
+		break;
+	case DNS_T_MX: {
+		size_t o = rd + 2;
+
+		/* The name may point back into the packet, not past its own RR. */
+		if (rdlen < 3 || wire_name(pkt, rd + rdlen, &o, name, sizeof(name)) < 0 ||
+		    o != rd + rdlen) {
+			*why_r = "bad MX rdata";
+			return -1;
+		}
+		res_add_mx(b, get16(pkt + rd), name);
+		break;
+	}
+	case DNS_T_PTR: {
+		size_t o = rd;
+
+		if (wire_name(pkt, rd + rdlen, &o, name, sizeof(name)) < 0 || o != rd + rdlen) {
+			*why_r = "bad PTR rdata";
+			return -1;
+		}
+		res_add_ptr(b, name);
+		break;
+	}
+	case DNS_T_TXT: {
+		/* Concatenate the character-strings (RFC 7208 3.3, RFC 6376 3.6.2.2). */
+		char *buf = xmalloc(rdlen + 1u);
+		size_t o = rd, bl = 0;
+
+		while (o < rd + rdlen) {
+			size_t sl = pkt[o];
+
+			if (o + 1 + sl > rd + rdlen) {
+				free(buf);
+				*why_r = "TXT string past its rdata";
+				return -1;
+			}
+			memcpy(buf + bl, pkt + o + 1, sl);
+			bl += sl;
+			o += 1 + sl;
+		}
+		res_add_txt(b, buf, bl);
+		free(buf);
+		break;
+	}
+	default:
+		break;
+	}
+	return 1;
+}
+
+int
+dns_answer_rcode(const unsigned char *pkt, size_t len)
+{
+	if (len < 12)
+		return -1;
+	return pkt[3] & 0x0f;
+}
+
+int
+dns_parse_answer(const unsigned char *pkt, size_t len, int rrtype, const struct dns_limits *lim,
+		 struct dns_result *res_r, char *err, size_t errlen)
+{
+	char name[WIRE_NAME_MAX];
+	struct res_build b;
+	const char *why = NULL;
 	size_t off = 12;
 	unsigned qd, an, i;
 	bool first = true;
+	uint32_t ttl = 0;
 
-	if (len < 12)
+	memset(res_r, 0, sizeof(*res_r));
+	res_r->rrtype = rrtype;
+	if (len < 12) {
+		if (err != NULL && errlen > 0)
+			snprintf(err, errlen, "packet of %zu bytes, under a header", len);
 		return -1;
+	}
+	build_init(&b, rrtype, lim);
 	qd = get16(pkt + 4);
 	an = get16(pkt + 6);
-	for (i = 0; i < qd; i++) {
-		if (wire_name(pkt, len, &off, name, sizeof(name)) < 0 || off + 4 > len)
-			return -1;
-		off += 4;
+	for (i = 0; i < qd && why == NULL; i++) {
+		if (wire_name(pkt, len, &off, name, sizeof(name)) < 0)
+			why = "bad question name";
+		else if (off + 4 > len)
+			why = "question past the end";
+		else
+			off += 4;
 	}
-	for (i = 0; i < an; i++) {
+	for (i = 0; i < an && why == NULL; i++) {
 		uint16_t type, rdlen;
-		uint32_t ttl;
+		uint32_t rttl;
 		size_t rd;
 
-		if (wire_name(pkt, len, &off, name, sizeof(name)) < 0 || off + 10 > len)
-			return -1;
+		if (wire_name(pkt, len, &off, name, sizeof(name)) < 0) {
+			why = "bad answer name";
+			break;
+		}
+		if (off + 10 > len) {
+			why = "answer header past the end";
+			break;
+		}
 		type = get16(pkt + off);
-		ttl = get32(pkt + off + 4);
+		rttl = get32(pkt + off + 4);
 		rdlen = get16(pkt + off + 8);
 		off += 10;
-		if (off + rdlen > len)
-			return -1;
+		if (off + rdlen > len) {
+			why = "answer rdata past the end";
+			break;
+		}
 		rd = off;
 		off += rdlen;
-		if (type != q->res.rrtype)
+		if (type != rrtype)
 			continue;
-		if (first || ttl < q->res.ttl)
-			q->res.ttl = ttl;
+		if (first || rttl < ttl)
+			ttl = rttl;
 		first = false;
-		switch (type) {
-		case DNS_T_A:
-			if (rdlen != 4)
-				return -1;
-			res_add_addr(q, AF_INET, pkt + rd);
-			break;
-		case DNS_T_AAAA:
-			if (rdlen != 16)
-				return -1;
-			res_add_addr(q, AF_INET6, pkt + rd);
-			break;
-		case DNS_T_MX: {
-			size_t o = rd + 2;
-
-			if (rdlen < 3 || wire_name(pkt, rd + rdlen, &o, name, sizeof(name)) < 0 ||
-			    o != rd + rdlen)
-				return -1;
-			res_add_mx(q, get16(pkt + rd), name);
-			break;
-		}
-		case DNS_T_PTR: {
-			size_t o = rd;
-
-			if (wire_name(pkt, rd + rdlen, &o, name, sizeof(name)) < 0 || o != rd + rdlen)
-				return -1;
-			res_add_ptr(q, name);
-			break;
-		}
-		case DNS_T_TXT: {
-			/* Concatenate the character-strings (RFC 7208 3.3, RFC 6376 3.6.2.2). */
-			char *buf = xmalloc(rdlen + 1u);
-			size_t o = rd, bl = 0;
-
-			while (o < rd + rdlen) {
-				size_t sl = pkt[o];
-
-				if (o + 1 + sl > rd + rdlen) {
-					free(buf);
-					return -1;
-				}
-				memcpy(buf + bl, pkt + o + 1, sl);
-				bl += sl;
-				o += 1 + sl;
-			}
-			res_add_txt(q, buf, bl);
-			free(buf);
-			break;
-		}
-		default:
-			break;
-		}
+		(void)wire_rdata(&b, pkt, rd, rdlen, &why);
 	}
-	/* An answer of the type, even one dropped by a limit or not parsed. */
-	if (!first)
-		q->res.status = DNS_OK;
+	if (why != NULL) {
+		build_clear(&b);
+		if (err != NULL && errlen > 0)
+			snprintf(err, errlen, "%s (near offset %zu)", why, off);
+		return -1;
+	}
+	build_finish(&b, res_r);
+	res_r->ttl = ttl;
+	res_r->status = first ? DNS_NODATA : DNS_OK;
 	return 1;
 }
 
@@ -422,7 +516,7 @@ query_free(struct dns_query *q)
 		d->queries = q->next;
 	if (q->next != NULL)
 		q->next->prev = q->prev;
-	res_clear(q);
+	dns_result_clear(&q->res);
 	if (q->ev != NULL)
 		event_free(q->ev);
 	free(q->name);
@@ -459,7 +553,7 @@ query_event(evutil_socket_t fd, short what, void *arg)
 	q->in_cb = true;
 	q->cb(&q->res, q->arg);
 	q->in_cb = false;
-	res_clear(q);
+	dns_result_clear(&q->res);
 	query_maybe_free(q);
 }
 
@@ -469,6 +563,7 @@ query_ub_done(void *mydata, int rcode, void *packet, int packet_len, int sec,
 	      char *why_bogus, int was_ratelimited)
 {
 	struct dns_query *q = mydata;
+	int prc;
 
 	q->ub_pending = false;
 	q->d->inflight--;
@@ -477,8 +572,9 @@ query_ub_done(void *mydata, int rcode, void *packet, int packet_len, int sec,
 		return;
 	}
 	/* unbound passes SERVFAIL-like failures in rcode; NXDOMAIN is in the packet. */
-	if (rcode == 0 && packet != NULL && packet_len >= 12)
-		rcode = ((const unsigned char *)packet)[3] & 0x0f;
+	if (rcode == 0 && packet != NULL && packet_len >= 0 &&
+	    (prc = dns_answer_rcode(packet, (size_t)packet_len)) > 0)
+		rcode = prc;
 	if (rcode == 3) {
 		res_error(q, DNS_NXDOMAIN, NULL);
 	} else if (sec == 1) {
@@ -486,11 +582,12 @@ query_ub_done(void *mydata, int rcode, void *packet, int packet_len, int sec,
 	} else if (rcode != 0) {
 		res_error(q, DNS_TEMPERROR, rcode == 2 ? "servfail" : rcode == 5 ? "refused" : "error rcode");
 	} else if (packet == NULL || packet_len < 0 ||
-		   wire_parse(q, packet, (size_t)packet_len) < 0) {
+		   dns_parse_answer(packet, (size_t)packet_len, q->res.rrtype, &q->d->lim, &q->res,
+				    NULL, 0) < 0) {
 		res_error(q, DNS_TEMPERROR, "malformed answer");
 	} else {
 		q->res.secure = sec == 2;
-		res_finish(q, DNS_NODATA);
+		q->res.name = q->name;
 	}
 	query_deliver_soon(q);
 }
@@ -594,7 +691,7 @@ dns_cancel(struct dns_query *q)
 		return;
 	q->user = false;
 	event_del(q->ev);
-	res_clear(q);
+	dns_result_clear(&q->res);
 	query_maybe_free(q);
 }
 
@@ -783,9 +880,9 @@ fake_key(const char *name)
 	return k;
 }
 
-/* Parse a fake value into q's answers. Returns 1 or -1. */
+/* Parse a fake value into b's answers (b NULL: only check it). Returns 1 or -1. */
 static int
-fake_parse(struct dns_query *q, int rrtype, const char *value)
+fake_parse(struct res_build *b, int rrtype, const char *value)
 {
 	unsigned char a[16];
 	long long pref;
@@ -796,14 +893,14 @@ fake_parse(struct dns_query *q, int rrtype, const char *value)
 	case DNS_T_A:
 		if (inet_pton(AF_INET, value, a) != 1)
 			return -1;
-		if (q != NULL)
-			res_add_addr(q, AF_INET, a);
+		if (b != NULL)
+			res_add_addr(b, AF_INET, a);
 		return 1;
 	case DNS_T_AAAA:
 		if (inet_pton(AF_INET6, value, a) != 1)
 			return -1;
-		if (q != NULL)
-			res_add_addr(q, AF_INET6, a);
+		if (b != NULL)
+			res_add_addr(b, AF_INET6, a);
 		return 1;
 	case DNS_T_MX:
 		sp = strchr(value, ' ');
@@ -813,24 +910,24 @@ fake_parse(struct dns_query *q, int rrtype, const char *value)
 		num[sp - value] = '\0';
 		if (parse_ll(num, 0, 65535, &pref) != 1)
 			return -1;
-		if (q != NULL) {
+		if (b != NULL) {
 			char *h = fake_key(sp + 1);
 
-			res_add_mx(q, (uint16_t)pref, strcmp(h, ".") == 0 ? "" : h);
+			res_add_mx(b, (uint16_t)pref, strcmp(h, ".") == 0 ? "" : h);
 			free(h);
 		}
 		return 1;
 	case DNS_T_PTR:
-		if (q != NULL) {
+		if (b != NULL) {
 			char *h = fake_key(value);
 
-			res_add_ptr(q, h);
+			res_add_ptr(b, h);
 			free(h);
 		}
 		return 1;
 	case DNS_T_TXT:
-		if (q != NULL)
-			res_add_txt(q, value, strlen(value));
+		if (b != NULL)
+			res_add_txt(b, value, strlen(value));
 		return 1;
 	default:
 		return -1;
@@ -874,6 +971,8 @@ fake_answer(struct dns_query *q)
 	char *key = fake_key(q->name);
 	bool known = false;
 	struct dns_fake_rr *rr;
+	struct res_build b;
+	size_t n;
 
 	for (rr = q->d->rrs; rr != NULL; rr = rr->next) {
 		if (strcmp(rr->name, key) != 0)
@@ -886,11 +985,15 @@ fake_answer(struct dns_query *q)
 			return;
 		}
 	}
+	build_init(&b, q->res.rrtype, &q->d->lim);
 	for (rr = q->d->rrs; rr != NULL; rr = rr->next) {
 		if (rr->value != NULL && rr->rrtype == q->res.rrtype && strcmp(rr->name, key) == 0)
-			(void)fake_parse(q, rr->rrtype, rr->value);
+			(void)fake_parse(&b, rr->rrtype, rr->value);
 	}
 	free(key);
-	q->res.ttl = q->n > 0 ? 300 : 0;
-	res_finish(q, known ? DNS_NODATA : DNS_NXDOMAIN);
+	n = b.n;
+	build_finish(&b, &q->res);
+	q->res.name = q->name;
+	q->res.ttl = n > 0 ? 300 : 0;
+	q->res.status = n > 0 ? DNS_OK : known ? DNS_NODATA : DNS_NXDOMAIN;
 }

@@ -8,6 +8,8 @@
  * answers from a table instead, for tests of the modules built on this one.
  * Every callback runs on the loop thread, from its own event, never inside
  * dns_lookup and never after dns_cancel or dns_free.
+ * The answer-packet parser (dns_parse_answer) is a pure function over the
+ * bytes the resolver hands back, usable (and fuzzed) without a resolver.
  */
 #ifndef MOX_DNS_H
 #define MOX_DNS_H
@@ -59,8 +61,10 @@ struct dns_mx {
 };
 
 /*
- * A finished lookup. Everything, strings included, belongs to the dns
- * module and is valid only during the callback: copy what you keep.
+ * A finished lookup. In a callback everything, strings included, belongs to
+ * the dns module and is valid only during the callback: copy what you keep.
+ * Filled by dns_parse_answer, the arrays and strings belong to the caller
+ * until dns_result_clear (name is never owned by the result).
  * Exactly one of the arrays is filled, according to rrtype; answers beyond
  * the limit are dropped (truncated is set).
  */
@@ -91,6 +95,34 @@ struct dns_limits {
 
 /* Fill *lim with the defaults above. */
 void dns_limits_default(struct dns_limits *lim);
+
+/*
+ * Parse an answer packet as a resolver returns it (header, questions,
+ * answers; the authority and additional sections are not read) for rrtype:
+ * every answer RR of that type, whatever its owner (unbound has already
+ * checked a CNAME chain). Compression pointers are followed at most 64
+ * times, names are at most 255 wire bytes, an MX or PTR name must end
+ * exactly at its RR's end and point nowhere past it. Keeps at most
+ * lim->max_answers answers and drops a TXT RR over lim->max_txt bytes
+ * (both set truncated). The RCODE is not looked at (see dns_answer_rcode).
+ * *res_r is overwritten, not freed: pass a zeroed or cleared one. On
+ * success it holds rrtype, status DNS_OK (an answer of the type, even one
+ * dropped by a limit or of a type not parsed) or DNS_NODATA, the smallest
+ * TTL and the answers; release it with dns_result_clear. Returns 1, or -1
+ * for a malformed or truncated packet with a message in err (err may be
+ * NULL) and *res_r left empty but for rrtype.
+ */
+int dns_parse_answer(const unsigned char *pkt, size_t len, int rrtype, const struct dns_limits *lim,
+		     struct dns_result *res_r, char *err, size_t errlen);
+
+/* The RCODE of an answer packet (0..15), or -1 if len is under a header's 12 bytes. */
+int dns_answer_rcode(const unsigned char *pkt, size_t len);
+
+/*
+ * Free the answers of a result dns_parse_answer filled (not name) and zero
+ * it. Accepts NULL and a zeroed result.
+ */
+void dns_result_clear(struct dns_result *r);
 
 /*
  * A resolver on base. resolver NULL or "": the system's (/etc/resolv.conf

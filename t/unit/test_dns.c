@@ -2,7 +2,9 @@
  * Tests for daemon/dns: the fake instance, and unbound against a small UDP
  * responder on loopback in this process (same event base): answers parsed
  * from the wire, NXDOMAIN, SERVFAIL, malformed answers, timeouts, limits,
- * cancelling, and freeing with queries in flight.
+ * cancelling, and freeing with queries in flight; and the answer-packet
+ * parser on its own (valid answers, every truncation, compression loops,
+ * pointers out of bounds, limits).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -500,6 +502,363 @@ test_new_errors(void **state)
 	dns_free(&d);
 }
 
+/* ------------------------------------------------------------------ */
+/* Parsing answer packets (dns_parse_answer, no resolver)              */
+
+/* Header (id 0x1234, QR RD RA, rcode) and one question for qname/qtype. */
+static size_t
+pkt_start(unsigned char *p, const char *qname, unsigned qtype, unsigned an, unsigned rcode)
+{
+	size_t o = 0;
+	const char *s = qname;
+
+	o += put16(p + o, 0x1234);
+	p[o++] = 0x81;
+	p[o++] = (unsigned char)(0x80 | rcode);
+	o += put16(p + o, 1);
+	o += put16(p + o, an);
+	o += put16(p + o, 0);
+	o += put16(p + o, 0);
+	while (*s != '\0') {
+		const char *dot = strchr(s, '.');
+		size_t l = dot ? (size_t)(dot - s) : strlen(s);
+
+		p[o++] = (unsigned char)l;
+		memcpy(p + o, s, l);
+		o += l;
+		s += l + (dot ? 1 : 0);
+	}
+	p[o++] = 0;
+	o += put16(p + o, qtype);
+	o += put16(p + o, 1);
+	return o;
+}
+
+static struct dns_limits plim;
+
+/* Parse pkt for rrtype with plim; expect rc; then check every shorter prefix fails. */
+static void
+parse_ok(const unsigned char *p, size_t len, int rrtype, struct dns_result *r)
+{
+	struct dns_result t;
+	char err[128];
+
+	err[0] = '\0';
+	if (dns_parse_answer(p, len, rrtype, &plim, r, err, sizeof(err)) != 1)
+		fail_msg("parse failed: %s", err);
+	/* A datagram is whole or nothing: every cut is rejected cleanly. */
+	for (size_t cut = 0; cut < len; cut++) {
+		unsigned char *c = malloc(cut ? cut : 1);
+
+		memcpy(c, p, cut);
+		err[0] = '\0';
+		if (dns_parse_answer(c, cut, rrtype, &plim, &t, err, sizeof(err)) != -1)
+			fail_msg("prefix of %zu/%zu bytes parsed", cut, len);
+		assert_true(err[0] != '\0');
+		assert_int_equal(t.rrtype, rrtype);
+		assert_int_equal(t.ntxt + t.naddr + t.nmx + t.nptr, 0);
+		assert_null(t.txt);
+		assert_null(t.addr);
+		assert_null(t.mx);
+		assert_null(t.ptr);
+		free(c);
+	}
+}
+
+static void
+parse_bad(const unsigned char *p, size_t len, int rrtype)
+{
+	struct dns_result r;
+	char err[128];
+
+	err[0] = '\0';
+	assert_int_equal(dns_parse_answer(p, len, rrtype, &plim, &r, err, sizeof(err)), -1);
+	assert_true(err[0] != '\0');
+	assert_int_equal(r.ntxt + r.naddr + r.nmx + r.nptr, 0);
+	assert_null(r.txt);
+	assert_null(r.addr);
+	assert_null(r.mx);
+	assert_null(r.ptr);
+	dns_result_clear(&r);
+	/* Without an error buffer as well. */
+	assert_int_equal(dns_parse_answer(p, len, rrtype, &plim, &r, NULL, 0), -1);
+}
+
+static void
+test_parse_valid(void **state)
+{
+	unsigned char p[1500];
+	struct dns_result r;
+	char buf[INET6_ADDRSTRLEN];
+	size_t l;
+
+	dns_limits_default(&plim);
+
+	/* A: a CNAME first (another owner, another type), two addresses, TTLs 60 and 30. */
+	l = pkt_start(p, "a.test", DNS_T_A, 3, 0);
+	l += put_rr(p + l, 5, "\x01" "b\xc0\x0c", 4);
+	l += put_rr(p + l, DNS_T_A, "\xc0\x00\x02\x01", 4);
+	l += put_rr(p + l, DNS_T_A, "\xc0\x00\x02\x02", 4);
+	p[l - 16 + 9] = 30; /* the last RR's TTL low byte: 60 -> 30 */
+	parse_ok(p, l, DNS_T_A, &r);
+	assert_int_equal(r.status, DNS_OK);
+	assert_int_equal(r.rrtype, DNS_T_A);
+	assert_int_equal(r.naddr, 2);
+	assert_int_equal(r.ntxt + r.nmx + r.nptr, 0);
+	assert_int_equal(r.ttl, 30);
+	assert_false(r.truncated);
+	assert_int_equal(r.addr[1].family, AF_INET);
+	inet_ntop(AF_INET, &r.addr[1].u.v4, buf, sizeof(buf));
+	assert_string_equal(buf, "192.0.2.2");
+	dns_result_clear(&r);
+	assert_int_equal(r.naddr, 0);
+	assert_null(r.addr);
+	dns_result_clear(&r);
+	dns_result_clear(NULL);
+	assert_int_equal(dns_answer_rcode(p, l), 0);
+
+	/* AAAA. */
+	l = pkt_start(p, "a.test", DNS_T_AAAA, 1, 0);
+	l += put_rr(p + l, DNS_T_AAAA, "\x20\x01\x0d\xb8\0\0\0\0\0\0\0\0\0\0\0\x01", 16);
+	parse_ok(p, l, DNS_T_AAAA, &r);
+	assert_int_equal(r.status, DNS_OK);
+	assert_int_equal(r.naddr, 1);
+	assert_int_equal(r.addr[0].family, AF_INET6);
+	inet_ntop(AF_INET6, &r.addr[0].u.v6, buf, sizeof(buf));
+	assert_string_equal(buf, "2001:db8::1");
+	dns_result_clear(&r);
+
+	/* MX: a name ending in a pointer to the question, the null MX, an escaped byte. */
+	l = pkt_start(p, "mx.test", DNS_T_MX, 3, 0);
+	l += put_rr(p + l, DNS_T_MX, "\x00\x0a\x04mail\xc0\x0c", 9);
+	l += put_rr(p + l, DNS_T_MX, "\x00\x00\x00", 3);
+	l += put_rr(p + l, DNS_T_MX, "\x00\x14\x03" "a.b\x00", 7);
+	parse_ok(p, l, DNS_T_MX, &r);
+	assert_int_equal(r.status, DNS_OK);
+	assert_int_equal(r.nmx, 3);
+	assert_int_equal(r.mx[0].pref, 10);
+	assert_string_equal(r.mx[0].host, "mail.mx.test");
+	assert_int_equal(r.mx[1].pref, 0);
+	assert_string_equal(r.mx[1].host, "");
+	assert_int_equal(r.mx[2].pref, 20);
+	assert_string_equal(r.mx[2].host, "a\\046b");
+	dns_result_clear(&r);
+
+	/* TXT: strings joined, an empty RR, a NUL byte counted in len. */
+	l = pkt_start(p, "txt.test", DNS_T_TXT, 3, 0);
+	l += put_rr(p + l, DNS_T_TXT, "\x07v=spf1 \x04-all", 13);
+	l += put_rr(p + l, DNS_T_TXT, "", 0);
+	l += put_rr(p + l, DNS_T_TXT, "\x03" "a\0b", 4);
+	parse_ok(p, l, DNS_T_TXT, &r);
+	assert_int_equal(r.status, DNS_OK);
+	assert_int_equal(r.ntxt, 3);
+	assert_string_equal(r.txt[0].data, "v=spf1 -all");
+	assert_int_equal(r.txt[0].len, 11);
+	assert_int_equal(r.txt[1].len, 0);
+	assert_string_equal(r.txt[1].data, "");
+	assert_int_equal(r.txt[2].len, 3);
+	assert_memory_equal(r.txt[2].data, "a\0b", 4);
+	dns_result_clear(&r);
+
+	/* PTR. */
+	l = pkt_start(p, "1.2.0.192.in-addr.arpa", DNS_T_PTR, 1, 0);
+	l += put_rr(p + l, DNS_T_PTR, "\x04host\x07" "example\x00", 14);
+	parse_ok(p, l, DNS_T_PTR, &r);
+	assert_int_equal(r.status, DNS_OK);
+	assert_int_equal(r.nptr, 1);
+	assert_string_equal(r.ptr[0], "host.example");
+	dns_result_clear(&r);
+
+	/* No answer of the type: NODATA; the rcode is only read, not judged. */
+	l = pkt_start(p, "a.test", DNS_T_MX, 1, 3);
+	l += put_rr(p + l, DNS_T_A, "\xc0\x00\x02\x01", 4);
+	parse_ok(p, l, DNS_T_MX, &r);
+	assert_int_equal(r.status, DNS_NODATA);
+	assert_int_equal(r.nmx, 0);
+	assert_int_equal(r.ttl, 0);
+	dns_result_clear(&r);
+	assert_int_equal(dns_answer_rcode(p, l), 3);
+	assert_int_equal(dns_answer_rcode(p, 11), -1);
+	/* A type not parsed: OK, no data. */
+	l = pkt_start(p, "a.test", 99, 1, 0);
+	l += put_rr(p + l, 99, "abc", 3);
+	parse_ok(p, l, 99, &r);
+	assert_int_equal(r.status, DNS_OK);
+	assert_int_equal(r.ntxt + r.naddr + r.nmx + r.nptr, 0);
+	dns_result_clear(&r);
+}
+
+static void
+test_parse_compression_loop(void **state)
+{
+	unsigned char p[512];
+	size_t l, rr;
+
+	dns_limits_default(&plim);
+	/* The answer's owner points at itself. */
+	l = pkt_start(p, "a.test", DNS_T_A, 1, 0);
+	rr = l;
+	l += put_rr(p + l, DNS_T_A, "\xc0\x00\x02\x01", 4);
+	p[rr] = (unsigned char)(0xc0 | rr >> 8);
+	p[rr + 1] = (unsigned char)rr;
+	parse_bad(p, l, DNS_T_A);
+	/* Two pointers at each other, behind a label: in the question. */
+	l = 12;
+	memcpy(p + l, "\x01" "a\xc0\x10\xc0\x0e", 7);
+	l += 7;
+	l += put16(p + l, DNS_T_A);
+	l += put16(p + l, 1);
+	put16(p + 6, 0);
+	parse_bad(p, l, DNS_T_A);
+	/* Inside an MX's rdata. */
+	l = pkt_start(p, "mx.test", DNS_T_MX, 1, 0);
+	rr = l + 12 + 2; /* the name in the rdata */
+	l += put_rr(p + l, DNS_T_MX, "\x00\x0a\x01x\xc0\x00", 6);
+	p[rr + 2] = (unsigned char)(0xc0 | rr >> 8);
+	p[rr + 3] = (unsigned char)rr;
+	parse_bad(p, l, DNS_T_MX);
+}
+
+static void
+test_parse_pointer_past_end(void **state)
+{
+	unsigned char p[512];
+	size_t l;
+
+	dns_limits_default(&plim);
+	/* The owner points past the packet. */
+	l = pkt_start(p, "a.test", DNS_T_A, 1, 0);
+	l += put_rr(p + l, DNS_T_A, "\xc0\x00\x02\x01", 4);
+	p[l - 16] = 0xc1; /* the owner: pointer to 0x10c */
+	parse_bad(p, l, DNS_T_A);
+	/* A pointer cut after its first byte. */
+	l = pkt_start(p, "a.test", DNS_T_A, 1, 0);
+	p[l++] = 0xc0;
+	parse_bad(p, l, DNS_T_A);
+	/* An MX name pointing beyond its own rdata, into the next RR. */
+	l = pkt_start(p, "mx.test", DNS_T_MX, 2, 0);
+	l += put_rr(p + l, DNS_T_MX, "\x00\x0a\xc0\x00", 4);
+	p[l - 1] = (unsigned char)(l + 12 + 2);
+	l += put_rr(p + l, DNS_T_MX, "\x00\x0a\x02mx\x00", 6);
+	parse_bad(p, l, DNS_T_MX);
+	/* A PTR name running past its rdlen. */
+	l = pkt_start(p, "x.arpa", DNS_T_PTR, 1, 0);
+	l += put_rr(p + l, DNS_T_PTR, "\x04host\x00", 6);
+	p[l - 7] = 3; /* rdlen 6 -> 3: the label's 4 bytes do not fit */
+	l -= 3;
+	parse_bad(p, l, DNS_T_PTR);
+}
+
+static void
+test_parse_truncated_rr(void **state)
+{
+	unsigned char p[512];
+	size_t l;
+
+	dns_limits_default(&plim);
+	/* rdlen larger than what is left. */
+	l = pkt_start(p, "a.test", DNS_T_A, 1, 0);
+	l += put_rr(p + l, DNS_T_A, "\xc0\x00\x02\x01", 4);
+	p[l - 5] = 5;
+	parse_bad(p, l, DNS_T_A);
+	/* More answers announced than present. */
+	l = pkt_start(p, "a.test", DNS_T_A, 2, 0);
+	l += put_rr(p + l, DNS_T_A, "\xc0\x00\x02\x01", 4);
+	parse_bad(p, l, DNS_T_A);
+	/* A TXT string longer than its rdata, and wrong address sizes. */
+	l = pkt_start(p, "t.test", DNS_T_TXT, 1, 0);
+	l += put_rr(p + l, DNS_T_TXT, "\x05" "abc", 4);
+	parse_bad(p, l, DNS_T_TXT);
+	l = pkt_start(p, "a.test", DNS_T_A, 1, 0);
+	l += put_rr(p + l, DNS_T_A, "\xc0\x00\x02", 3);
+	parse_bad(p, l, DNS_T_A);
+	l = pkt_start(p, "a.test", DNS_T_AAAA, 1, 0);
+	l += put_rr(p + l, DNS_T_AAAA, "\xc0\x00\x02\x01", 4);
+	parse_bad(p, l, DNS_T_AAAA);
+	/* A name over 255 wire bytes (five 63-byte labels). */
+	l = 12;
+	for (int i = 0; i < 5; i++) {
+		p[l++] = 63;
+		memset(p + l, 'a', 63);
+		l += 63;
+	}
+	p[l++] = 0;
+	l += put16(p + l, DNS_T_A);
+	l += put16(p + l, 1);
+	put16(p + 4, 1);
+	put16(p + 6, 0);
+	parse_bad(p, l, DNS_T_A);
+	/* Under a header. */
+	parse_bad(p, 11, DNS_T_A);
+	parse_bad(p, 0, DNS_T_A);
+}
+
+static void
+test_parse_limits(void **state)
+{
+	unsigned char p[1500], rd[400];
+	struct dns_result r;
+	size_t l;
+
+	/* Too many answers: the first max_answers are kept. */
+	dns_limits_default(&plim);
+	plim.max_answers = 3;
+	l = pkt_start(p, "many.test", DNS_T_A, 10, 0);
+	for (unsigned i = 0; i < 10; i++) {
+		unsigned char a[4] = {192, 0, 2, (unsigned char)(10 + i)};
+
+		l += put_rr(p + l, DNS_T_A, a, 4);
+	}
+	parse_ok(p, l, DNS_T_A, &r);
+	assert_int_equal(r.status, DNS_OK);
+	assert_true(r.truncated);
+	assert_int_equal(r.naddr, 3);
+	assert_int_equal(r.addr[2].u.v4.s_addr, htonl(0xc000020c));
+	dns_result_clear(&r);
+	/* No answer allowed at all: still OK, nothing kept. */
+	plim.max_answers = 0;
+	parse_ok(p, l, DNS_T_A, &r);
+	assert_int_equal(r.status, DNS_OK);
+	assert_true(r.truncated);
+	assert_int_equal(r.naddr, 0);
+	assert_null(r.addr);
+	dns_result_clear(&r);
+
+	/* An oversized TXT is dropped, the next one kept. */
+	dns_limits_default(&plim);
+	plim.max_txt = 299;
+	l = pkt_start(p, "bigtxt.test", DNS_T_TXT, 2, 0);
+	rd[0] = 200;
+	memset(rd + 1, 'x', 200);
+	rd[201] = 100;
+	memset(rd + 202, 'y', 100);
+	l += put_rr(p + l, DNS_T_TXT, rd, 302);
+	l += put_rr(p + l, DNS_T_TXT, "\x02ok", 3);
+	parse_ok(p, l, DNS_T_TXT, &r);
+	assert_int_equal(r.status, DNS_OK);
+	assert_true(r.truncated);
+	assert_int_equal(r.ntxt, 1);
+	assert_string_equal(r.txt[0].data, "ok");
+	dns_result_clear(&r);
+	/* Exactly at the limit: kept. */
+	plim.max_txt = 300;
+	parse_ok(p, l, DNS_T_TXT, &r);
+	assert_false(r.truncated);
+	assert_int_equal(r.ntxt, 2);
+	assert_int_equal(r.txt[0].len, 300);
+	assert_int_equal(strlen(r.txt[0].data), 300);
+	dns_result_clear(&r);
+	/* Only an oversized TXT: OK (there is a record), but none kept. */
+	l = pkt_start(p, "bigtxt.test", DNS_T_TXT, 1, 0);
+	l += put_rr(p + l, DNS_T_TXT, rd, 302);
+	plim.max_txt = 10;
+	parse_ok(p, l, DNS_T_TXT, &r);
+	assert_int_equal(r.status, DNS_OK);
+	assert_true(r.truncated);
+	assert_int_equal(r.ntxt, 0);
+	dns_result_clear(&r);
+}
+
 int
 main(void)
 {
@@ -508,6 +867,11 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_invalid_names, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel_from_callback, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_new_errors, setup, teardown),
+		cmocka_unit_test(test_parse_valid),
+		cmocka_unit_test(test_parse_compression_loop),
+		cmocka_unit_test(test_parse_pointer_past_end),
+		cmocka_unit_test(test_parse_truncated_rr),
+		cmocka_unit_test(test_parse_limits),
 		cmocka_unit_test_setup_teardown(test_unbound_answers, setup_srv, teardown_srv),
 		cmocka_unit_test_setup_teardown(test_unbound_limits, setup_srv, teardown_srv),
 		cmocka_unit_test_setup_teardown(test_unbound_timeout_cancel_free, setup_srv, teardown_srv),
