@@ -22,7 +22,10 @@
  * after it, and a message file is never rewritten once delivered. So the
  * spool file is written as always (Received, then the data) and, once the
  * checks are done, copied behind the new headers into a second spool file
- * that replaces it (prefix_len then covers all our headers). The copy costs
+ * that replaces it (prefix_len then covers all our headers). The copy also
+ * leaves out the message's Authentication-Results fields that carry our
+ * authserv-id (RFC 8601 5, see authres_filter_run); DKIM has verified the
+ * old file by then, and every other byte is copied unchanged. The copy costs
  * one sequential read and write of the message through the page cache,
  * 64 KiB at a time (bounded memory), at most 1 MiB per loop turn so a large
  * message does not stall other connections, and no fsync: the delivery's
@@ -89,6 +92,7 @@ struct smtp_verify {
 	size_t nsigs;
 	int fd;                    /* the spool file, for the copy; -1 */
 	struct maildir_writer *copy; /* the new spool file while it is written */
+	struct authres_filter *authres; /* drops forged Authentication-Results during the copy */
 	uint64_t copied;           /* bytes of the old one copied */
 	uint32_t hdr_len;          /* our headers at the start of the new one */
 	int64_t copy_start;        /* mono_ms() */
@@ -97,6 +101,8 @@ struct smtp_verify {
 	size_t ndomains;
 	struct smtp_conn *c;
 };
+
+static void authres_filter_free(struct authres_filter **fp);
 
 static uint64_t
 max_size(const struct smtp_conn *c)
@@ -217,6 +223,7 @@ smtp_verify_free(struct smtp_verify **vp)
 	spf_cancel(v->spf);
 	dkim_verify_free(&v->dkim);
 	maildir_writer_free(&v->copy); /* unlinks an unfinished copy */
+	authres_filter_free(&v->authres);
 	if (v->fd >= 0)
 		close(v->fd);
 	free(v->spf_domain);
@@ -578,6 +585,284 @@ collect_domains(struct smtp_verify *v)
 	}
 }
 
+/*
+ * Removing Authentication-Results fields that claim to be ours (RFC 8601 5)
+ * while the copy runs. A message may carry its own Authentication-Results
+ * with our authserv-id; a client that trusts the top-most result from our
+ * host could believe it, so those fields go. DKIM has run on the old file
+ * already, so this does not change its result.
+ *
+ * A pure filter over the bytes of the old spool file, fed chunk by chunk
+ * from its start (our Received header is no such field): a field stays
+ * byte for byte unless its name is Authentication-Results and its
+ * authserv-id (the value's first token or quoted-string, after CFWS with
+ * comments) is our hostname, both compared without case. Only the start of
+ * an Authentication-Results field (its name up to the end of the
+ * authserv-id) is held until that is known, at most SMTP_AUTHRES_HOLD_MAX
+ * bytes; a field whose start is longer stays as it is (reported in
+ * overflow). The header section ends at the first empty line; from there
+ * on every byte stays.
+ */
+
+/* Bytes of one field's start held until its authserv-id is known. */
+#define SMTP_AUTHRES_HOLD_MAX (8 * 1024)
+
+enum authres_state {
+	AUTHRES_LINE,     /* at a line start: a new field, a continuation or the empty line */
+	AUTHRES_CR,       /* a CR at a line start: the empty line when an LF follows */
+	AUTHRES_NAME,     /* in a field name that matches so far */
+	AUTHRES_NAME_WSP, /* WSP between the name and the colon (obsolete syntax, RFC 5322 4.5) */
+	AUTHRES_CFWS,     /* CFWS before the authserv-id (depth: comment nesting) */
+	AUTHRES_CFWS_LF,  /* a line end in that CFWS: a fold, or the field ended */
+	AUTHRES_ID,       /* the authserv-id as a token */
+	AUTHRES_QUOTED,   /* the authserv-id as a quoted-string */
+	AUTHRES_KEEP,     /* the rest of a field that stays */
+	AUTHRES_DROP,     /* the rest of a field that goes */
+	AUTHRES_BODY,     /* past the header section: all stays */
+};
+
+struct authres_filter {
+	const char *id;   /* our authserv-id (not owned) */
+	size_t idlen;
+	enum authres_state st;
+	bool dropping;    /* AUTHRES_LINE: the field before goes, so does a continuation line */
+	bool escape;      /* after a backslash in a comment or the quoted-string */
+	unsigned depth;   /* comment nesting in AUTHRES_CFWS */
+	size_t match;     /* bytes of the name or the id matched */
+	uint32_t removed; /* fields removed */
+	bool overflow;    /* a field stayed unchecked: its start was over the hold */
+	size_t nhold;
+	char hold[SMTP_AUTHRES_HOLD_MAX];
+};
+
+static const char authres_name[] = "authentication-results";
+
+static unsigned char
+ascii_lower(unsigned char ch)
+{
+	return ch >= 'A' && ch <= 'Z' ? (unsigned char)(ch - 'A' + 'a') : ch;
+}
+
+/* RFC 2045 token characters (bytes over 0x7f count, for RFC 6532 headers). */
+static bool
+token_char(unsigned char ch)
+{
+	return ch > ' ' && ch != 0x7f && strchr("()<>@,;:\\\"/[]?=", ch) == NULL;
+}
+
+/* f filters the header section of a message file whose authserv-id is id (kept by the caller). */
+static struct authres_filter *
+authres_filter_new(const char *id)
+{
+	struct authres_filter *f = xcalloc(1, sizeof(*f));
+
+	f->id = id;
+	f->idlen = strlen(id);
+	f->st = AUTHRES_LINE;
+	return f;
+}
+
+static void
+authres_filter_free(struct authres_filter **fp)
+{
+	free(*fp);
+	*fp = NULL;
+}
+
+/*
+ * Filter the next n bytes of the file into out, which has room for
+ * n + SMTP_AUTHRES_HOLD_MAX bytes (held bytes may come out now). Returns
+ * the bytes put in out.
+ */
+static size_t
+authres_filter_run(struct authres_filter *f, const char *in, size_t n, char *out)
+{
+	size_t i = 0, o = 0;
+
+	while (i < n) {
+		unsigned char ch = (unsigned char)in[i];
+		if (f->st >= AUTHRES_NAME && f->st <= AUTHRES_QUOTED && f->nhold == SMTP_AUTHRES_HOLD_MAX) {
+			f->overflow = true;
+			goto keep;
+		}
+		switch (f->st) {
+		case AUTHRES_BODY:
+			memcpy(out + o, in + i, n - i);
+			return o + (n - i);
+		case AUTHRES_KEEP:
+			out[o++] = (char)ch;
+			if (ch == '\n')
+				f->st = AUTHRES_LINE, f->dropping = false;
+			i++;
+			continue;
+		case AUTHRES_DROP:
+			if (ch == '\n')
+				f->st = AUTHRES_LINE, f->dropping = true;
+			i++;
+			continue;
+		case AUTHRES_LINE:
+			if (ch == ' ' || ch == '\t') {
+				f->st = f->dropping ? AUTHRES_DROP : AUTHRES_KEEP;
+			} else if (ch == '\r' || ch == '\n') {
+				out[o++] = (char)ch;
+				f->st = ch == '\r' ? AUTHRES_CR : AUTHRES_BODY;
+				i++;
+			} else {
+				f->st = AUTHRES_NAME;
+				f->match = 0;
+				f->nhold = 0;
+			}
+			continue; /* ch again, in the new state */
+		case AUTHRES_CR:
+			if (ch == '\n') {
+				out[o++] = (char)ch;
+				f->st = AUTHRES_BODY;
+				i++;
+			} else {
+				f->st = AUTHRES_KEEP; /* a field starting with a CR: not ours */
+			}
+			continue;
+		case AUTHRES_NAME:
+			if (f->match < sizeof(authres_name) - 1) {
+				if (ascii_lower(ch) != (unsigned char)authres_name[f->match])
+					goto keep;
+				f->match++;
+			} else if (ch == ' ' || ch == '\t') {
+				f->st = AUTHRES_NAME_WSP;
+			} else if (ch == ':') {
+				f->st = AUTHRES_CFWS;
+				f->depth = 0;
+				f->escape = false;
+			} else {
+				goto keep;
+			}
+			break;
+		case AUTHRES_NAME_WSP:
+			if (ch == ':') {
+				f->st = AUTHRES_CFWS;
+				f->depth = 0;
+				f->escape = false;
+			} else if (ch != ' ' && ch != '\t') {
+				goto keep;
+			}
+			break;
+		case AUTHRES_CFWS:
+			if (ch == '\n') {
+				f->st = AUTHRES_CFWS_LF;
+			} else if (f->depth > 0) {
+				if (f->escape)
+					f->escape = false;
+				else if (ch == '\\')
+					f->escape = true;
+				else if (ch == '(')
+					f->depth++;
+				else if (ch == ')')
+					f->depth--;
+			} else if (ch == '(') {
+				f->depth = 1;
+			} else if (ch == '"') {
+				f->st = AUTHRES_QUOTED;
+				f->match = 0;
+				f->escape = false;
+			} else if (ch != ' ' && ch != '\t' && ch != '\r') {
+				f->st = AUTHRES_ID;
+				f->match = 0;
+				continue;
+			}
+			break;
+		case AUTHRES_CFWS_LF:
+			if (ch != ' ' && ch != '\t') {
+				/* The field ended before an authserv-id: it stays. */
+				memcpy(out + o, f->hold, f->nhold);
+				o += f->nhold;
+				f->nhold = 0;
+				f->st = AUTHRES_LINE;
+				f->dropping = false;
+				continue;
+			}
+			f->st = AUTHRES_CFWS;
+			break;
+		case AUTHRES_ID:
+			if (token_char(ch)) {
+				if (f->match == f->idlen || ascii_lower(ch) != ascii_lower((unsigned char)f->id[f->match]))
+					goto keep;
+				f->match++;
+				break;
+			}
+			if (f->match != f->idlen)
+				goto keep;
+			goto drop;
+		case AUTHRES_QUOTED:
+			if (ch == '\r' || ch == '\n')
+				goto keep;
+			if (!f->escape && ch == '\\') {
+				f->escape = true;
+				break;
+			}
+			if (!f->escape && ch == '"') {
+				if (f->match != f->idlen)
+					goto keep;
+				goto drop;
+			}
+			f->escape = false;
+			if (f->match == f->idlen || ascii_lower(ch) != ascii_lower((unsigned char)f->id[f->match]))
+				goto keep;
+			f->match++;
+			break;
+		}
+		f->hold[f->nhold++] = (char)ch; /* the start of a field not decided yet */
+		i++;
+		continue;
+	keep:
+		/* Not ours: what was held comes out and ch goes on as part of a field that stays. */
+		memcpy(out + o, f->hold, f->nhold);
+		o += f->nhold;
+		f->nhold = 0;
+		f->st = AUTHRES_KEEP;
+		continue;
+	drop:
+		f->nhold = 0;
+		f->removed++;
+		f->st = AUTHRES_DROP;
+		continue;
+	}
+	return o;
+}
+
+/* The file ended: put what is still held (a field without an authserv-id) into out. Returns its length. */
+static size_t
+authres_filter_end(struct authres_filter *f, char *out)
+{
+	size_t o = f->nhold;
+
+	memcpy(out, f->hold, f->nhold);
+	f->nhold = 0;
+	f->st = AUTHRES_BODY;
+	return o;
+}
+
+_Static_assert(SMTP_AUTHRES_HOLD_MAX <= SMTP_COPY_CHUNK, "the held bytes fit the copy buffer");
+
+/* Log what the filter did: removed fields (an info line), a field kept unchecked. */
+static void
+authres_report(struct smtp_conn *c, const struct authres_filter *f, uint64_t old_size, uint64_t new_size)
+{
+	char n[16], bytes[32], max[16];
+
+	if (f->removed > 0) {
+		snprintf(n, sizeof(n), "%u", (unsigned)f->removed);
+		snprintf(bytes, sizeof(bytes), "%llu", (unsigned long long)(old_size - new_size));
+		log_info(SMTP_PKG, c->ci->cid, "removed authentication-results fields with our authserv-id (rfc 8601 5)",
+		    "fields", n, "bytes", bytes, "authserv-id", c->hostname);
+	}
+	if (f->overflow) {
+		snprintf(max, sizeof(max), "%d", SMTP_AUTHRES_HOLD_MAX);
+		log_info(SMTP_PKG, c->ci->cid,
+		    "authentication-results field left unchecked: its start is over the limit, copied unchanged",
+		    "limit", max);
+	}
+}
+
 static void verify_timeout(struct smtp_conn *c);
 
 /* The copy failed: no delivery, the client may try again. */
@@ -601,27 +886,46 @@ copy_step(struct smtp_conn *c)
 	struct smtp_txn *t = c->txn;
 	struct smtp_verify *v = t->verify;
 	uint64_t size = maildir_writer_size(t->w), turn = 0;
-	char *buf = xmalloc(SMTP_COPY_CHUNK);
+	char *buf = xmalloc(SMTP_COPY_CHUNK), *out = NULL;
 	char err[512];
 
 	while (v->copied < size && turn < SMTP_COPY_PER_TURN) {
 		size_t want = size - v->copied < SMTP_COPY_CHUNK ? (size_t)(size - v->copied) : SMTP_COPY_CHUNK;
 		ssize_t n = pread(v->fd, buf, want, (off_t)v->copied);
+		const char *p = buf;
+		size_t len = (size_t)n;
 		if (n <= 0) {
 			snprintf(err, sizeof(err), "reading %s: %s", maildir_writer_path(t->w),
 			    n < 0 ? strerror(errno) : "short file");
 			goto fail;
 		}
-		if (maildir_writer_write(v->copy, buf, (size_t)n, err, sizeof(err)) < 0)
+		if (v->authres != NULL && v->authres->st != AUTHRES_BODY) {
+			if (out == NULL)
+				out = xmalloc(SMTP_COPY_CHUNK + SMTP_AUTHRES_HOLD_MAX);
+			len = authres_filter_run(v->authres, buf, (size_t)n, out);
+			p = out;
+		}
+		if (maildir_writer_write(v->copy, p, len, err, sizeof(err)) < 0)
 			goto fail;
 		v->copied += (uint64_t)n;
 		turn += (uint64_t)n;
 	}
-	free(buf);
 	if (v->copied < size) {
+		free(buf);
+		free(out);
 		smtp_defer(c, 0, copy_step);
 		return;
 	}
+	if (v->authres != NULL) {
+		/* buf has room for what is held (SMTP_AUTHRES_HOLD_MAX <= SMTP_COPY_CHUNK). */
+		size_t len = authres_filter_end(v->authres, buf);
+		if (len > 0 && maildir_writer_write(v->copy, buf, len, err, sizeof(err)) < 0)
+			goto fail;
+		authres_report(c, v->authres, size, maildir_writer_size(v->copy) - v->hdr_len);
+		authres_filter_free(&v->authres);
+	}
+	free(buf);
+	free(out);
 	if (maildir_writer_finish(v->copy, MAILDIR_FINISH_NOSYNC, err, sizeof(err)) < 0) {
 		copy_failed(c, err);
 		return;
@@ -643,6 +947,7 @@ copy_step(struct smtp_conn *c)
 	return;
 fail:
 	free(buf);
+	free(out);
 	copy_failed(c, err);
 }
 
@@ -672,6 +977,7 @@ verify_finish(struct smtp_conn *c)
 		/* Every line of the old file ends in CRLF already: no normalization pass. */
 		maildir_writer_set_raw(v->copy, true);
 		r = maildir_writer_write(v->copy, h.data, h.len, err, sizeof(err));
+		v->authres = authres_filter_new(c->hostname);
 	}
 	v->hdr_len = (uint32_t)h.len;
 	v->copy_start = mono_ms();

@@ -509,3 +509,102 @@ def test_large_message_copied_intact(dkim_server, dkim_key):
     assert "dkim=pass header.d=example.org" in authres(data)
     assert data.endswith(msg)
     assert data.index(b"\r\nDKIM-Signature: ") + 2 == len(data) - len(msg)
+
+
+# ---- Authentication-Results with our authserv-id from the message (RFC 8601 5) ----
+
+def our_prefix(data, msg):
+    """The fields we put above msg in data (the stored file), by name."""
+    assert data.endswith(msg), data[:600]
+    return [n for n, _ in header_fields(data[:len(data) - len(msg)] + b"\r\n")]
+
+
+FORGED = [
+    b"Authentication-Results: localhost; spf=pass smtp.mailfrom=bank.example\r\n",
+    b"AUTHENTICATION-results: LocalHost;\r\n\tdkim=pass header.d=bank.example\r\n",
+    b"Authentication-Results:\r\n localhost; dkim=pass header.d=bank.example\r\n",
+    b"authentication-results : (ours, really)\r\n  \"LOCALHOST\" ; spf=pass\r\n",
+]
+KEPT = [
+    b"Authentication-Results: other.example; dkim=pass\r\n",
+    b"Authentication-Results: localhost.other.example;\r\n spf=pass\r\n",
+    b"X-Authentication-Results: localhost; spf=pass\r\n",
+    b"Authentication-Results: localhostx; spf=pass\r\n",
+]
+BODY_LIKE = b"Authentication-Results: localhost; spf=pass smtp.mailfrom=bank.example\r\n"
+
+
+def test_forged_authres_removed(checked):
+    head = (KEPT[0] + FORGED[0] + b"From: <someone@example.org>\r\n" + FORGED[1] + KEPT[1] + FORGED[2] + KEPT[2] +
+            b"Subject: hello\r\n" + FORGED[3] + KEPT[3])
+    body = b"Hello there.\r\n" + BODY_LIKE + b"\r\n" + BODY_LIKE
+    send(checked, head + b"\r\n" + body)
+    data = only_file(checked, ".Verified")
+    want = (KEPT[0] + b"From: <someone@example.org>\r\n" + KEPT[1] + KEPT[2] + b"Subject: hello\r\n" + KEPT[3] +
+            b"\r\n" + body)
+    # Only our own fields stand above the message, whose other bytes are unchanged.
+    assert our_prefix(data, want) == ["Authentication-Results", "Received-SPF", "Received"]
+    ours = [v for n, v in header_fields(data) if n.lower().strip() == "authentication-results"]
+    assert ours[1:] == ["other.example; dkim=pass", "localhost.other.example; spf=pass", "localhostx; spf=pass"], ours
+    assert re.match(r"^localhost; spf=pass smtp\.mailfrom=example\.org; dkim=none$", ours[0]), ours
+    check_lines(data)
+    assert spool_files(checked) == []
+
+
+def test_forged_authres_imap_size_and_prefix(checked):
+    msg = FORGED[0] + KEPT[0] + MSG + BODY_LIKE
+    send(checked, msg)
+    path = only_file(checked, ".Verified")
+    want = KEPT[0] + MSG + BODY_LIKE
+    assert path.endswith(want)
+    im = imaplib.IMAP4("127.0.0.1", checked.ports["IMAP"], timeout=30)
+    im.login("mox@localhost", LOCALSERVE_PASSWORD)
+    assert im.select("Verified")[0] == "OK"
+    typ, resp = im.fetch("1", "(BODY.PEEK[] RFC822.SIZE)")
+    assert typ == "OK"
+    assert resp[0][1] == path
+    assert b"RFC822.SIZE %d" % len(path) in resp[0][0], resp[0][0]
+    typ, resp = im.fetch("1", "(BODY.PEEK[HEADER.FIELDS (Authentication-Results)])")
+    assert typ == "OK"
+    fields = resp[0][1]
+    assert fields.count(b"localhost;") == 1 and KEPT[0] in fields, fields
+    im.logout()
+    checked.stop()
+    plen = index_prefix_lens(checked)
+    assert plen == [len(path) - len(want)], (plen, len(path) - len(want))
+
+
+def test_forged_authres_across_copy_chunks(checked):
+    """A header section over several 64 KiB copy chunks: fields cut at a chunk end are still found."""
+    head = b""
+    i = 0
+    while len(head) < 200 * 1024:
+        head += b"X-Filler-%d: %s\r\n" % (i, b"f" * (i * 37 % 700))
+        head += FORGED[i % len(FORGED)] if i % 2 else KEPT[i % len(KEPT)]
+        i += 1
+    msg = head + MSG
+    send(checked, msg)
+    data = only_file(checked, ".Verified")
+    want = b"".join(line for line in re.split(rb"(?<=\r\n)(?=[^ \t])", head) if line not in FORGED) + MSG
+    assert our_prefix(data, want) == ["Authentication-Results", "Received-SPF", "Received"]
+
+
+def test_authres_with_long_comment_kept_unchanged(checked):
+    """A field whose start (before the authserv-id) is over the filter's limit stays as it is."""
+    comment = b"\r\n ".join([b"(" + b"c" * 70 + b")"] * 200)
+    field = b"Authentication-Results: " + comment + b"\r\n other.example; spf=pass\r\n"
+    msg = field + FORGED[0] + MSG
+    send(checked, msg)
+    data = only_file(checked, ".Verified")
+    assert our_prefix(data, field + MSG) == ["Authentication-Results", "Received-SPF", "Received"]
+    send(checked, MSG)  # the server goes on
+
+
+def test_forged_authres_dkim_still_passes(dkim_server, dkim_key):
+    """The forged field is removed after DKIM ran on the message as received: the signature verifies."""
+    signed = dkim_sign(dkim_key, HEADERS, BODY, "example.org", "sel")
+    msg = FORGED[1] + signed
+    send(dkim_server, msg, sender="bounces@nospf.example")
+    data = only_file(dkim_server, ".Verified")
+    assert "dkim=pass header.d=example.org header.s=sel" in authres(data)
+    assert our_prefix(data, signed) == ["Authentication-Results", "Received-SPF", "Received"]
