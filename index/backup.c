@@ -20,8 +20,7 @@
 
 static int copy_file(const char *from, const char *to, char *err, size_t errlen)
 {
-	char buf[65536];
-	int in = open(from, O_RDONLY | O_CLOEXEC), out = -1, r = -1;
+	int in = open(from, O_RDONLY | O_CLOEXEC), r;
 
 	if (in < 0) {
 		if (errno == ENOENT)
@@ -29,44 +28,7 @@ static int copy_file(const char *from, const char *to, char *err, size_t errlen)
 		idx_seterr(err, errlen, "open %s: %s", from, strerror(errno));
 		return -1;
 	}
-	out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (out < 0) {
-		idx_seterr(err, errlen, "create %s: %s", to, strerror(errno));
-		goto out;
-	}
-	for (;;) {
-		ssize_t k = read(in, buf, sizeof(buf));
-
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k < 0) {
-			idx_seterr(err, errlen, "read %s: %s", from, strerror(errno));
-			goto out;
-		}
-		if (k == 0)
-			break;
-		for (ssize_t off = 0; off < k;) {
-			ssize_t w = write(out, buf + off, (size_t)(k - off));
-
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w < 0) {
-				idx_seterr(err, errlen, "write %s: %s", to, strerror(errno));
-				goto out;
-			}
-			off += w;
-		}
-	}
-	if (fsync(out) < 0) {
-		idx_seterr(err, errlen, "fsync %s: %s", to, strerror(errno));
-		goto out;
-	}
-	r = 1;
-out:
-	if (out >= 0 && close(out) < 0 && r > 0) {
-		idx_seterr(err, errlen, "close %s: %s", to, strerror(errno));
-		r = -1;
-	}
+	r = maildir_copy_fd(in, to, true, err, errlen);
 	close(in);
 	return r;
 }

@@ -64,50 +64,6 @@ static void tick(struct exp *x)
 		x->progress(x->parg, x->count);
 }
 
-/* Copy the open message fd to a new file path (O_EXCL). */
-static int copy_to(int fd, const char *path, char *err, size_t errlen)
-{
-	char buf[65536];
-	int out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	int r = -1;
-
-	if (out < 0) {
-		snprintf(err, errlen, "create %s: %s", path, strerror(errno));
-		return -1;
-	}
-	for (;;) {
-		ssize_t k = read(fd, buf, sizeof(buf));
-
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k < 0) {
-			snprintf(err, errlen, "reading message for %s: %s", path, strerror(errno));
-			goto out;
-		}
-		if (k == 0)
-			break;
-		for (ssize_t off = 0; off < k;) {
-			ssize_t w = write(out, buf + off, (size_t)(k - off));
-
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w < 0) {
-				snprintf(err, errlen, "write %s: %s", path, strerror(errno));
-				goto out;
-			}
-			off += w;
-		}
-	}
-	r = 1;
-out:
-	if (close(out) < 0 && r > 0) {
-		snprintf(err, errlen, "close %s: %s", path, strerror(errno));
-		r = -1;
-	}
-	if (r < 0)
-		unlink(path);
-	return r;
-}
 
 static int maildir_one(struct exp *x, const char *folderdir, struct maildir_keywords *kw, const struct idx_message *m,
     int fd)
@@ -131,7 +87,7 @@ static int maildir_one(struct exp *x, const char *folderdir, struct maildir_keyw
 		if (snprintf(path, sizeof(path), "%s/cur/%s", folderdir, name) >= (int)sizeof(path))
 			goto toolong;
 	}
-	return copy_to(fd, path, x->err, x->errlen);
+	return maildir_copy_fd(fd, path, false, x->err, x->errlen);
 toolong:
 	snprintf(x->err, x->errlen, "path too long in %s", folderdir);
 	return -1;

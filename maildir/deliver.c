@@ -300,21 +300,14 @@ const char *maildir_writer_path(const struct maildir_writer *w)
 	return w->path;
 }
 
-/* Copy src to a new file dst (O_EXCL) and fsync it. 0 or -1 (dst removed). */
-static int copy_file(const char *src, const char *dst, char *err, size_t errlen)
+int maildir_copy_fd(int in, const char *dst, bool sync, char *err, size_t errlen)
 {
 	char buf[65536];
-	int in, out = -1, saved;
+	int out, saved;
 
-	in = open(src, O_RDONLY | O_CLOEXEC);
-	if (in < 0) {
-		seterr(err, errlen, "open %s: %s", src, strerror(errno));
-		return -1;
-	}
 	out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (out < 0) {
 		seterr(err, errlen, "create %s: %s", dst, strerror(errno));
-		close(in);
 		return -1;
 	}
 	for (;;) {
@@ -323,7 +316,7 @@ static int copy_file(const char *src, const char *dst, char *err, size_t errlen)
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
-			seterr(err, errlen, "read %s: %s", src, strerror(errno));
+			seterr(err, errlen, "read for %s: %s", dst, strerror(errno));
 			goto fail;
 		}
 		if (r == 0)
@@ -333,26 +326,37 @@ static int copy_file(const char *src, const char *dst, char *err, size_t errlen)
 			goto fail;
 		}
 	}
-	if (fsync(out) < 0) {
+	if (sync && fsync(out) < 0) {
 		seterr(err, errlen, "fsync %s: %s", dst, strerror(errno));
 		goto fail;
 	}
-	close(in);
 	if (close(out) < 0) {
-		out = -1;
 		seterr(err, errlen, "close %s: %s", dst, strerror(errno));
-		goto fail_closed;
+		unlink(dst);
+		return -1;
 	}
-	return 0;
+	return 1;
 
 fail:
 	saved = errno;
-	close(in);
 	close(out);
-	errno = saved;
-fail_closed:
 	unlink(dst);
+	errno = saved;
 	return -1;
+}
+
+/* Copy src to a new file dst (O_EXCL) and fsync it. 0 or -1 (dst removed). */
+static int copy_file(const char *src, const char *dst, char *err, size_t errlen)
+{
+	int in = open(src, O_RDONLY | O_CLOEXEC), r;
+
+	if (in < 0) {
+		seterr(err, errlen, "open %s: %s", src, strerror(errno));
+		return -1;
+	}
+	r = maildir_copy_fd(in, dst, true, err, errlen);
+	close(in);
+	return r < 0 ? -1 : 0;
 }
 
 int maildir_writer_name(const struct maildir_writer *w, enum maildir_subdir sub, unsigned flags, uint32_t keywords,

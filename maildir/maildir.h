@@ -332,6 +332,12 @@ void maildir_syncset_fs(struct maildir_syncset *s, const char *path);   /* syncf
 int maildir_syncset_wait(struct maildir_syncset **sp, char *err, size_t errlen);
 
 /*
+ * Copy what remains to be read from in to a new file dst (O_EXCL, mode
+ * 0600), fsynced when sync. 1, or -1 with dst removed.
+ */
+int maildir_copy_fd(int in, const char *dst, bool sync, char *err, size_t errlen);
+
+/*
  * The name maildir_writer_link will give w in sub with flags and keyword
  * letters (so an index can record it before the link). 1, -1.
  */

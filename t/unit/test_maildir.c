@@ -1058,6 +1058,43 @@ static void test_scan_vanishing(void **state)
 	pthread_join(th, NULL);
 }
 
+/* maildir_copy_fd: an existing destination is left alone; a failed read leaves nothing behind. */
+static void test_copy_fd(void **state)
+{
+	struct fixture *f = *state;
+	char src[256], dst[256], err[256], buf[64];
+	int in, fd;
+
+	pathf(src, sizeof(src), "%s/src", f->root);
+	pathf(dst, sizeof(dst), "%s/dst", f->root);
+	fd = open(src, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "hello\r\n", 7), 7);
+	close(fd);
+	in = open(src, O_RDONLY);
+	assert_int_equal(maildir_copy_fd(in, dst, true, err, sizeof(err)), 1);
+	close(in);
+	fd = open(dst, O_RDONLY);
+	assert_int_equal(read(fd, buf, sizeof(buf)), 7);
+	close(fd);
+	assert_memory_equal(buf, "hello\r\n", 7);
+	/* O_EXCL: the existing copy stays as it is. */
+	in = open(src, O_RDONLY);
+	assert_int_equal(maildir_copy_fd(in, dst, false, err, sizeof(err)), -1);
+	close(in);
+	assert_non_null(strstr(err, "create"));
+	fd = open(dst, O_RDONLY);
+	assert_int_equal(read(fd, buf, sizeof(buf)), 7);
+	close(fd);
+	/* A source that cannot be read (a directory): the new file is removed. */
+	assert_int_equal(unlink(dst), 0);
+	in = open(f->root, O_RDONLY | O_DIRECTORY);
+	assert_int_equal(maildir_copy_fd(in, dst, false, err, sizeof(err)), -1);
+	close(in);
+	assert_non_null(strstr(err, "read"));
+	assert_int_equal(access(dst, F_OK), -1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1079,6 +1116,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_flags_rename, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_scan, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_scan_vanishing, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_copy_fd, setup_dir, teardown_dir),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
