@@ -104,6 +104,31 @@ job_error(struct imap_conn *c, struct imap_job *j)
 		imap_serverbug(c, "mailbox operation", j->err);
 }
 
+/*
+ * The common start of a done callback. -1: the session is gone, the job is
+ * freed; 0: answered (a failure, or no such mailbox when missing_is_no);
+ * 1: the caller answers. After 0 or 1 the caller frees the job and finishes.
+ */
+static int
+job_outcome(struct mb_job *mj, bool missing_is_no)
+{
+	struct imap_conn *c = mj->j.c;
+
+	if (imap_gone(c)) {
+		mb_job_free(mj);
+		return -1;
+	}
+	if (mj->j.rc < 0) {
+		job_error(c, &mj->j);
+		return 0;
+	}
+	if (mj->j.rc == 0 && missing_is_no) {
+		imap_no(c, "[NONEXISTENT] no such mailbox");
+		return 0;
+	}
+	return 1;
+}
+
 static struct mb_job *
 mb_job_new(enum mb_op op)
 {
@@ -120,18 +145,15 @@ change_done(struct imap_job *j)
 {
 	struct mb_job *mj = (struct mb_job *)j;
 	struct imap_conn *c = j->c;
+	int o = job_outcome(mj, false);
 
-	if (imap_gone(c)) {
-		mb_job_free(mj);
+	if (o < 0)
 		return;
-	}
-	if (j->rc < 0)
-		job_error(c, j);
-	else if (j->rc == 0 && mj->op == OP_CREATE)
+	if (o > 0 && j->rc == 0 && mj->op == OP_CREATE)
 		imap_no(c, "[ALREADYEXISTS] mailbox already exists");
-	else if (j->rc == 0 && mj->op != OP_UNSUBSCRIBE)
+	else if (o > 0 && j->rc == 0 && mj->op != OP_UNSUBSCRIBE)
 		imap_no(c, "[NONEXISTENT] no such mailbox");
-	else {
+	else if (o > 0) {
 		if (mj->op == OP_RENAME) {
 			/* Later LIST responses of this session carry OLDNAME (RFC 9051 7.3.1). */
 			imap_renamed(c, mj->name2, mj->name);
@@ -282,16 +304,11 @@ status_done(struct imap_job *j)
 {
 	struct mb_job *mj = (struct mb_job *)j;
 	struct imap_conn *c = j->c;
+	int o = job_outcome(mj, true);
 
-	if (imap_gone(c)) {
-		mb_job_free(mj);
+	if (o < 0)
 		return;
-	}
-	if (j->rc < 0) {
-		job_error(c, j);
-	} else if (j->rc == 0) {
-		imap_no(c, "[NONEXISTENT] no such mailbox");
-	} else {
+	if (o > 0) {
 		struct mbuf b;
 		mbuf_init(&b, 1 << 20);
 		imap_status_out(c, &b, &mj->mb, mj->status_items);
@@ -410,15 +427,12 @@ list_done(struct imap_job *j)
 	struct mb_job *mj = (struct mb_job *)j;
 	struct imap_conn *c = j->c;
 	unsigned f = mj->lflags;
+	int o = job_outcome(mj, false);
 
-	if (imap_gone(c)) {
-		mb_job_free(mj);
+	if (o < 0)
 		return;
-	}
-	if (j->rc < 0) {
-		job_error(c, j);
+	if (o == 0)
 		goto out;
-	}
 	imap_view_notified(c); /* renames other sessions made, for OLDNAME */
 	struct mbuf b;
 	mbuf_init(&b, 64 * 1024 * 1024);
@@ -638,16 +652,11 @@ quota_done(struct imap_job *j)
 {
 	struct mb_job *mj = (struct mb_job *)j;
 	struct imap_conn *c = j->c;
+	int o = job_outcome(mj, true);
 
-	if (imap_gone(c)) {
-		mb_job_free(mj);
+	if (o < 0)
 		return;
-	}
-	if (j->rc < 0) {
-		job_error(c, j);
-	} else if (j->rc == 0) {
-		imap_no(c, "[NONEXISTENT] no such mailbox");
-	} else {
+	if (o > 0) {
 		struct mbuf b;
 		mbuf_init(&b, 1 << 20);
 		if (mj->name != NULL) {
