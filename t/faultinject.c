@@ -1,0 +1,103 @@
+/*
+ * Fault injection for the protocol tests, loaded with LD_PRELOAD: fsync and
+ * fdatasync fail with EIO for a file whose path contains the string in
+ * MOX_FAULT_SYNC_PATH, but only while the file named by MOX_FAULT_SYNC_ON
+ * exists, so a test switches the fault on and off while the daemon runs.
+ * Every other call goes to the real function. Without both variables the
+ * wrappers only forward.
+ *
+ * Thread-safe: the environment is read once in a constructor (before the
+ * daemon starts threads), the real functions are resolved once under
+ * pthread_once, and each call otherwise uses only its own stack.
+ */
+#define _GNU_SOURCE 1
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const char *fault_path; /* substring of the path to fail; NULL: never */
+static const char *fault_on;   /* control file; the fault is active while it exists */
+static int (*real_fsync)(int);
+static int (*real_fdatasync)(int);
+static pthread_once_t resolve_once = PTHREAD_ONCE_INIT;
+
+/* Read the configuration while the process is still single-threaded. */
+__attribute__((constructor)) static void
+fault_init(void)
+{
+	const char *p = getenv("MOX_FAULT_SYNC_PATH");
+	const char *on = getenv("MOX_FAULT_SYNC_ON");
+
+	if (p != NULL && p[0] != '\0' && on != NULL && on[0] != '\0') {
+		fault_path = p;
+		fault_on = on;
+	}
+}
+
+/* Look up the next definitions of the wrapped functions (libc's). */
+static void
+fault_resolve(void)
+{
+	real_fsync = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+	real_fdatasync = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+}
+
+/* True when the fault is switched on and fd's path contains the configured string. */
+static int
+fault_hits(int fd)
+{
+	char link[64], path[PATH_MAX];
+	struct stat st;
+	ssize_t n;
+	int saved = errno; /* a call that succeeds leaves errno as it found it */
+
+	if (fault_path == NULL)
+		return 0;
+	if (stat(fault_on, &st) != 0) {
+		errno = saved;
+		return 0;
+	}
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	n = readlink(link, path, sizeof(path) - 1);
+	errno = saved;
+	if (n < 0)
+		return 0;
+	path[n] = '\0';
+	return strstr(path, fault_path) != NULL;
+}
+
+int
+fsync(int fd)
+{
+	pthread_once(&resolve_once, fault_resolve);
+	if (fault_hits(fd)) {
+		errno = EIO;
+		return -1;
+	}
+	if (real_fsync == NULL) {
+		errno = ENOSYS;
+		return -1;
+	}
+	return real_fsync(fd);
+}
+
+int
+fdatasync(int fd)
+{
+	pthread_once(&resolve_once, fault_resolve);
+	if (fault_hits(fd)) {
+		errno = EIO;
+		return -1;
+	}
+	if (real_fdatasync == NULL) {
+		errno = ENOSYS;
+		return -1;
+	}
+	return real_fdatasync(fd);
+}

@@ -1,0 +1,271 @@
+"""Disk errors seen from the protocols: fsync/fdatasync fail with EIO (injected with
+t/faultinject.c through LD_PRELOAD) for the account's index files or its Maildir.
+
+While the fault is on, an SMTP delivery gets a temporary 4xx reply with an enhanced
+status code, never 250; IMAP APPEND gets NO; the daemon keeps running and answers new
+sessions. After the fault is switched off and the daemon restarted, delivery works
+again and every message acknowledged earlier (SMTP 250, APPEND OK) is readable over
+IMAP with its exact body. The tests assert only what a client sees, not which file
+is synced when.
+"""
+import imaplib
+import os
+import re
+import shutil
+import smtplib
+import subprocess
+
+import pytest
+
+from conftest import MOX, Server
+
+USER = "mox@localhost"
+PASS = "moxmoxmox"
+FROM = "sender@faults.example"
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# Fault name -> substring of the paths whose fsync/fdatasync fail.
+FAULTS = {
+    "index": "index.",       # the account's index files (and any log next to them)
+    "maildir": "/Maildir/",  # message files and folder directories
+}
+
+
+# ---- the fault-injection library and a server that loads it ----
+
+def asan_runtime():
+    """Path of the ASan runtime the mox binary links, None when it links none."""
+    p = subprocess.run(["ldd", MOX], capture_output=True, text=True, timeout=30)
+    m = re.search(r"^\s*libasan\.so\S*\s+=>\s+(\S+)", p.stdout, re.M)
+    if m is None:
+        return None
+    if os.path.exists(m.group(1)):
+        return m.group(1)
+    p = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True, timeout=30)
+    path = p.stdout.strip()
+    return path if os.path.isabs(path) and os.path.exists(path) else ""
+
+
+@pytest.fixture(scope="module")
+def faultlib(tmp_path_factory):
+    """Build t/faultinject.c; returns the LD_PRELOAD value for the server."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to build the fault-injection library")
+    so = str(tmp_path_factory.mktemp("faultlib") / "faultinject.so")
+    p = subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-o", so,
+                        os.path.join(HERE, "faultinject.c"), "-ldl"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    asan = asan_runtime()
+    if asan == "":
+        pytest.skip("the mox binary links the ASan runtime, which must come first in LD_PRELOAD, "
+                    "but its path could not be found")
+    return f"{asan}:{so}" if asan else so
+
+
+class FaultServer(Server):
+    """A localserve started with the fault library preloaded; fault switched with on()/off()."""
+
+    def __init__(self, tmpdir, preload, pathpart):
+        super().__init__(tmpdir)
+        self.switch = os.path.join(tmpdir, "fault-on")
+        self.env = {"LD_PRELOAD": preload, "MOX_FAULT_SYNC_PATH": pathpart, "MOX_FAULT_SYNC_ON": self.switch}
+
+    def start(self, wait=True):
+        # Server.start passes the environment on: set ours for the duration of the start only.
+        saved = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+        try:
+            super().start(wait)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def on(self):
+        open(self.switch, "w").close()
+
+    def off(self):
+        if os.path.exists(self.switch):
+            os.unlink(self.switch)
+
+    def restart(self):
+        # start() truncates the log: keep the earlier run's for a failure message.
+        self.stop()
+        self.earlier_logs = getattr(self, "earlier_logs", "") + open(self.logpath, errors="replace").read()
+        self.start()
+
+    def assert_alive(self):
+        assert self.proc.poll() is None, f"server exited with {self.proc.returncode}:\n{self.logtext()[-3000:]}"
+
+
+@pytest.fixture(params=sorted(FAULTS))
+def fault_server(request, tmpdir_short, faultlib):
+    s = FaultServer(tmpdir_short, faultlib, FAULTS[request.param])
+    s.init()
+    s.start()
+    yield s
+    s.off()
+    s.stop(expect_rc=None)
+
+
+# ---- clients ----
+
+def message(token):
+    """A message whose body identifies it; returns (full message, body)."""
+    body = "".join(f"{token} body line {i}\r\n" for i in range(30))
+    msg = (f"From: {FROM}\r\nTo: {USER}\r\nSubject: fault test {token}\r\n"
+           f"Message-ID: <{token}@faults.example>\r\nX-Token: {token}\r\n\r\n" + body)
+    return msg, body
+
+
+def deliver(server, token):
+    """One SMTP transaction to the local account; returns (code, reply text)."""
+    msg, _ = message(token)
+    with smtplib.SMTP("127.0.0.1", server.ports["SMTP"], timeout=60) as c:
+        c.ehlo("client.faults.example")
+        try:
+            c.sendmail(FROM, [USER], msg)
+        except smtplib.SMTPRecipientsRefused as e:
+            code, text = list(e.recipients.values())[0]
+            return code, text.decode(errors="replace")
+        except smtplib.SMTPResponseException as e:
+            return e.smtp_code, e.smtp_error.decode(errors="replace")
+    return 250, ""
+
+
+def assert_ehlo(server):
+    """A fresh SMTP session is answered: greeting and EHLO."""
+    with smtplib.SMTP("127.0.0.1", server.ports["SMTP"], timeout=30) as c:
+        code, text = c.ehlo("client.faults.example")
+        assert code == 250, (code, text)
+
+
+def imap_login(server):
+    c = imaplib.IMAP4("127.0.0.1", server.ports["IMAP"], timeout=60)
+    c.login(USER, PASS)
+    return c
+
+
+def append(c, token):
+    """APPEND a message to INBOX; returns the status ("OK", "NO")."""
+    msg, _ = message(token)
+    typ, data = c.append("INBOX", None, None, msg.encode())
+    return typ, data
+
+
+def inbox_bodies(server):
+    """X-Token -> list of bodies of the messages in INBOX, read over IMAP."""
+    c = imap_login(server)
+    try:
+        typ, _ = c.select("INBOX", readonly=True)
+        assert typ == "OK"
+        typ, data = c.uid("FETCH", "1:*", "(BODY.PEEK[HEADER.FIELDS (X-Token)] BODY.PEEK[TEXT])")
+        assert typ == "OK", data
+        found = {}
+        # imaplib yields one tuple per literal, (text before it, literal); a message gives two.
+        lits = [item for item in data if isinstance(item, tuple)]
+        assert len(lits) % 2 == 0, data
+        for i in range(0, len(lits), 2):
+            a, b = lits[i], lits[i + 1]
+            if b"HEADER.FIELDS" in b[0].upper():
+                a, b = b, a
+            m = re.search(rb"X-Token:\s*(\S+)", a[1], re.I)
+            token = m.group(1).decode() if m else None
+            found.setdefault(token, []).append(b[1].decode(errors="replace"))
+        c.logout()
+        return found
+    finally:
+        try:
+            c.shutdown()
+        except OSError:
+            pass
+
+
+def check_temporary(code, text, what):
+    assert code != 250, f"{what}: acknowledged with 250 while the disk fails"
+    assert 400 <= code < 500, f"{what}: expected a temporary 4xx reply, got {code} {text}"
+    assert re.match(r"4\.\d{1,3}\.\d{1,3}\b", text), f"{what}: no enhanced status code in {code} {text}"
+
+
+# ---- tests ----
+
+def fault_phase(server, acked):
+    """Deliver and APPEND with the fault off, then on; returns the replies seen during it.
+
+    acked collects the token of every message the server acknowledged (250, APPEND OK)."""
+    for i in range(2):
+        code, text = deliver(server, f"before-{i}")
+        assert code == 250, f"delivery before the fault: {code} {text}"
+        acked.append(f"before-{i}")
+    imap = imap_login(server)
+    typ, data = append(imap, "append-before")
+    assert typ == "OK", data
+    acked.append("append-before")
+
+    server.on()
+    seen = {"smtp": [], "append": None, "imap_after": None}
+    for i in range(3):
+        code, text = deliver(server, f"during-{i}")
+        seen["smtp"].append((code, text))
+        if code == 250:
+            acked.append(f"during-{i}")
+    try:
+        typ, data = append(imap, "append-during")
+        seen["append"] = (typ, data)
+        if typ == "OK":
+            acked.append("append-during")
+        # The session stays usable, or the server closes it with BYE.
+        try:
+            typ, data = imap.noop()
+            seen["imap_after"] = typ
+        except imaplib.IMAP4.abort as e:
+            seen["imap_after"] = f"closed: {e}"
+    finally:
+        try:
+            imap.shutdown()
+        except OSError:
+            pass
+    return seen
+
+
+def test_sync_fault_gives_temporary_errors_and_server_lives(fault_server):
+    s = fault_server
+    acked = []
+    seen = fault_phase(s, acked)
+    for i, (code, text) in enumerate(seen["smtp"]):
+        check_temporary(code, text, f"delivery {i} during the fault")
+    typ, data = seen["append"]
+    assert typ == "NO", f"APPEND during the fault: expected NO, got {typ} {data}"
+    after = seen["imap_after"]
+    assert after == "OK" or (after.startswith("closed:") and "EOF" not in after and "socket error" not in after), \
+        f"IMAP session after the failed APPEND: {after}"
+
+    # Still serving, fault still on: new SMTP and IMAP sessions are answered.
+    s.assert_alive()
+    assert_ehlo(s)
+    c = imap_login(s)
+    assert c.noop()[0] == "OK"
+    c.logout()
+    s.assert_alive()
+
+
+def test_sync_fault_acknowledged_mail_survives_restart(fault_server):
+    s = fault_server
+    acked = []
+    fault_phase(s, acked)
+    s.assert_alive()
+
+    s.off()
+    s.restart()
+    code, text = deliver(s, "after-restart")
+    assert code == 250, f"delivery after the fault is off and a restart: {code} {text}"
+    acked.append("after-restart")
+
+    bodies = inbox_bodies(s)
+    missing = [t for t in acked if t not in bodies]
+    assert not missing, f"acknowledged messages missing after restart: {missing}; in INBOX: {sorted(bodies, key=str)}"
+    for t in acked:
+        _, want = message(t)
+        assert want in bodies[t], f"body of {t} differs after restart: {bodies[t]!r}"
