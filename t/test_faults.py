@@ -265,7 +265,9 @@ def test_sync_fault_acknowledged_mail_survives_restart(fault_server):
 
     bodies = inbox_bodies(s)
     missing = [t for t in acked if t not in bodies]
-    assert not missing, f"acknowledged messages missing after restart: {missing}; in INBOX: {sorted(bodies, key=str)}"
+    errors = "\n".join(l for l in s.earlier_logs.splitlines() if " l=error " in l)
+    assert not missing, (f"acknowledged messages missing after restart: {missing}; in INBOX: {sorted(bodies, key=str)}\n"
+                         f"errors logged before the restart:\n{errors[-3000:]}")
     for t in acked:
         _, want = message(t)
         assert want in bodies[t], f"body of {t} differs after restart: {bodies[t]!r}"
