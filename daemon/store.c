@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "daemon/log.h"
@@ -26,6 +27,9 @@
 #define STORE_SYNC_THREADS 4
 /* Upper bound on messages in one group commit; more wait for the next batch. */
 #define STORE_BATCH_MAX 512
+/* A storage thread idle this long checkpoints the delivery logs of its accounts
+ * (idx_checkpoint): their files reach the disk soon, not at the next full log. */
+#define STORE_CHECKPOINT_IDLE_MS 1000
 
 enum job_kind { JOB_WORK, JOB_ADD, JOB_DURABLE };
 
@@ -63,6 +67,9 @@ struct worker {
 	bool stop;
 	bool started;
 	bool busy; /* working on jobs (under mu) */
+	/* Accounts with deliveries since their last checkpoint (worker thread only). */
+	struct store_account **dirty;
+	size_t ndirty;
 };
 
 struct store_account {
@@ -72,6 +79,7 @@ struct store_account {
 	struct idx_account *idx; /* storage thread only */
 	char error[512];         /* storage thread only */
 	bool open_tried;         /* storage thread only */
+	bool log_dirty;          /* storage thread only: in its worker's dirty list */
 	int refs;                /* loop thread only */
 	struct store_account *next;
 };
@@ -139,10 +147,19 @@ account_open(struct store_account *sa)
 		sa->idx = NULL;
 	}
 	pthread_mutex_unlock(&st->cfgmu);
-	if (sa->idx == NULL)
+	if (sa->idx == NULL) {
 		log_error("store", 0, "cannot open account", "account", sa->name, "err", sa->error);
-	else
+	} else {
+		struct idx_account_info info;
+		char added[24], restored[24];
+		if (idx_account_info(sa->idx, &info, NULL, 0) > 0 && (info.wal_applied > 0 || info.wal_restored > 0)) {
+			snprintf(added, sizeof(added), "%llu", (unsigned long long)info.wal_applied);
+			snprintf(restored, sizeof(restored), "%llu", (unsigned long long)info.wal_restored);
+			log_info("store", 0, "delivery log replayed after a crash", "account", sa->name, "added", added,
+			    "restored", restored);
+		}
 		log_debug("store", 0, "account opened", "account", sa->name);
+	}
 	free(dir);
 }
 
@@ -274,6 +291,22 @@ durable_push(struct store *st, struct job *c)
 	pthread_mutex_unlock(&st->syncmu);
 }
 
+/* The worker had nothing to do for a while: checkpoint the accounts that took deliveries. */
+static void
+checkpoint_idle(struct worker *w)
+{
+	for (size_t i = 0; i < w->ndirty; i++) {
+		struct store_account *sa = w->dirty[i];
+		char err[256];
+
+		sa->log_dirty = false;
+		if (sa->idx != NULL && idx_checkpoint(sa->idx, err, sizeof(err)) < 0)
+			log_error("store", 0, "delivery log checkpoint failed: new deliveries take the slower path",
+			    "account", sa->name, "err", err);
+	}
+	w->ndirty = 0;
+}
+
 static void *
 worker_main(void *arg)
 {
@@ -285,8 +318,25 @@ worker_main(void *arg)
 
 		pthread_mutex_lock(&w->mu);
 		w->busy = false;
-		while (w->head == NULL && !w->stop)
-			pthread_cond_wait(&w->cond, &w->mu);
+		while (w->head == NULL && !w->stop) {
+			if (w->ndirty == 0) {
+				pthread_cond_wait(&w->cond, &w->mu);
+				continue;
+			}
+			struct timespec until;
+			clock_gettime(CLOCK_REALTIME, &until);
+			until.tv_sec += STORE_CHECKPOINT_IDLE_MS / 1000;
+			until.tv_nsec += (STORE_CHECKPOINT_IDLE_MS % 1000) * 1000000L;
+			if (until.tv_nsec >= 1000000000L) {
+				until.tv_sec++;
+				until.tv_nsec -= 1000000000L;
+			}
+			if (pthread_cond_timedwait(&w->cond, &w->mu, &until) == ETIMEDOUT && w->head == NULL) {
+				pthread_mutex_unlock(&w->mu);
+				checkpoint_idle(w);
+				pthread_mutex_lock(&w->mu);
+			}
+		}
 		list = w->head;
 		w->head = w->tail = NULL;
 		w->busy = list != NULL;
@@ -331,6 +381,11 @@ worker_main(void *arg)
 			}
 			struct idx_durable dur = {0};
 			run_adds(sa, batch, nb, &dur);
+			if (sa->idx != NULL && !sa->log_dirty) {
+				w->dirty = xrealloc(w->dirty, (w->ndirty + 1) * sizeof(*w->dirty));
+				w->dirty[w->ndirty++] = sa;
+				sa->log_dirty = true;
+			}
 			if (dur.commit == 0 && dur.ndirs == 0) {
 				for (size_t i = 0; i < nb; i++)
 					complete(st, batch[i]);
@@ -474,7 +529,12 @@ store_free(struct store **stp)
 			break;
 	}
 	for (struct store_account *sa = st->accounts, *next; sa != NULL; sa = next) {
+		char err[256];
+
 		next = sa->next;
+		if (sa->idx != NULL && idx_checkpoint(sa->idx, err, sizeof(err)) < 0)
+			log_error("store", 0, "delivery log checkpoint at shutdown failed: the next start replays the log",
+			    "account", sa->name, "err", err);
 		idx_account_close(&sa->idx);
 		free(sa->name);
 		free(sa);
@@ -482,6 +542,7 @@ store_free(struct store **stp)
 	for (int i = 0; i < st->nworkers; i++) {
 		pthread_mutex_destroy(&st->workers[i].mu);
 		pthread_cond_destroy(&st->workers[i].cond);
+		free(st->workers[i].dirty);
 	}
 	free(st->workers);
 	event_free(st->done_ev);
@@ -666,8 +727,9 @@ store_add(struct store_account *sa, struct idx_add *items, size_t n, store_done_
 	j->arg = arg;
 	for (size_t i = 0; i < n; i++)
 		items[i].result = 0;
-	/* One unsynced file for every item (an APPEND): synced on a sync thread. */
-	if (n > 0 && items[0].w != NULL && !items[0].synced) {
+	/* One unsynced file for every item (an APPEND), too large for the delivery
+	 * log: synced on a sync thread. */
+	if (n > 0 && items[0].w != NULL && !items[0].synced && maildir_writer_size(items[0].w) > IDX_LOGGED_MAX) {
 		j->syncw = items[0].w;
 		for (size_t i = 1; i < n && j->syncw != NULL; i++)
 			if (items[i].w != j->syncw || items[i].synced)
@@ -685,7 +747,8 @@ store_add_prepared(struct store_account *sa, struct idx_add *items, size_t n,
 	j->kind = JOB_ADD;
 	j->items = items;
 	j->nitems = n;
-	j->syncw = syncw;
+	/* A message the delivery log takes needs no file sync before its add. */
+	j->syncw = syncw != NULL && maildir_writer_size(syncw) > IDX_LOGGED_MAX ? syncw : NULL;
 	j->prepare = prepare;
 	j->done = done;
 	j->arg = arg;

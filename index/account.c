@@ -147,6 +147,30 @@ int op_begin(struct idx_account *a, char *err, size_t errlen)
 	return 1;
 }
 
+int index_sync_locked(struct idx_account *a, uint64_t target, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&a->dmu);
+	bool failed = a->sync_failed;
+	pthread_mutex_unlock(&a->dmu);
+	if (failed) {
+		idx_seterr(err, errlen, "%s: an earlier fdatasync failed: reopen the account (restart) and run verifydata",
+		    a->dbpath);
+		return -1;
+	}
+	if (fdatasync(a->syncfd) < 0) {
+		idx_seterr(err, errlen, "%s: fdatasync: %s", a->dbpath, strerror(errno));
+		pthread_mutex_lock(&a->dmu);
+		a->sync_failed = true;
+		pthread_mutex_unlock(&a->dmu);
+		return -1;
+	}
+	pthread_mutex_lock(&a->dmu);
+	if (target > a->synced)
+		a->synced = target;
+	pthread_mutex_unlock(&a->dmu);
+	return 1;
+}
+
 int op_end(struct idx_account *a, int r, char *err, size_t errlen)
 {
 	if (r >= 0 && a->rec_dirty && rec_save(a, err, errlen) < 0)
@@ -182,20 +206,11 @@ int op_end(struct idx_account *a, int r, char *err, size_t errlen)
 			r = -1;
 		} else if (a->no_fsync || a->defer_sync) {
 			/* nothing now: tests, imports, or idx_durable_wait later */
-		} else if (fdatasync(a->syncfd) < 0) {
+		} else if (index_sync_locked(a, c, err, errlen) < 0) {
 			/* Committed but maybe not on disk: the caller must not acknowledge. The
 			 * change stands (it cannot be undone any more); a later sync keeps
 			 * files and index consistent. */
-			idx_seterr(err, errlen, "%s: fdatasync: %s", a->dbpath, strerror(errno));
-			pthread_mutex_lock(&a->dmu);
-			a->sync_failed = true;
-			pthread_mutex_unlock(&a->dmu);
 			r = -1;
-		} else {
-			pthread_mutex_lock(&a->dmu);
-			if (c > a->synced)
-				a->synced = c;
-			pthread_mutex_unlock(&a->dmu);
 		}
 	}
 	a->in_tx = false;
@@ -455,6 +470,7 @@ int idx_account_open_upgrades(const char *dir, const struct idx_options *opts, c
 	a->dbpath = pathjoin(dir, "index.tcb");
 	a->quota = opts->quota;
 	a->no_fsync = opts->no_fsync;
+	a->no_log = opts->no_log;
 	if (opts->host != NULL && opts->host[0] != '\0') {
 		snprintf(a->host, sizeof(a->host), "%s", opts->host);
 	} else if (gethostname(a->host, sizeof(a->host) - 1) < 0 || a->host[0] == '\0') {
@@ -560,6 +576,9 @@ int idx_account_open_upgrades(const char *dir, const struct idx_options *opts, c
 	} else {
 		pthread_mutex_unlock(&a->mu);
 	}
+	/* The delivery log: replay what a crash left before anyone reads the index. */
+	if (r > 0)
+		r = wal_open(a, err, errlen);
 	if (r < 0)
 		goto fail;
 	*acct_r = a;
@@ -577,6 +596,7 @@ void idx_account_close(struct idx_account **ap)
 		return;
 	a = *ap;
 	*ap = NULL;
+	wal_close(a);
 	if (a->db != NULL) {
 		(void)tcbdbclose(a->db);
 		tcbdbdel(a->db);
@@ -632,6 +652,8 @@ int idx_account_info(struct idx_account *a, struct idx_account_info *info_r, cha
 	info_r->highest_modseq = a->rec.highest_modseq;
 	info_r->quota_used = a->rec.quota_used;
 	info_r->quota = a->quota;
+	info_r->wal_applied = a->wal_applied;
+	info_r->wal_restored = a->wal_restored;
 	cur = tcbdbcurnew(a->db);
 	if (tcbdbcurjump(cur, k, 1)) {
 		int ks;

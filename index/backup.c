@@ -107,6 +107,10 @@ int idx_backup(struct idx_account *a, const char *dest, struct idx_backup_stats 
 	struct idx_backup_stats dummy;
 	bool ok;
 
+	/* Messages may get another identity: first make the delivery log unneeded (wal.c). */
+	if (idx_checkpoint(a, err, errlen) < 0)
+		return -1;
+
 	if (st == NULL)
 		st = &dummy;
 	memset(st, 0, sizeof(*st));

@@ -298,6 +298,10 @@ static int transfer(struct idx_account *a, uint32_t from_mb, const uint32_t *uid
 	struct xfer_undo u = { 0 };
 	int r;
 
+	/* Messages may get another identity: first make the delivery log unneeded (wal.c). */
+	if (idx_checkpoint(a, err, errlen) < 0)
+		return -1;
+
 	if (op_begin(a, err, errlen) < 0) {
 		if (error_r != NULL)
 			*error_r = IDX_E_INTERNAL;

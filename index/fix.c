@@ -119,6 +119,10 @@ int idx_fix_uidmeta(struct idx_account *a, idx_report_fn report, void *arg, char
 	size_t n = 0;
 	int r, fixes = 0;
 
+	/* Messages may get another identity: first make the delivery log unneeded (wal.c). */
+	if (idx_checkpoint(a, err, errlen) < 0)
+		return -1;
+
 	if (op_begin(a, err, errlen) < 0)
 		return -1;
 	r = walk_mailboxes(a, &ids, &n);
@@ -174,6 +178,10 @@ int idx_bump_uidvalidity(struct idx_account *a, const char *mailbox, idx_report_
 	size_t n = 0;
 	int r;
 
+	/* Messages may get another identity: first make the delivery log unneeded (wal.c). */
+	if (idx_checkpoint(a, err, errlen) < 0)
+		return -1;
+
 	if (op_begin(a, err, errlen) < 0)
 		return -1;
 	r = targets(a, mailbox, &ids, &n, err, errlen);
@@ -205,6 +213,10 @@ int idx_reassign_uids(struct idx_account *a, const char *mailbox, idx_report_fn 
 	uint32_t *ids = NULL;
 	size_t n = 0;
 	int r;
+
+	/* Messages may get another identity: first make the delivery log unneeded (wal.c). */
+	if (idx_checkpoint(a, err, errlen) < 0)
+		return -1;
 
 	if (op_begin(a, err, errlen) < 0)
 		return -1;
@@ -437,6 +449,10 @@ int idx_fix_msgsize(struct idx_account *a, idx_report_fn report, void *arg, char
 	uint32_t *ids = NULL;
 	size_t n = 0;
 	int r, fixes = 0;
+
+	/* Messages may get another identity: first make the delivery log unneeded (wal.c). */
+	if (idx_checkpoint(a, err, errlen) < 0)
+		return -1;
 
 	if (op_begin(a, err, errlen) < 0)
 		return -1;

@@ -131,6 +131,10 @@ struct idx_options {
 	/* An index of an older schema is not upgraded: the open fails saying so
 	 * (read-only checks such as verifydata without -fix). */
 	bool no_upgrade;
+	/* No delivery log (index.wal): every add takes its three flushes, as a
+	 * message larger than IDX_LOGGED_MAX does. An existing log is still
+	 * replayed at open. */
+	bool no_log;
 };
 
 /* ---- account ---- */
@@ -159,6 +163,9 @@ struct idx_account_info {
 	uint64_t quota_used;
 	uint64_t quota;
 	uint32_t nmailboxes;
+	/* The delivery log's replay when the account was opened: messages added
+	 * again, files written again from the log. */
+	uint64_t wal_applied, wal_restored;
 };
 int idx_account_info(struct idx_account *a, struct idx_account_info *info_r, char *err, size_t errlen);
 
@@ -301,6 +308,21 @@ int idx_add_nosync(struct idx_account *a, struct idx_add *items, size_t n, struc
     size_t errlen);
 /* Any thread, while a is open. 1, -1 (err). Releases d's memory either way. */
 int idx_durable_wait(struct idx_account *a, struct idx_durable *d, char *err, size_t errlen);
+
+/*
+ * The delivery log (index.wal, SCHEMA.md): a batch of messages of at most
+ * IDX_LOGGED_MAX bytes each is durable after one fdatasync of the log, made
+ * by idx_add itself (idx_add_nosync then leaves nothing to wait for); the
+ * files, directories and index are synced later by a checkpoint, and the
+ * next open replays what a crash left. A checkpoint runs when the log is
+ * full, before copies, moves and the UID tools, and at close.
+ */
+#define IDX_LOGGED_MAX (128 * 1024)
+/* Checkpoint now: 1, -1 (err; the log keeps its entries for the next open). */
+int idx_checkpoint(struct idx_account *a, char *err, size_t errlen);
+/* Checkpoint when the log holds entries and the last came idle_ms or more
+ * ago: 1 done, 0 nothing to do, -1. For a storage thread with nothing to do. */
+int idx_checkpoint_idle(struct idx_account *a, int64_t idle_ms, char *err, size_t errlen);
 
 /* ---- reading messages ---- */
 

@@ -53,6 +53,7 @@
 #define K_STAMP 'S' /* S mbid:u32 -> folder stamp (sync.c): the folder matched the index */
 #define K_REF 'R' /* R message-id 0x00 msgid:u64 -> u8 direct: unresolved references */
 #define K_SUBJECT 'J' /* J base-subject 0x00 msgid:u64 -> empty: messages by base subject (schema 2) */
+#define K_WAL 'W'     /* W -> seq:u64: the last delivery log entry applied (wal.c) */
 
 struct acct_rec {
 	uint64_t schema;
@@ -72,6 +73,7 @@ struct idx_account {
 	char host[256];
 	uint64_t quota;
 	bool no_fsync;
+	bool no_log; /* idx_options.no_log */
 	int syncfd; /* index.tcb, for the fdatasync that makes a commit durable */
 	bool in_tx;
 	bool rec_dirty;     /* rec changed inside the transaction */
@@ -99,6 +101,10 @@ struct idx_account {
 	/* Folders known to match the index (sync.c): skip a SELECT's rescan. */
 	struct sync_stamp *stamps;
 	size_t nstamps;
+	/* The delivery log (wal.c); NULL without fsync (tests, imports). */
+	struct idx_wal *wal;
+	uint64_t wal_applied, wal_restored; /* what the replay at open did */
+	bool wal_test_exit; /* tests: _exit(0) right after the log's fdatasync (a crash) */
 };
 
 /*
@@ -177,6 +183,14 @@ int op_begin(struct idx_account *a, char *err, size_t errlen);
  */
 int op_end(struct idx_account *a, int r, char *err, size_t errlen);
 void op_unlock(struct idx_account *a);
+/*
+ * fdatasync the index: the lock held and no transaction open (Tokyo
+ * Cabinet's own log is not synced, so half a transaction's pages must never
+ * be flushed). Commits up to target are then durable. A failure is final for
+ * the handle (sync_failed): the kernel reports a lost writeback once, so a
+ * later fdatasync could succeed without those pages. 1, -1 (err).
+ */
+int index_sync_locked(struct idx_account *a, uint64_t target, char *err, size_t errlen);
 /* The modseq of the running operation (taken from the account on first use). */
 uint64_t op_modseq(struct idx_account *a);
 
@@ -273,6 +287,82 @@ int msg_transfer_locked(struct idx_account *a, uint32_t from_mb, const uint32_t 
     bool move, uint32_t *newuids_r, int *error_r, struct xfer_undo *u, char *err, size_t errlen);
 /* Parse a message file (fd) for the cache and threading; *msg_r NULL on an empty file. */
 int msg_parse_fd(int fd, uint64_t size, struct mime_msg **msg_r, char *err, size_t errlen);
+
+/* idx_add with the UID each item should get (0: the next one; a UID below
+ * the mailbox's UIDNEXT is not given). Used by the delivery log's replay. */
+int msg_add_uids(struct idx_account *a, struct idx_add *items, size_t n, const uint32_t *uids, char *err,
+    size_t errlen);
+
+/* ---- wal.c: the delivery log (SCHEMA.md "Delivery log") ---- */
+
+/* Size of index.wal; entries start at WAL_DATA (the two header copies are before). */
+#define WAL_SIZE (1024 * 1024)
+#define WAL_DATA 4096
+/* Largest message that goes through the log; larger ones take three flushes. */
+#define WAL_MSG_MAX IDX_LOGGED_MAX
+
+/* One target (mailbox) of a logged message, as add_one recorded it. */
+struct wal_target {
+	uint32_t mbid, uid, flags, destined, prefix_len;
+	int32_t received_tz;
+	int64_t received;
+	bool is_reject;
+	const char *name; /* "new/<file>" or "cur/<file>" in the mailbox's folder */
+	const char *const *keywords;
+	size_t nkeywords;
+};
+/* One message file (path, size bytes) and its targets. */
+struct wal_msg {
+	const char *path;
+	uint64_t size;
+	struct wal_target *t;
+	size_t nt;
+};
+/* A parsed entry, pointing into the buffer it was parsed from. */
+struct wal_entry {
+	uint64_t seq, arg;
+	uint32_t total, content_len, count;
+	uint16_t type, ntargets;
+	const uint8_t *body;
+	size_t body_len;
+};
+struct wal_target_dec {
+	uint32_t mbid, uid, flags, destined, prefix_len;
+	int32_t received_tz;
+	int64_t received;
+	bool is_reject;
+	char *name;
+	char **keywords;
+	size_t nkeywords;
+};
+
+uint32_t wal_crc32c(const void *data, size_t n);
+/* Bytes msg takes in the log at most. */
+size_t wal_entry_bound(const struct wal_msg *m);
+/* Pure: the entry at p with salt and seq, 1 (e_r points into p), or 0 none. */
+int wal_entry_parse(const uint8_t *p, size_t avail, uint64_t salt, uint64_t seq, struct wal_entry *e_r);
+/* Next target of an add entry: 1, -1 corrupt (strings copied; wal_target_clear). */
+int wal_target_next(const struct wal_entry *e, size_t *off, struct wal_target_dec *t);
+void wal_target_clear(struct wal_target_dec *t);
+/* Open (create) index.wal and replay it (idx_account_open, unlocked). 1, -1. */
+int wal_open(struct idx_account *a, char *err, size_t errlen);
+/* Checkpoint and close (idx_account_close). */
+void wal_close(struct idx_account *a);
+/* bytes fit behind what is logged / in an empty log (false without a usable log). */
+bool wal_room(struct idx_account *a, size_t bytes);
+bool wal_fits_empty(struct idx_account *a, size_t bytes);
+bool wal_empty(struct idx_account *a);
+/* Inside the add's transaction (lock held): write the entries and fdatasync.
+ * 1 with the entries' sequence numbers, 0 no room, -1 (the log is failed). */
+int wal_append(struct idx_account *a, const struct wal_msg *msgs, size_t n, uint64_t *first_r, uint64_t *last_r,
+    char *err, size_t errlen);
+/* Entries first..last will not be applied (their transaction failed). */
+void wal_cancel(struct idx_account *a, uint64_t first, uint64_t last);
+/* A file linked / a directory changed without a sync: the checkpoint syncs them. */
+void wal_note_file(struct idx_account *a, const char *path);
+void wal_note_dir(struct idx_account *a, const char *path);
+/* Lock held, no transaction open. 1, -1 (the log is failed then). */
+int wal_checkpoint_locked(struct idx_account *a, char *err, size_t errlen);
 
 /* thread.c */
 /* Assign thread_id/parents/tflags of new message m (id set) from its parsed

@@ -615,6 +615,10 @@ int idx_mailbox_rename(struct idx_account *a, const char *from, const char *to, 
 	uint32_t id;
 	int r;
 
+	/* Messages may get another identity: first make the delivery log unneeded (wal.c). */
+	if (idx_checkpoint(a, err, errlen) < 0)
+		return -1;
+
 	if (idx_mailbox_name_check(from, cfrom, sizeof(cfrom), NULL, 0) < 0)
 		return 0;
 	if (idx_mailbox_name_check(to, cto, sizeof(cto), err, errlen) < 0)

@@ -402,6 +402,7 @@ struct add_state {
 	size_t nlinked;
 	struct add_link *links; /* planned by add_one, made after the files are synced */
 	size_t nlinks;
+	int64_t now;
 };
 
 /* A link add_one planned: the record already names the file. */
@@ -500,7 +501,7 @@ static void add_state_clear(struct add_state *s)
  * batch failed.
  */
 static int add_one(struct idx_account *a, struct add_state *s, struct add_folder *f, struct add_parsed *p,
-    struct idx_add *it, char *err, size_t errlen)
+    struct idx_add *it, uint32_t want_uid, char *err, size_t errlen)
 {
 	struct idx_message m;
 	char name[MAILDIR_NAME_BUFSIZE], ierr[160];
@@ -514,7 +515,7 @@ static int add_one(struct idx_account *a, struct add_state *s, struct add_folder
 	m.id = a->rec.next_msgid++;
 	a->rec_dirty = true;
 	m.mailbox_id = f->mbid;
-	m.uid = f->mb.uidnext;
+	m.uid = want_uid >= f->mb.uidnext && want_uid < UINT32_MAX ? want_uid : f->mb.uidnext;
 	m.modseq = m.createseq = op_modseq(a);
 	m.flags = it->flags;
 	for (i = 0; i < it->nkeywords; i++) {
@@ -528,7 +529,7 @@ static int add_one(struct idx_account *a, struct add_state *s, struct add_folder
 		}
 	}
 	m.size = maildir_writer_size(it->w);
-	m.received = it->received ? it->received : (int64_t)time(NULL);
+	m.received = it->received ? it->received : s->now;
 	m.received_tz = it->received_tz;
 	m.prefix_len = it->prefix_len <= m.size ? it->prefix_len : 0;
 	m.mailbox_destined = it->mailbox_destined;
@@ -567,7 +568,7 @@ static int add_one(struct idx_account *a, struct add_state *s, struct add_folder
 		idx_message_clear(&m);
 		return -1;
 	}
-	f->mb.uidnext++;
+	f->mb.uidnext = m.uid + 1;
 	f->mb.highest_modseq = m.modseq;
 	counts_apply(&f->mb.counts, m.flags, m.size, 1);
 	for (i = 0; i < m.nkeywords; i++)
@@ -645,19 +646,25 @@ static int add_links(struct add_state *s, char *err, size_t errlen)
 	return 1;
 }
 
-static int add_impl(struct idx_account *a, struct idx_add *items, size_t n, struct idx_durable *defer, char *err,
-    size_t errlen);
+static int add_impl(struct idx_account *a, struct idx_add *items, size_t n, const uint32_t *uids,
+    struct idx_durable *defer, char *err, size_t errlen);
 
 int idx_add(struct idx_account *a, struct idx_add *items, size_t n, char *err, size_t errlen)
 {
-	return add_impl(a, items, n, NULL, err, errlen);
+	return add_impl(a, items, n, NULL, NULL, err, errlen);
+}
+
+int msg_add_uids(struct idx_account *a, struct idx_add *items, size_t n, const uint32_t *uids, char *err,
+    size_t errlen)
+{
+	return add_impl(a, items, n, uids, NULL, err, errlen);
 }
 
 int idx_add_nosync(struct idx_account *a, struct idx_add *items, size_t n, struct idx_durable *d_r, char *err,
     size_t errlen)
 {
 	memset(d_r, 0, sizeof(*d_r));
-	return add_impl(a, items, n, d_r, err, errlen);
+	return add_impl(a, items, n, NULL, d_r, err, errlen);
 }
 
 /*
@@ -681,25 +688,10 @@ static int index_synced(struct idx_account *a, uint64_t c, char *err, size_t err
 		return 1;
 	pthread_mutex_lock(&a->mu);
 	pthread_mutex_lock(&a->dmu);
-	if (a->sync_failed) {
-		idx_seterr(err, errlen, "%s: an earlier fdatasync failed: reopen the account (restart) and run verifydata",
-		    a->dbpath);
-		r = -1;
-	} else if (a->synced < c) {
-		uint64_t target = a->committed; /* every commit so far is in the page cache */
-		pthread_mutex_unlock(&a->dmu);
-		int sr = fdatasync(a->syncfd);
-		int se = errno;
-		pthread_mutex_lock(&a->dmu);
-		if (sr < 0) {
-			a->sync_failed = true;
-			idx_seterr(err, errlen, "%s: fdatasync: %s", a->dbpath, strerror(se));
-			r = -1;
-		} else if (target > a->synced) {
-			a->synced = target;
-		}
-	}
+	bool need = a->synced < c || a->sync_failed;
 	pthread_mutex_unlock(&a->dmu);
+	if (need) /* every commit so far is in the page cache: one fdatasync covers them */
+		r = index_sync_locked(a, a->committed, err, errlen);
 	pthread_mutex_unlock(&a->mu);
 	return r;
 }
@@ -728,18 +720,96 @@ int idx_durable_wait(struct idx_account *a, struct idx_durable *d, char *err, si
 	return r;
 }
 
-static int add_impl(struct idx_account *a, struct idx_add *items, size_t n, struct idx_durable *defer, char *err,
+/*
+ * Whether a batch goes through the delivery log (wal.c): every message small
+ * enough and the batch fits in the log, after a checkpoint if it is full.
+ */
+static bool add_wants_log(struct idx_account *a, const struct idx_add *items, size_t n)
+{
+	size_t bound = 0;
+
+	if (a->wal == NULL || a->no_fsync)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		bool dup = false;
+
+		if (items[i].w == NULL)
+			continue;
+		bound += 48 + MAILDIR_NAME_BUFSIZE;
+		for (size_t k = 0; k < items[i].nkeywords; k++)
+			bound += 2 + strlen(items[i].keywords[k]);
+		for (size_t k = 0; k < i && !dup; k++)
+			dup = items[k].w == items[i].w;
+		if (dup)
+			continue;
+		if (maildir_writer_size(items[i].w) > WAL_MSG_MAX)
+			return false;
+		bound += 64 + (size_t)maildir_writer_size(items[i].w);
+	}
+	if (!wal_fits_empty(a, bound))
+		return false;
+	if (!wal_room(a, bound) && idx_checkpoint(a, NULL, 0) < 0)
+		return false;
+	return wal_room(a, bound);
+}
+
+/*
+ * Log the added items (one entry per message file, with every mailbox it
+ * goes to) and fdatasync the log: from here on the batch is durable.
+ * 1 with the entries' sequence numbers, 0 no room (sync as without a log), -1.
+ */
+static int add_log(struct idx_account *a, struct add_state *s, uint64_t *first_r, uint64_t *last_r, char *err,
     size_t errlen)
+{
+	struct wal_msg *msgs = NULL;
+	size_t nm = 0;
+	char (*names)[MAILDIR_NAME_BUFSIZE + 8] = idx_xmalloc(sizeof(*names) * (s->nlinks ? s->nlinks : 1));
+	int r;
+
+	for (size_t i = 0; i < s->nlinks; i++) {
+		struct add_link *l = &s->links[i];
+		struct idx_add *it = l->it;
+		struct wal_msg *m = NULL;
+
+		if (it->result <= 0)
+			continue;
+		for (size_t k = 0; k < nm && m == NULL; k++)
+			if (strcmp(msgs[k].path, maildir_writer_path(it->w)) == 0)
+				m = &msgs[k];
+		if (m == NULL) {
+			msgs = idx_xrealloc(msgs, sizeof(*msgs) * (nm + 1));
+			m = &msgs[nm++];
+			*m = (struct wal_msg){.path = maildir_writer_path(it->w), .size = maildir_writer_size(it->w)};
+		}
+		snprintf(names[i], sizeof(names[i]), "%s/%s", l->sub == MAILDIR_NEW ? "new" : "cur", l->name);
+		m->t = idx_xrealloc(m->t, sizeof(*m->t) * (m->nt + 1));
+		m->t[m->nt++] = (struct wal_target){.mbid = s->f[l->fi].mbid, .uid = it->uid_r, .flags = it->flags,
+		    .destined = it->mailbox_destined, .prefix_len = it->prefix_len, .received_tz = it->received_tz,
+		    .received = it->received ? it->received : s->now, .is_reject = it->is_reject, .name = names[i],
+		    .keywords = it->keywords, .nkeywords = it->nkeywords};
+	}
+	r = nm == 0 ? 0 : wal_append(a, msgs, nm, first_r, last_r, err, errlen);
+	for (size_t k = 0; k < nm; k++)
+		free(msgs[k].t);
+	free(msgs);
+	free(names);
+	return r;
+}
+
+static int add_impl(struct idx_account *a, struct idx_add *items, size_t n, const uint32_t *uids,
+    struct idx_durable *defer, char *err, size_t errlen)
 {
 	struct maildir_syncset *fss = NULL, *dss = NULL;
 	char serr[256];
 	struct add_state s;
-	uint64_t pending = 0;
-	bool need_sync = false;
+	uint64_t pending = 0, log_first = 0, log_last = 0;
+	bool need_sync = false, logged = false;
+	bool use_log = add_wants_log(a, items, n);
 	size_t i;
 	int r = 1, added = 0;
 
 	memset(&s, 0, sizeof(s));
+	s.now = (int64_t)time(NULL);
 	for (i = 0; i < n; i++) {
 		items[i].result = 0;
 		items[i].error = IDX_E_NONE;
@@ -791,7 +861,7 @@ static int add_impl(struct idx_account *a, struct idx_add *items, size_t n, stru
 	 * was not acknowledged yet. Listeners (IMAP IDLE) hear of it at the
 	 * commit, before idx_durable_wait made it durable.
 	 */
-	if (r >= 0 && need_sync && !a->no_fsync)
+	if (r >= 0 && need_sync && !a->no_fsync && !use_log)
 		fss = sync_batch_start(a, items, n);
 	for (i = 0; i < n && r >= 0; i++) {
 		struct idx_add *it = &items[i];
@@ -808,10 +878,23 @@ static int add_impl(struct idx_account *a, struct idx_add *items, size_t n, stru
 			item_fail(it, IDX_E_INTERNAL, perr);
 			continue;
 		}
-		r = add_one(a, &s, f, p, it, err, errlen);
+		r = add_one(a, &s, f, p, it, uids != NULL ? uids[i] : 0, err, errlen);
 		if (r > 0)
 			added++;
 	}
+	/* With the log, the batch is durable once its entries are: the files
+	 * and directories sync at the next checkpoint. */
+	if (r >= 0 && use_log && added > 0) {
+		int lr = add_log(a, &s, &log_first, &log_last, err, errlen);
+		if (lr > 0 && a->wal_test_exit)
+			_exit(0);
+		if (lr < 0)
+			r = -1;
+		else if (lr > 0)
+			logged = true;
+	}
+	if (r >= 0 && !logged && need_sync && !a->no_fsync && fss == NULL)
+		fss = sync_batch_start(a, items, n);
 	if (maildir_syncset_wait(&fss, serr, sizeof(serr)) < 0 && r >= 0) {
 		idx_seterr(err, errlen, "%s", serr);
 		r = -1;
@@ -820,7 +903,7 @@ static int add_impl(struct idx_account *a, struct idx_add *items, size_t n, stru
 		r = add_links(&s, err, errlen);
 	/* Directories once each (in parallel with the commit, or left to idx_durable_wait),
 	 * then the folders' records. */
-	if (r >= 0 && !a->no_fsync && defer == NULL)
+	if (r >= 0 && !a->no_fsync && defer == NULL && !logged)
 		dss = maildir_syncset_new();
 	for (i = 0; i < s.nf && r >= 0; i++) {
 		struct add_folder *f = &s.f[i];
@@ -830,7 +913,9 @@ static int add_impl(struct idx_account *a, struct idx_add *items, size_t n, stru
 			if (!(sub ? f->link_cur : f->link_new))
 				continue;
 			snprintf(dir, sizeof(dir), "%s/%s", f->path, sub ? "cur" : "new");
-			if (dss != NULL) {
+			if (logged) {
+				wal_note_dir(a, dir);
+			} else if (dss != NULL) {
 				maildir_syncset_dir(dss, dir);
 			} else if (defer != NULL) {
 				defer->dirs = idx_xrealloc(defer->dirs, sizeof(*defer->dirs) * (defer->ndirs + 1));
@@ -844,10 +929,22 @@ static int add_impl(struct idx_account *a, struct idx_add *items, size_t n, stru
 				change_push(a, IDX_CH_MAILBOX_KEYWORDS, f->mbid, 0, f->mb.highest_modseq, 0, NULL, NULL);
 		}
 	}
-	a->defer_sync = defer != NULL;
+	if (r >= 0 && logged) {
+		uint8_t v[8];
+
+		be64_put(v, log_last);
+		if (db_put(a, "W", 1, v, sizeof(v), err, errlen) < 0)
+			r = -1;
+	}
+	a->defer_sync = defer != NULL || logged;
 	r = op_end(a, r < 0 ? -1 : 1, err, errlen);
 	a->defer_sync = false;
-	if (defer != NULL && r >= 0 && a->tx_writes > 0 && !a->no_fsync) {
+	if (logged && r < 0)
+		wal_cancel(a, log_first, log_last);
+	else if (logged)
+		for (i = 0; i < s.nlinked; i++)
+			wal_note_file(a, s.linked[i]);
+	if (defer != NULL && r >= 0 && a->tx_writes > 0 && !a->no_fsync && !logged) {
 		pthread_mutex_lock(&a->dmu);
 		defer->commit = a->committed;
 		pthread_mutex_unlock(&a->dmu);

@@ -731,6 +731,10 @@ int idx_sync_all(struct idx_account *a, struct idx_sync_stats *st, char *err, si
 	size_t nall = 0, i;
 	int r;
 
+	/* Messages may get another identity: first make the delivery log unneeded (wal.c). */
+	if (idx_checkpoint(a, err, errlen) < 0)
+		return -1;
+
 	if (st == NULL)
 		st = &dummy;
 	memset(st, 0, sizeof(*st));

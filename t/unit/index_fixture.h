@@ -28,7 +28,7 @@ static int fx_rm_cb(const char *path, const struct stat *st, int flag, struct FT
 }
 
 /* Open a new account under /tmp/<name>.XXXXXX; 0 or -1 (cmocka setup convention). */
-static int fx_open(void **state, const char *name, bool no_fsync)
+static int fx_open_log(void **state, const char *name, bool no_fsync, bool no_log)
 {
 	struct fx *f = calloc(1, sizeof(*f));
 	char err[256];
@@ -39,12 +39,18 @@ static int fx_open(void **state, const char *name, bool no_fsync)
 	snprintf(f->dir, sizeof(f->dir), "%s/acct", f->root);
 	f->opts.host = "test.example";
 	f->opts.no_fsync = no_fsync;
+	f->opts.no_log = no_log;
 	if (idx_account_open(f->dir, &f->opts, &f->a, err, sizeof(err)) < 0) {
 		fprintf(stderr, "open: %s\n", err);
 		return -1;
 	}
 	*state = f;
 	return 0;
+}
+
+static inline int fx_open(void **state, const char *name, bool no_fsync)
+{
+	return fx_open_log(state, name, no_fsync, false);
 }
 
 static int fx_teardown(void **state)

@@ -26,7 +26,8 @@
 
 static int setup(void **state)
 {
-	return fx_open(state, "test_index_durable", false);
+	/* The three-flush path: messages too large for the delivery log take it. */
+	return fx_open_log(state, "test_index_durable", false, true);
 }
 
 static int setup_nofsync(void **state)
