@@ -3,8 +3,10 @@
  * make bench. Messages of -s bytes (default 4096, CRLF, with a Received
  * prefix) are written as the SMTP server writes them: a spool file in
  * <data>/tmp finished without fsync, then idx_add into the INBOX of a fresh
- * account, which syncs the file, links it, fsyncs new/ and commits the
- * index; then the spool file is removed. Like the daemon, every delivery
+ * account, which writes the message to the account's delivery log and
+ * fdatasyncs it, links the file and commits the index (the checkpoints that
+ * later sync the files, new/ and the index run inside the measured time,
+ * whenever the log fills); then the spool file is removed. Like the daemon, every delivery
  * first looks its mailbox up (idx_mailbox_get) before adding (-L skips it).
  *
  * Measured, one result per line on stdout (errors on stderr, exit 1):
