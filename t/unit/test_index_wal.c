@@ -447,7 +447,17 @@ static int setup_dir(void **state)
 	return 0;
 }
 
-#define teardown fx_teardown
+/* Results of this test's children: freed by teardown (a failed or skipped test leaves early). */
+static struct results *child_res[4];
+
+static int teardown(void **state)
+{
+	for (size_t i = 0; i < sizeof(child_res) / sizeof(child_res[0]); i++) {
+		free(child_res[i]);
+		child_res[i] = NULL;
+	}
+	return fx_teardown(state);
+}
 
 static void reopen(struct fx *f)
 {
@@ -469,6 +479,11 @@ static struct results *run_child(struct fx *f, const char *mode)
 	int st = 0;
 
 	assert_non_null(res);
+	for (size_t i = 0; i < sizeof(child_res) / sizeof(child_res[0]); i++)
+		if (child_res[i] == NULL) {
+			child_res[i] = res;
+			break;
+		}
 	assert_null(f->a); /* Tokyo Cabinet's lock: one opener at a time */
 	snprintf(out, sizeof(out), "%s/child.out", f->root);
 	char *argv[] = {"/proc/self/exe", "--wal-child", (char *)mode, f->dir, out, NULL};
@@ -930,7 +945,6 @@ static void test_crash_after_commit(void **state)
 	expect_basic(f->a, res);
 	assert_true(wal_empty(f->a)); /* the replay checkpoints */
 	CHECK(f->a);
-	free(res);
 }
 
 /* Power loss after the commit: one file's data and another's directory entry
@@ -956,7 +970,6 @@ static void test_power_loss_files(void **state)
 	reopen(f);
 	ai = info(f->a);
 	assert_int_equal(ai.wal_restored + ai.wal_applied, 0);
-	free(res);
 }
 
 /* Killed after the log's fdatasync, before the commit: the transaction is
@@ -990,14 +1003,13 @@ static void test_crash_before_commit(void **state)
 	assert_int_equal(info(f->a).wal_applied, 0);
 	expect_total(f->a, "INBOX", 6);
 	CHECK(f->a);
-	free(res);
 }
 
 /* One idx_add of three messages, killed before the commit: three entries replayed. */
 static void test_batch_crash_before_commit(void **state)
 {
 	struct fx *f = *state;
-	struct results *res = run_child(f, "batchexit");
+	run_child(f, "batchexit");
 
 	reopen(f);
 	assert_int_equal(info(f->a).wal_applied, 3);
@@ -1009,7 +1021,6 @@ static void test_batch_crash_before_commit(void **state)
 	expect_files(f->a, "INBOX", 1);
 	expect_files(f->a, "Lists", 2);
 	CHECK(f->a);
-	free(res);
 }
 
 /* A flag change renamed a logged message's file before the crash: the replay
@@ -1037,7 +1048,6 @@ static void test_crash_after_store(void **state)
 	free(text);
 	expect_files(f->a, "INBOX", 4);
 	CHECK(f->a);
-	free(res);
 }
 
 /* A torn last entry (its CRC fails): the entries before it are still checked;
@@ -1077,7 +1087,6 @@ static void test_torn_last_entry(void **state)
 	assert_int_equal(idx_message_get(f->a, fx_inbox(f->a), res->uid[NBASIC - 1][0], &m, err, sizeof(err)), 1);
 	idx_message_clear(&m);
 	expect_total(f->a, "INBOX", 4);
-	free(res);
 }
 
 /*
@@ -1091,12 +1100,13 @@ static void test_torn_last_entry(void **state)
 static void test_torn_then_crash_before_commit(void **state)
 {
 	struct fx *f = *state;
-	struct results *res = run_child(f, "basic"), *res2;
+	struct results *res2;
 	struct logscan *ls = malloc(sizeof(*ls));
 	char path[256];
 	size_t mid;
 	int fd;
 
+	run_child(f, "basic");
 	log_scan(f->dir, ls);
 	assert_int_equal(ls->n, NBASIC);
 	mid = ls->off[NBASIC - 1] + ls->e[NBASIC - 1].total / 2;
@@ -1117,8 +1127,6 @@ static void test_torn_then_crash_before_commit(void **state)
 	expect_msg(f->a, 6, 0, res2->uid[6][0]);
 	expect_msg(f->a, 6, 1, res2->uid[6][1]);
 	CHECK(f->a);
-	free(res);
-	free(res2);
 }
 
 /*
@@ -1143,7 +1151,6 @@ static void test_new_log_crash_before_commit(void **state)
 	expect_msg(f->a, 5, 0, 3);
 	expect_total(f->a, "INBOX", 3);
 	CHECK(f->a);
-	free(res);
 }
 
 /* More than the log holds, one message per add: it checkpoints by itself;
@@ -1166,7 +1173,6 @@ static void test_full_log(void **state)
 	expect_total(f->a, "INBOX", FULL_N);
 	expect_files(f->a, "INBOX", FULL_N);
 	CHECK(f->a);
-	free(res);
 }
 
 /* The link fails after the log's fdatasync: the entry is cancelled, so a
@@ -1199,7 +1205,6 @@ static void test_cancel(void **state)
 	expect_total(f->a, "Lists", 0);
 	expect_files(f->a, "Lists", 0);
 	CHECK(f->a);
-	free(res);
 }
 
 /* Killed between the link and the commit: the replay adds the message again
@@ -1221,7 +1226,6 @@ static void test_crash_after_link(void **state)
 	expect_files(f->a, "INBOX", 4);
 	expect_files(f->a, "Lists", 3);
 	CHECK(f->a);
-	free(res);
 }
 
 /*
@@ -1236,7 +1240,7 @@ static void test_crash_after_link(void **state)
 static void test_crash_during_replay(void **state)
 {
 	struct fx *f = *state;
-	struct results *res = run_child(f, "testexit");
+	run_child(f, "testexit");
 	char path[256];
 	size_t len;
 	uint8_t *saved;
@@ -1264,13 +1268,12 @@ static void test_crash_during_replay(void **state)
 	expect_files(f->a, "INBOX", 5);
 	expect_files(f->a, "Lists", 4);
 	CHECK(f->a);
-	free(res);
 }
 
 /* An opener without fsync (an import) or without the log replays too, then goes on without it. */
 static void replay_by(struct fx *f, bool no_fsync, bool no_log)
 {
-	struct results *res = run_child(f, "testexit");
+	run_child(f, "testexit");
 
 	f->opts.no_fsync = no_fsync;
 	f->opts.no_log = no_log;
@@ -1290,7 +1293,6 @@ static void replay_by(struct fx *f, bool no_fsync, bool no_log)
 	expect_total(f->a, "Lists", 4);
 	expect_files(f->a, "INBOX", 6);
 	CHECK(f->a);
-	free(res);
 }
 
 static void test_replay_by_nofsync_opener(void **state)
