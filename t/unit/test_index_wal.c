@@ -59,6 +59,8 @@ static const struct spec specs[] = {
 	{{{"INBOX", IDX_SEEN, "$Label1"}, {"Lists", IDX_FLAGGED, NULL}}, 2, 3000},
 };
 #define NBASIC 6
+/* The received time the child gives message i: RECEIVED + i, at +01:00. */
+#define RECEIVED 1700000000
 #define FULL_FIRST 100
 #define FULL_N 400
 #define MAXMSG (FULL_FIRST + FULL_N)
@@ -230,6 +232,8 @@ static void child_add(struct idx_account *a, FILE *out, int i, bool crash)
 		kws[k][0] = s.t[k].kw;
 		it[k].keywords = s.t[k].kw != NULL ? kws[k] : NULL;
 		it[k].nkeywords = s.t[k].kw != NULL ? 1 : 0;
+		it[k].received = RECEIVED + i;
+		it[k].received_tz = 60;
 		fprintf(out, "uid %d %zu %u\n", i, k, want[k]);
 	}
 	fflush(out);
@@ -569,6 +573,10 @@ static void expect_msg(struct idx_account *a, int i, size_t k, uint32_t uid)
 		assert_string_equal(m.keywords[0], s.t[k].kw);
 	} else {
 		assert_int_equal(m.nkeywords, 0);
+	}
+	if (i == 6) { /* added by a child, then again by the replay */
+		assert_int_equal(m.received, RECEIVED + i);
+		assert_int_equal(m.received_tz, 60);
 	}
 	idx_message_clear(&m);
 	expect_bytes(a, mbid, uid, text, len);
@@ -1087,6 +1095,46 @@ static void test_torn_last_entry(void **state)
 	assert_int_equal(idx_message_get(f->a, fx_inbox(f->a), res->uid[NBASIC - 1][0], &m, err, sizeof(err)), 1);
 	idx_message_clear(&m);
 	expect_total(f->a, "INBOX", 4);
+}
+
+/* A torn entry the index had not committed (the crash came while the log was
+ * being written): the message was never acknowledged and is not added; the
+ * log goes on with that sequence number, and a later crash is replayed. */
+static void test_torn_uncommitted_entry(void **state)
+{
+	struct fx *f = *state;
+	struct logscan *ls = malloc(sizeof(*ls));
+	struct results *res2;
+	char path[256];
+	size_t mid;
+	int fd;
+
+	run_child(f, "testexit");
+	log_scan(f->dir, ls);
+	assert_int_equal(ls->n, NBASIC + 1);
+	mid = ls->off[NBASIC] + ls->e[NBASIC].total / 2;
+	ls->buf[mid] ^= 0x5a;
+	snprintf(path, sizeof(path), "%s/index.wal", f->dir);
+	fd = open(path, O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, ls->buf + mid, 1, (off_t)mid), 1);
+	close(fd);
+	free(ls->buf);
+	free(ls);
+	reopen(f);
+	assert_int_equal(info(f->a).wal_applied, 0);
+	expect_total(f->a, "INBOX", 4);
+	expect_total(f->a, "Lists", 3);
+	expect_files(f->a, "INBOX", 4);
+	CHECK(f->a);
+	idx_account_close(&f->a);
+	res2 = run_child(f, "again");
+	reopen(f);
+	assert_int_equal(info(f->a).wal_applied, 1);
+	assert_int_equal(res2->uid[6][0], 5);
+	expect_msg(f->a, 6, 0, 5);
+	expect_msg(f->a, 6, 1, 4);
+	CHECK(f->a);
 }
 
 /*
@@ -1770,6 +1818,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_full_log, setup_dir, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel, setup_dir, teardown),
 		cmocka_unit_test_setup_teardown(test_crash_after_link, setup_dir, teardown),
+		cmocka_unit_test_setup_teardown(test_torn_uncommitted_entry, setup_dir, teardown),
 		cmocka_unit_test_setup_teardown(test_replay_by_nofsync_opener, setup_dir, teardown),
 		cmocka_unit_test_setup_teardown(test_replay_by_nolog_opener, setup_dir, teardown),
 		cmocka_unit_test_setup_teardown(test_nosync_logged, setup, teardown),
