@@ -288,10 +288,12 @@ int msg_transfer_locked(struct idx_account *a, uint32_t from_mb, const uint32_t 
 /* Parse a message file (fd) for the cache and threading; *msg_r NULL on an empty file. */
 int msg_parse_fd(int fd, uint64_t size, struct mime_msg **msg_r, char *err, size_t errlen);
 
-/* idx_add with the UID each item should get (0: the next one; a UID below
- * the mailbox's UIDNEXT is not given). Used by the delivery log's replay. */
-int msg_add_uids(struct idx_account *a, struct idx_add *items, size_t n, const uint32_t *uids, char *err,
-    size_t errlen);
+/* The delivery log's replay of entry seq: idx_add with the UID each item
+ * should get (0: the next one; a UID below the mailbox's UIDNEXT is not
+ * given), setting the `W` key to seq in the same transaction, so that a
+ * replay cut short and run again does not add the message twice. */
+int msg_add_replayed(struct idx_account *a, struct idx_add *items, size_t n, const uint32_t *uids, uint64_t seq,
+    char *err, size_t errlen);
 
 /* ---- wal.c: the delivery log (SCHEMA.md "Delivery log") ---- */
 

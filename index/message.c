@@ -647,24 +647,24 @@ static int add_links(struct add_state *s, char *err, size_t errlen)
 }
 
 static int add_impl(struct idx_account *a, struct idx_add *items, size_t n, const uint32_t *uids,
-    struct idx_durable *defer, char *err, size_t errlen);
+    uint64_t replayed, struct idx_durable *defer, char *err, size_t errlen);
 
 int idx_add(struct idx_account *a, struct idx_add *items, size_t n, char *err, size_t errlen)
 {
-	return add_impl(a, items, n, NULL, NULL, err, errlen);
+	return add_impl(a, items, n, NULL, 0, NULL, err, errlen);
 }
 
-int msg_add_uids(struct idx_account *a, struct idx_add *items, size_t n, const uint32_t *uids, char *err,
-    size_t errlen)
+int msg_add_replayed(struct idx_account *a, struct idx_add *items, size_t n, const uint32_t *uids, uint64_t seq,
+    char *err, size_t errlen)
 {
-	return add_impl(a, items, n, uids, NULL, err, errlen);
+	return add_impl(a, items, n, uids, seq, NULL, err, errlen);
 }
 
 int idx_add_nosync(struct idx_account *a, struct idx_add *items, size_t n, struct idx_durable *d_r, char *err,
     size_t errlen)
 {
 	memset(d_r, 0, sizeof(*d_r));
-	return add_impl(a, items, n, NULL, d_r, err, errlen);
+	return add_impl(a, items, n, NULL, 0, d_r, err, errlen);
 }
 
 /*
@@ -797,7 +797,7 @@ static int add_log(struct idx_account *a, struct add_state *s, uint64_t *first_r
 }
 
 static int add_impl(struct idx_account *a, struct idx_add *items, size_t n, const uint32_t *uids,
-    struct idx_durable *defer, char *err, size_t errlen)
+    uint64_t replayed, struct idx_durable *defer, char *err, size_t errlen)
 {
 	struct maildir_syncset *fss = NULL, *dss = NULL;
 	char serr[256];
@@ -929,10 +929,11 @@ static int add_impl(struct idx_account *a, struct idx_add *items, size_t n, cons
 				change_push(a, IDX_CH_MAILBOX_KEYWORDS, f->mbid, 0, f->mb.highest_modseq, 0, NULL, NULL);
 		}
 	}
-	if (r >= 0 && logged) {
+	/* The last log entry this index holds: a logged batch's, or the one a replay applies. */
+	if (r >= 0 && (logged || replayed > 0)) {
 		uint8_t v[8];
 
-		be64_put(v, log_last);
+		be64_put(v, logged ? log_last : replayed);
 		if (db_put(a, "W", 1, v, sizeof(v), err, errlen) < 0)
 			r = -1;
 	}

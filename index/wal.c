@@ -388,7 +388,7 @@ static char *wal_path(struct idx_account *a, const char *suffix)
 }
 
 /* A new log: zeros written (so later writes change no metadata), synced, renamed into place. */
-static int wal_create(struct idx_account *a, char *err, size_t errlen)
+static int wal_create(struct idx_account *a, uint64_t first_seq, char *err, size_t errlen)
 {
 	char *tmp = wal_path(a, ".new"), *path = wal_path(a, "");
 	uint8_t *zero = calloc(1, 65536), hdr[WAL_HDR_SIZE];
@@ -409,7 +409,7 @@ static int wal_create(struct idx_account *a, char *err, size_t errlen)
 	for (off_t off = 0; off < WAL_SIZE; off += 65536)
 		if (full_pwrite(fd, zero, 65536, off) < 0)
 			goto ioerr;
-	hdr_encode(hdr, 1, salt, 1);
+	hdr_encode(hdr, 1, salt, first_seq);
 	if (full_pwrite(fd, hdr, sizeof(hdr), 0) < 0 || fsync(fd) < 0 || rename(tmp, path) < 0)
 		goto ioerr;
 	if (maildir_fsync_dir(a->dir, err, errlen) < 0)
@@ -439,6 +439,22 @@ static void wal_free(struct idx_wal *w)
 	for (size_t i = 0; i < w->ndirs; i++)
 		free(w->dirs[i]);
 	free(w);
+}
+
+/* Write the header copy after the newest with first seq w->next_seq, and fdatasync. 1, -1. */
+static int hdr_write(struct idx_account *a, char *err, size_t errlen)
+{
+	struct idx_wal *w = a->wal;
+	uint8_t hdr[WAL_HDR_SIZE];
+	uint64_t gen = w->gen + 1;
+
+	hdr_encode(hdr, gen, w->salt, w->next_seq);
+	if (full_pwrite(w->fd, hdr, sizeof(hdr), (off_t)((gen % 2) * 512)) < 0 || fdatasync(w->fd) < 0) {
+		idx_seterr(err, errlen, "%s/%s: %s", a->dir, WAL_NAME, strerror(errno));
+		return -1;
+	}
+	w->gen = gen;
+	return 1;
 }
 
 /* ---- appending ---- */
@@ -618,8 +634,7 @@ int wal_checkpoint_locked(struct idx_account *a, char *err, size_t errlen)
 {
 	struct idx_wal *w = a->wal;
 	struct maildir_syncset *ss;
-	uint8_t hdr[WAL_HDR_SIZE];
-	char serr[256];
+		char serr[256];
 	int r = 1;
 
 	if (w == NULL || w->head == WAL_DATA)
@@ -650,17 +665,8 @@ int wal_checkpoint_locked(struct idx_account *a, char *err, size_t errlen)
 	/* The index: no transaction is open (the caller holds the lock outside one). */
 	if (r > 0)
 		r = index_sync_locked(a, a->committed, err, errlen);
-	if (r > 0) {
-		uint64_t gen = w->gen + 1;
-
-		hdr_encode(hdr, gen, w->salt, w->next_seq);
-		if (full_pwrite(w->fd, hdr, sizeof(hdr), (off_t)((gen % 2) * 512)) < 0 || fdatasync(w->fd) < 0) {
-			idx_seterr(err, errlen, "%s/%s: %s", a->dir, WAL_NAME, strerror(errno));
-			r = -1;
-		} else {
-			w->gen = gen;
-		}
-	}
+	if (r > 0)
+		r = hdr_write(a, err, errlen);
 	if (r < 0) {
 		w->failed = true; /* the entries stay for the replay at the next open */
 		return -1;
@@ -846,8 +852,8 @@ static int replay_check(struct idx_account *a, const struct wal_target_dec *ts, 
 }
 
 /* An entry after W: its transaction did not survive; add the message again. */
-static int replay_add(struct idx_account *a, const struct wal_target_dec *ts, size_t nt, const uint8_t *content,
-    size_t len, char *err, size_t errlen)
+static int replay_add(struct idx_account *a, uint64_t seq, const struct wal_target_dec *ts, size_t nt,
+    const uint8_t *content, size_t len, char *err, size_t errlen)
 {
 	struct idx_add *items = calloc(nt, sizeof(*items));
 	uint32_t *uids = calloc(nt, sizeof(*uids));
@@ -909,7 +915,7 @@ static int replay_add(struct idx_account *a, const struct wal_target_dec *ts, si
 		}
 		for (size_t i = 0; i < k; i++)
 			items[i].w = wr;
-		if (r > 0 && msg_add_uids(a, items, k, uids, err, errlen) < 0)
+		if (r > 0 && msg_add_replayed(a, items, k, uids, seq, err, errlen) < 0)
 			r = -1;
 		for (size_t i = 0; i < k && r > 0; i++) {
 			if (items[i].result < 0) {
@@ -928,14 +934,31 @@ static int replay_add(struct idx_account *a, const struct wal_target_dec *ts, si
 	return r;
 }
 
-static int replay(struct idx_account *a, const uint8_t *buf, size_t size, uint64_t first, char *err, size_t errlen)
+/* The `W` key: the last entry the index holds (0 none). 1, -1. */
+static int read_applied(struct idx_account *a, uint64_t *applied_r, char *err, size_t errlen)
+{
+	void *v;
+	size_t len;
+	int r;
+
+	*applied_r = 0;
+	pthread_mutex_lock(&a->mu);
+	r = db_get(a, "W", 1, &v, &len, err, errlen);
+	pthread_mutex_unlock(&a->mu);
+	if (r > 0) {
+		*applied_r = len == 8 ? be64_get(v) : 0;
+		tcfree(v);
+	}
+	return r < 0 ? -1 : 1;
+}
+
+
+static int replay(struct idx_account *a, const uint8_t *buf, size_t size, uint64_t first, uint64_t applied,
+    char *err, size_t errlen)
 {
 	struct idx_wal *w = a->wal;
 	struct wal_entry *ents = NULL;
 	size_t n = 0, off = WAL_DATA;
-	uint64_t applied = 0;
-	void *v;
-	size_t len;
 	int r;
 
 	while (off < size) {
@@ -946,22 +969,16 @@ static int replay(struct idx_account *a, const uint8_t *buf, size_t size, uint64
 		ents[n++] = e;
 		off += e.total;
 	}
-	w->next_seq = first + n;
+	/*
+	 * New entries follow both the log's and the index's last: sequence numbers
+	 * at or below `W` would read as committed at the next replay (a log moved
+	 * away and created anew, an entry damaged after the index took it).
+	 */
+	w->next_seq = first + n > applied + 1 ? first + n : applied + 1;
 	w->head = off;
 	if (n == 0) {
 		free(ents);
-		return 1;
-	}
-	pthread_mutex_lock(&a->mu);
-	r = db_get(a, "W", 1, &v, &len, err, errlen);
-	pthread_mutex_unlock(&a->mu);
-	if (r < 0) {
-		free(ents);
-		return -1;
-	}
-	if (r > 0) {
-		applied = len == 8 ? be64_get(v) : 0;
-		tcfree(v);
+		return w->next_seq == first ? 1 : hdr_write(a, err, errlen);
 	}
 	w->replaying = true;
 	r = 1;
@@ -985,7 +1002,7 @@ static int replay(struct idx_account *a, const uint8_t *buf, size_t size, uint64
 			break;
 		}
 		if (ents[i].seq > applied)
-			r = replay_add(a, ts, ents[i].ntargets, content, ents[i].content_len, err, errlen);
+			r = replay_add(a, ents[i].seq, ts, ents[i].ntargets, content, ents[i].content_len, err, errlen);
 		else
 			r = replay_check(a, ts, ents[i].ntargets, content, ents[i].content_len, err, errlen);
 		ts_free(ts, ents[i].ntargets);
@@ -1009,17 +1026,20 @@ int wal_open(struct idx_account *a, char *err, size_t errlen)
 	uint64_t gen[2] = {0, 0}, salt[2], seq[2];
 	bool ok[2];
 	size_t got = 0;
+	uint64_t applied;
 	int fd = -1, r = -1;
 	struct idx_wal *w;
 
 	(void)unlink(tmp); /* a creation that did not finish */
+	if (read_applied(a, &applied, err, errlen) < 0)
+		goto out;
 	fd = open(path, O_RDWR | O_CLOEXEC);
 	if (fd < 0 && errno == ENOENT) {
 		if (a->no_fsync || a->no_log) {
 			r = 1; /* imports and tests go without a log */
 			goto out;
 		}
-		if (wal_create(a, err, errlen) < 0)
+		if (wal_create(a, applied + 1, err, errlen) < 0)
 			goto out;
 		fd = open(path, O_RDWR | O_CLOEXEC);
 	}
@@ -1053,7 +1073,7 @@ int wal_open(struct idx_account *a, char *err, size_t errlen)
 	w->next_seq = seq[c];
 	w->head = WAL_DATA;
 	a->wal = w;
-	r = replay(a, buf, got < WAL_SIZE ? got : WAL_SIZE, seq[c], err, errlen);
+	r = replay(a, buf, got < WAL_SIZE ? got : WAL_SIZE, seq[c], applied, err, errlen);
 	if (r < 0)
 		w->failed = true; /* keep every entry for the next open */
 	if (r > 0 && (a->no_fsync || a->no_log)) {

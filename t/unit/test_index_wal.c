@@ -411,17 +411,6 @@ static void report(void *arg, const char *problem)
 		assert_int_equal(cr_, 0);                                                     \
 	} while (0)
 
-/*
- * A test that shows a known bug of the log (see the comment above it):
- * skipped, so that the tree stays green, unless MOX_TEST_KNOWN_BUGS is set.
- * The fix removes the call.
- */
-#define KNOWN_BUG()                                            \
-	do {                                                   \
-		if (getenv("MOX_TEST_KNOWN_BUGS") == NULL)     \
-			skip();                                \
-	} while (0)
-
 /* What a child said it added. */
 struct results {
 	uint32_t uid[MAXMSG][2];
@@ -1140,10 +1129,9 @@ static void test_torn_uncommitted_entry(void **state)
 /*
  * After a replay that stopped at a damaged entry the index had committed,
  * a later add killed before its commit must still be added again at the
- * next open. Known bug: replay() sets next_seq to the entries it could read
- * (first + n), below the index's `W`, so the new entry's seq is <= W and the
- * next replay takes it for committed (replay_check: no record, skipped):
- * the acknowledged message is lost.
+ * next open: new entries take sequence numbers after the index's `W`, not
+ * after the entries the replay could read (else the next replay would take
+ * the entry for committed and skip it: the message would be lost).
  */
 static void test_torn_then_crash_before_commit(void **state)
 {
@@ -1169,7 +1157,6 @@ static void test_torn_then_crash_before_commit(void **state)
 	reopen(f);
 	idx_account_close(&f->a);
 	res2 = run_child(f, "again");
-	KNOWN_BUG();
 	reopen(f);
 	assert_int_equal(info(f->a).wal_applied, 1);
 	expect_msg(f->a, 6, 0, res2->uid[6][0]);
@@ -1180,10 +1167,8 @@ static void test_torn_then_crash_before_commit(void **state)
 /*
  * A new log (the old one moved away, as the open's error for a log with both
  * headers damaged says to do): an add killed before its commit must still be
- * added again at the next open. Known bug: wal_create starts the sequence
- * numbers at 1 while the index's `W` still holds the old log's last one, so
- * the entry's seq is <= W and the replay takes it for committed
- * (replay_check: no record, skipped): the acknowledged message is lost.
+ * added again at the next open: the new log's sequence numbers start after
+ * the index's `W` (from 1, the entry would read as committed and be lost).
  */
 static void test_new_log_crash_before_commit(void **state)
 {
@@ -1191,7 +1176,6 @@ static void test_new_log_crash_before_commit(void **state)
 	struct results *res = run_child(f, "newlog");
 
 	assert_int_equal(res->uid[5][0], 3);
-	KNOWN_BUG();
 	reopen(f);
 	assert_int_equal(info(f->a).wal_applied, 1);
 	expect_msg(f->a, 0, 0, 1);
@@ -1280,10 +1264,9 @@ static void test_crash_after_link(void **state)
  * The replay's own adds are durable before its checkpoint empties the log:
  * killed in between (or the checkpoint failing, which fails the open), the
  * next open replays the same entries; the message must not come twice.
- * Simulated by putting back the log as it was before the first replay.
- * Known bug: replay_add adds the message under a new file name and leaves
- * `W` as it was, so the second replay finds no record by the logged name
- * and adds it again, under the next UID (the logged one is taken).
+ * Simulated by putting back the log as it was before the first replay. The
+ * replay's add sets `W` in its transaction (else the second replay, finding
+ * no record by the logged file name, would add the message again).
  */
 static void test_crash_during_replay(void **state)
 {
@@ -1306,7 +1289,6 @@ static void test_crash_during_replay(void **state)
 	assert_int_equal(pwrite(fd, saved, len, 0), (ssize_t)len);
 	close(fd);
 	free(saved);
-	KNOWN_BUG();
 	reopen(f);
 	expect_msg(f->a, 6, 0, 5);
 	expect_msg(f->a, 6, 1, 4);
