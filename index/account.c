@@ -523,10 +523,11 @@ int idx_account_open_upgrades(const char *dir, const struct idx_options *opts, c
 	 * Not BDBOTSYNC: with it Tokyo Cabinet fsyncs its write-ahead log for every
 	 * page a transaction writes (measured: 11 fsyncs for one STORE, ~40 ms under
 	 * load). Instead a commit is made durable with one fdatasync of the file
-	 * (op_end). A process crash (kill -9) is still recovered by TC's WAL from
-	 * the page cache; a power loss during a commit can damage the index, which
-	 * `mox verifydata -fix` rebuilds from the Maildir — message files are synced
-	 * before any commit, so mail is never lost.
+	 * (op_end), or by the delivery log and its checkpoints (wal.c). A process
+	 * crash (kill -9) is still recovered by TC's WAL from the page cache; a
+	 * power loss can damage the index, which `mox verifydata -fix` rebuilds
+	 * from the Maildir, after the delivery log's replay restored the files
+	 * it holds (index/SCHEMA.md "Delivery log" says what that does not cover).
 	 */
 	omode = BDBOWRITER | BDBOCREAT | BDBOLCKNB;
 	if (!tcbdbopen(a->db, a->dbpath, omode)) {

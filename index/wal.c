@@ -35,6 +35,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +63,7 @@ struct idx_wal {
 	uint64_t head;     /* offset of the next entry; WAL_DATA: empty */
 	bool failed;       /* a write or sync failed: no more entries until reopened */
 	bool replaying;
+	uint8_t boot[16];  /* this boot's id, written into every header */
 	int64_t last_ms;   /* CLOCK_MONOTONIC of the last append */
 	/* What the next checkpoint syncs besides the index. */
 	char *files[WAL_SYNC_FILES];
@@ -249,6 +251,13 @@ int wal_target_next(const struct wal_entry *e, size_t *off, struct wal_target_de
 	memcpy(t->name, b + o, namelen);
 	t->name[namelen] = '\0';
 	o += namelen;
+	/* "new/<file>" or "cur/<file>": the replay unlinks and writes by this name. */
+	if ((strncmp(t->name, "new/", 4) != 0 && strncmp(t->name, "cur/", 4) != 0) || t->name[4] == '\0' ||
+	    t->name[4] == '.' || strchr(t->name + 4, '/') != NULL) {
+		free(t->name);
+		t->name = NULL;
+		return -1;
+	}
 	t->keywords = idx_xmalloc(sizeof(*t->keywords) * (nkw ? nkw : 1));
 	for (uint16_t k = 0; k < nkw; k++) {
 		uint16_t kl;
@@ -356,8 +365,28 @@ static int full_pread(int fd, void *p, size_t n, off_t off, size_t *got_r)
 	return 0;
 }
 
-/* Header copy gen % 2 (at 0 or 512): magic, gen, salt, next seq, crc. */
-static void hdr_encode(uint8_t *b, uint64_t gen, uint64_t salt, uint64_t seq)
+/* This boot of the machine (the kernel's random boot id; zeros when unknown). */
+static void boot_id(uint8_t out[16])
+{
+	char buf[64];
+	int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+	size_t k = 0;
+
+	memset(out, 0, 16);
+	if (fd >= 0)
+		close(fd);
+	for (ssize_t i = 0; i < n && k < 32; i++) {
+		int v = buf[i] >= '0' && buf[i] <= '9' ? buf[i] - '0' : buf[i] >= 'a' && buf[i] <= 'f' ? buf[i] - 'a' + 10 : -1;
+		if (v < 0)
+			continue;
+		out[k / 2] |= (uint8_t)(k % 2 == 0 ? v << 4 : v);
+		k++;
+	}
+}
+
+/* Header copy gen % 2 (at 0 or 512): magic, gen, salt, next seq, size, boot id, crc. */
+static void hdr_encode(uint8_t *b, uint64_t gen, uint64_t salt, uint64_t seq, const uint8_t boot[16])
 {
 	memset(b, 0, WAL_HDR_SIZE);
 	memcpy(b, WAL_HDR_MAGIC, 8);
@@ -365,16 +394,18 @@ static void hdr_encode(uint8_t *b, uint64_t gen, uint64_t salt, uint64_t seq)
 	be64_put(b + 16, salt);
 	be64_put(b + 24, seq);
 	be32_put(b + 32, WAL_SIZE);
-	be32_put(b + 36, wal_crc32c(b, 36));
+	memcpy(b + 36, boot, 16);
+	be32_put(b + 52, wal_crc32c(b, 52));
 }
 
-static bool hdr_decode(const uint8_t *b, uint64_t *gen_r, uint64_t *salt_r, uint64_t *seq_r)
+static bool hdr_decode(const uint8_t *b, uint64_t *gen_r, uint64_t *salt_r, uint64_t *seq_r, uint8_t boot_r[16])
 {
-	if (memcmp(b, WAL_HDR_MAGIC, 8) != 0 || be32_get(b + 36) != wal_crc32c(b, 36) || be32_get(b + 32) != WAL_SIZE)
+	if (memcmp(b, WAL_HDR_MAGIC, 8) != 0 || be32_get(b + 52) != wal_crc32c(b, 52) || be32_get(b + 32) != WAL_SIZE)
 		return false;
 	*gen_r = be64_get(b + 8);
 	*salt_r = be64_get(b + 16);
 	*seq_r = be64_get(b + 24);
+	memcpy(boot_r, b + 36, 16);
 	return *seq_r > 0;
 }
 
@@ -391,7 +422,7 @@ static char *wal_path(struct idx_account *a, const char *suffix)
 static int wal_create(struct idx_account *a, uint64_t first_seq, char *err, size_t errlen)
 {
 	char *tmp = wal_path(a, ".new"), *path = wal_path(a, "");
-	uint8_t *zero = calloc(1, 65536), hdr[WAL_HDR_SIZE];
+	uint8_t *zero = calloc(1, 65536), hdr[2][WAL_HDR_SIZE], boot[16];
 	uint64_t salt = 0;
 	int fd = -1, r = -1;
 
@@ -409,8 +440,12 @@ static int wal_create(struct idx_account *a, uint64_t first_seq, char *err, size
 	for (off_t off = 0; off < WAL_SIZE; off += 65536)
 		if (full_pwrite(fd, zero, 65536, off) < 0)
 			goto ioerr;
-	hdr_encode(hdr, 1, salt, first_seq);
-	if (full_pwrite(fd, hdr, sizeof(hdr), 0) < 0 || fsync(fd) < 0 || rename(tmp, path) < 0)
+	/* Both copies, so that a checkpoint's torn header write always leaves one. */
+	boot_id(boot);
+	hdr_encode(hdr[0], 0, salt, first_seq, boot);
+	hdr_encode(hdr[1], 1, salt, first_seq, boot);
+	if (full_pwrite(fd, hdr[0], WAL_HDR_SIZE, 0) < 0 || full_pwrite(fd, hdr[1], WAL_HDR_SIZE, 512) < 0 ||
+	    fsync(fd) < 0 || rename(tmp, path) < 0)
 		goto ioerr;
 	if (maildir_fsync_dir(a->dir, err, errlen) < 0)
 		goto out;
@@ -448,7 +483,7 @@ static int hdr_write(struct idx_account *a, char *err, size_t errlen)
 	uint8_t hdr[WAL_HDR_SIZE];
 	uint64_t gen = w->gen + 1;
 
-	hdr_encode(hdr, gen, w->salt, w->next_seq);
+	hdr_encode(hdr, gen, w->salt, w->next_seq, w->boot);
 	if (full_pwrite(w->fd, hdr, sizeof(hdr), (off_t)((gen % 2) * 512)) < 0 || fdatasync(w->fd) < 0) {
 		idx_seterr(err, errlen, "%s/%s: %s", a->dir, WAL_NAME, strerror(errno));
 		return -1;
@@ -799,6 +834,38 @@ static size_t base_len(const char *name)
 	return strcspn(b, ",:");
 }
 
+/* The file of record m holds the logged bytes, written again when not (its data or link was lost). 1, -1. */
+static int ensure_file(struct idx_account *a, const struct idx_message *m, const uint8_t *content, size_t len,
+    char *err, size_t errlen)
+{
+	char folder[IDX_PATH_MAX], path[IDX_PATH_MAX + MAILDIR_NAME_BUFSIZE + 8], found[MAILDIR_NAME_BUFSIZE];
+	enum maildir_subdir sub;
+	struct stat st;
+	int r = folder_of(a, m->mailbox_id, folder, sizeof(folder), err, errlen);
+
+	if (r <= 0)
+		return r < 0 ? -1 : 1;
+	/* Where the file is now: its flags may have changed its name. */
+	r = maildir_msg_find(folder, msg_basename(m->filename), &sub, found, sizeof(found), err, errlen);
+	if (r < 0)
+		return -1;
+	if (r > 0)
+		snprintf(path, sizeof(path), "%s/%s/%s", folder, sub == MAILDIR_NEW ? "new" : "cur", found);
+	else
+		snprintf(path, sizeof(path), "%s/%s", folder, m->filename);
+	if (file_holds(path, content, len) > 0)
+		return 1;
+	/* The folder itself gone (another tool removed it): the next sync tombstones the record. */
+	char dir[sizeof(path)];
+	memcpy(dir, path, sizeof(dir));
+	if (stat(dirname(dir), &st) < 0 && errno == ENOENT)
+		return 1;
+	if (file_restore(a, path, content, len, err, errlen) < 0)
+		return -1;
+	a->wal_restored++;
+	return 1;
+}
+
 /* An entry up to W: make sure each target's file still holds the logged bytes. */
 static int replay_check(struct idx_account *a, const struct wal_target_dec *ts, size_t nt, const uint8_t *content,
     size_t len, char *err, size_t errlen)
@@ -826,24 +893,7 @@ static int replay_check(struct idx_account *a, const struct wal_target_dec *ts, 
 			return -1;
 		if (r == 0)
 			continue; /* expunged since: nothing to keep */
-		char folder[IDX_PATH_MAX], path[IDX_PATH_MAX + MAILDIR_NAME_BUFSIZE + 8], found[MAILDIR_NAME_BUFSIZE];
-		enum maildir_subdir sub;
-		r = folder_of(a, m.mailbox_id, folder, sizeof(folder), err, errlen);
-		if (r > 0) {
-			/* Where the file is now: its flags may have changed its name. */
-			int fr = maildir_msg_find(folder, msg_basename(m.filename), &sub, found, sizeof(found), err, errlen);
-			if (fr < 0)
-				r = -1;
-			else if (fr > 0)
-				snprintf(path, sizeof(path), "%s/%s/%s", folder, sub == MAILDIR_NEW ? "new" : "cur", found);
-			else
-				snprintf(path, sizeof(path), "%s/%s", folder, m.filename);
-		}
-		if (r > 0 && file_holds(path, content, len) <= 0) {
-			r = file_restore(a, path, content, len, err, errlen);
-			if (r > 0)
-				a->wal_restored++;
-		}
+		r = ensure_file(a, &m, content, len, err, errlen);
 		idx_message_clear(&m);
 		if (r < 0)
 			return -1;
@@ -872,8 +922,11 @@ static int replay_add(struct idx_account *a, uint64_t seq, const struct wal_targ
 		memset(&m, 0, sizeof(m));
 		r = record_by_base(a, mbid, msg_basename(ts[i].name), base_len(ts[i].name), &m, err, errlen);
 		if (r > 0) {
-			/* Known after all (a sync adopted the linked file): keep it. */
+			/* Known after all (committed before a power loss, or adopted by a sync): keep its file intact. */
+			r = ensure_file(a, &m, content, len, err, errlen);
 			idx_message_clear(&m);
+			if (r < 0)
+				break;
 			continue;
 		}
 		if (r < 0)
@@ -953,8 +1006,16 @@ static int read_applied(struct idx_account *a, uint64_t *applied_r, char *err, s
 }
 
 
+/*
+ * rebooted: the log was last written in another boot of the machine. Its
+ * entries then outlived a power loss or a kernel crash (a clean stop empties
+ * the log), which may have kept any subset of the index's unsynced pages:
+ * neither `W` nor a missing record can be trusted, so every entry's message
+ * is checked and, without a record, added again. (An expunge of the last
+ * second before the power loss may come back; nothing is lost.)
+ */
 static int replay(struct idx_account *a, const uint8_t *buf, size_t size, uint64_t first, uint64_t applied,
-    char *err, size_t errlen)
+    bool rebooted, char *err, size_t errlen)
 {
 	struct idx_wal *w = a->wal;
 	struct wal_entry *ents = NULL;
@@ -978,8 +1039,11 @@ static int replay(struct idx_account *a, const uint8_t *buf, size_t size, uint64
 	w->head = off;
 	if (n == 0) {
 		free(ents);
-		return w->next_seq == first ? 1 : hdr_write(a, err, errlen);
+		return w->next_seq == first && !rebooted ? 1 : hdr_write(a, err, errlen);
 	}
+	/* What was accepted once is added again whatever the quota says now. */
+	uint64_t quota = a->quota;
+	a->quota = 0;
 	w->replaying = true;
 	r = 1;
 	for (size_t i = 0; i < n && r > 0; i++) {
@@ -1001,13 +1065,15 @@ static int replay(struct idx_account *a, const uint8_t *buf, size_t size, uint64
 			r = -1;
 			break;
 		}
-		if (ents[i].seq > applied)
-			r = replay_add(a, ents[i].seq, ts, ents[i].ntargets, content, ents[i].content_len, err, errlen);
+		if (ents[i].seq > applied || rebooted)
+			r = replay_add(a, ents[i].seq > applied ? ents[i].seq : 0, ts, ents[i].ntargets, content,
+			    ents[i].content_len, err, errlen);
 		else
 			r = replay_check(a, ts, ents[i].ntargets, content, ents[i].content_len, err, errlen);
 		ts_free(ts, ents[i].ntargets);
 	}
 	w->replaying = false;
+	a->quota = quota;
 	free(ents);
 	if (r < 0)
 		return -1;
@@ -1024,6 +1090,7 @@ int wal_open(struct idx_account *a, char *err, size_t errlen)
 	char *path = wal_path(a, ""), *tmp = wal_path(a, ".new");
 	uint8_t *buf = NULL;
 	uint64_t gen[2] = {0, 0}, salt[2], seq[2];
+	uint8_t hboot[2][16];
 	bool ok[2];
 	size_t got = 0;
 	uint64_t applied;
@@ -1055,7 +1122,8 @@ int wal_open(struct idx_account *a, char *err, size_t errlen)
 		goto out;
 	}
 	for (int i = 0; i < 2; i++)
-		ok[i] = got >= (size_t)i * 512 + WAL_HDR_SIZE && hdr_decode(buf + i * 512, &gen[i], &salt[i], &seq[i]);
+		ok[i] = got >= (size_t)i * 512 + WAL_HDR_SIZE &&
+		    hdr_decode(buf + i * 512, &gen[i], &salt[i], &seq[i], hboot[i]);
 	if (!ok[0] && !ok[1]) {
 		idx_seterr(err, errlen,
 		    "%s: both headers are damaged; the deliveries it holds cannot be read. Move it away to go on "
@@ -1072,8 +1140,10 @@ int wal_open(struct idx_account *a, char *err, size_t errlen)
 	w->gen = gen[c];
 	w->next_seq = seq[c];
 	w->head = WAL_DATA;
+	boot_id(w->boot);
 	a->wal = w;
-	r = replay(a, buf, got < WAL_SIZE ? got : WAL_SIZE, seq[c], applied, err, errlen);
+	r = replay(a, buf, got < WAL_SIZE ? got : WAL_SIZE, seq[c], applied, memcmp(hboot[c], w->boot, 16) != 0, err,
+	    errlen);
 	if (r < 0)
 		w->failed = true; /* keep every entry for the next open */
 	if (r > 0 && (a->no_fsync || a->no_log)) {

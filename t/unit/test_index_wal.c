@@ -338,6 +338,13 @@ static int child_main(const char *mode, const char *dir, const char *outpath)
 		}
 		fprintf(out, "ckpt %d\n", ckpt);
 		fflush(out);
+	} else if (strcmp(mode, "expunge") == 0) {
+		/* Message 0 (INBOX UID 1) expunged after its logged add, before any checkpoint. */
+		uint32_t uid = 1, n = 0;
+
+		for (int i = 0; i < NBASIC; i++)
+			child_add(a, out, i, false);
+		CK(idx_expunge(a, mb_id(a, "INBOX", NULL), &uid, 1, &n, err, sizeof(err)) == 1 && n == 1);
 	} else if (strcmp(mode, "store") == 0) {
 		uint32_t uid = 1;
 		char path[IDX_PATH_MAX + 300];
@@ -656,7 +663,7 @@ static void log_scan(const char *dir, struct logscan *s)
 	for (int c = 0; c < 2; c++) {
 		const uint8_t *h = s->buf + c * 512;
 
-		if (memcmp(h, "MOXWAL01", 8) != 0 || be32_get(h + 36) != wal_crc32c(h, 36))
+		if (memcmp(h, "MOXWAL01", 8) != 0 || be32_get(h + 52) != wal_crc32c(h, 52))
 			continue;
 		if (!found || be64_get(h + 8) > gen) {
 			gen = be64_get(h + 8);
@@ -942,6 +949,79 @@ static void test_crash_after_commit(void **state)
 	expect_basic(f->a, res);
 	assert_true(wal_empty(f->a)); /* the replay checkpoints */
 	CHECK(f->a);
+}
+
+/* Give the log's header another boot id: its entries outlived a reboot. */
+static void log_set_other_boot(const char *dir)
+{
+	char path[256];
+	size_t size;
+	uint8_t *buf;
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "%s/index.wal", dir);
+	buf = read_all(path, &size);
+	assert_non_null(buf);
+	for (int c = 0; c < 2; c++) {
+		uint8_t *h = buf + c * 512;
+		if (memcmp(h, "MOXWAL01", 8) != 0 || be32_get(h + 52) != wal_crc32c(h, 52))
+			continue;
+		memset(h + 36, 0xa5, 16);
+		be32_put(h + 52, wal_crc32c(h, 52));
+	}
+	fp = fopen(path, "r+");
+	assert_non_null(fp);
+	assert_int_equal(fwrite(buf, 1, 1024, fp), 1024);
+	fclose(fp);
+	free(buf);
+}
+
+static uint32_t inbox_total(struct idx_account *a)
+{
+	struct idx_mailbox mb;
+	char err[256];
+	uint32_t n;
+
+	assert_int_equal(idx_mailbox_get(a, "INBOX", &mb, err, sizeof(err)), 1);
+	n = mb.counts.total;
+	idx_mailbox_clear(&mb);
+	return n;
+}
+
+/* A crash (same boot): the index is trusted, an expunge since the add stays. */
+static void test_same_boot_keeps_expunge(void **state)
+{
+	struct fx *f = *state;
+
+	run_child(f, "expunge");
+	reopen(f);
+	struct idx_account_info ai = info(f->a);
+	assert_int_equal(ai.wal_applied, 0);
+	assert_int_equal(inbox_total(f->a), 3); /* basic puts 4 in INBOX */
+	CHECK(f->a);
+}
+
+/*
+ * After a reboot (a power loss may have kept any subset of the index's
+ * unsynced pages) the index is not trusted: a logged message without a
+ * record is added again, even one expunged in that window; none twice.
+ */
+static void test_rebooted_distrusts_index(void **state)
+{
+	struct fx *f = *state;
+
+	run_child(f, "expunge");
+	log_set_other_boot(f->dir);
+	reopen(f);
+	struct idx_account_info ai = info(f->a);
+	assert_int_equal(ai.wal_applied, 1);
+	assert_int_equal(inbox_total(f->a), 4);
+	CHECK(f->a);
+	/* The header now names this boot: the next open trusts the index again. */
+	reopen(f);
+	ai = info(f->a);
+	assert_int_equal(ai.wal_applied + ai.wal_restored, 0);
+	assert_int_equal(inbox_total(f->a), 4);
 }
 
 /* Power loss after the commit: one file's data and another's directory entry
@@ -1744,6 +1824,7 @@ static void test_target_malformed(void **state)
 	{
 		char *name = malloc(IDX_PATH_MAX + 1);
 		memset(name, 'n', IDX_PATH_MAX);
+		memcpy(name, "new/", 4);
 		name[IDX_PATH_MAX] = '\0';
 		eb_target(x, 1, 1, name, NULL, 0);
 		e.body_len = x->n;
@@ -1759,6 +1840,16 @@ static void test_target_malformed(void **state)
 		assert_int_equal(strlen(t.name), IDX_PATH_MAX - 1);
 		wal_target_clear(&t);
 		free(name);
+	}
+
+	/* Names the replay would unlink or write outside new/ and cur/ of the folder. */
+	static const char *const bad[] = {"abc", "tmp/abc", "new/", "new/../x", "cur/a/b", "new/.hidden", "../new/x"};
+	for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
+		x->n = 0;
+		eb_target(x, 1, 1, bad[b], NULL, 0);
+		e.body_len = x->n;
+		off = 0;
+		assert_int_equal(wal_target_next(&e, &off, &t), -1);
 	}
 	free(x);
 }
@@ -1791,6 +1882,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_checkpoint_idle, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_log, setup_nofsync, teardown),
 		cmocka_unit_test_setup_teardown(test_no_log, setup_nolog, teardown),
+		cmocka_unit_test_setup_teardown(test_same_boot_keeps_expunge, setup_dir, teardown),
+		cmocka_unit_test_setup_teardown(test_rebooted_distrusts_index, setup_dir, teardown),
 		cmocka_unit_test_setup_teardown(test_crash_after_commit, setup_dir, teardown),
 		cmocka_unit_test_setup_teardown(test_power_loss_files, setup_dir, teardown),
 		cmocka_unit_test_setup_teardown(test_crash_before_commit, setup_dir, teardown),
