@@ -49,8 +49,15 @@
 #define WAL_HDR_SIZE 64
 #define WAL_ENT_MAGIC 0x4d58574cu /* "MXWL" */
 #define WAL_ENT_HDR 48
-/* Files synced one by one at a checkpoint; more are covered by one syncfs. */
-#define WAL_SYNC_FILES 16
+/*
+ * Files and directories synced one by one (in parallel on the sync pool) at a
+ * checkpoint; more are covered by one syncfs. A syncfs also writes back every
+ * other process's dirty data on the filesystem: measured with a build and a
+ * test suite writing beside it, checkpoints by syncfs cut logged deliveries
+ * from ~2,500 to ~270 msg/s, while one fdatasync per file costs about a
+ * quarter of a flush per message (four in flight share one).
+ */
+#define WAL_SYNC_FILES 4096
 #define WAL_SYNC_DIRS 64
 
 enum { WAL_T_ADD = 1, WAL_T_CANCEL = 2 };
@@ -66,7 +73,7 @@ struct idx_wal {
 	uint8_t boot[16];  /* this boot's id, written into every header */
 	int64_t last_ms;   /* CLOCK_MONOTONIC of the last append */
 	/* What the next checkpoint syncs besides the index. */
-	char *files[WAL_SYNC_FILES];
+	char **files;
 	size_t nfiles;
 	char *dirs[WAL_SYNC_DIRS];
 	size_t ndirs;
@@ -471,6 +478,7 @@ static void wal_free(struct idx_wal *w)
 		close(w->fd);
 	for (size_t i = 0; i < w->nfiles; i++)
 		free(w->files[i]);
+	free(w->files);
 	for (size_t i = 0; i < w->ndirs; i++)
 		free(w->dirs[i]);
 	free(w);
@@ -652,8 +660,15 @@ void wal_note_file(struct idx_account *a, const char *path)
 {
 	struct idx_wal *w = a->wal;
 
-	if (!w->use_syncfs)
-		note_path(w->files, &w->nfiles, WAL_SYNC_FILES, path, &w->use_syncfs);
+	/* Each link is a new name: no need to look for it among the others. */
+	if (w->use_syncfs)
+		return;
+	if (w->nfiles == WAL_SYNC_FILES) {
+		w->use_syncfs = true;
+		return;
+	}
+	w->files = idx_xrealloc(w->files, sizeof(*w->files) * (w->nfiles + 1));
+	w->files[w->nfiles++] = idx_xstrdup(path);
 }
 
 void wal_note_dir(struct idx_account *a, const char *path)
@@ -709,6 +724,8 @@ int wal_checkpoint_locked(struct idx_account *a, char *err, size_t errlen)
 	w->head = WAL_DATA;
 	for (size_t i = 0; i < w->nfiles; i++)
 		free(w->files[i]);
+	free(w->files);
+	w->files = NULL;
 	for (size_t i = 0; i < w->ndirs; i++)
 		free(w->dirs[i]);
 	w->nfiles = w->ndirs = 0;
