@@ -17,6 +17,7 @@
 #include "daemon/privdrop.h"
 #include "daemon/server.h"
 #include "daemon/smtp.h"
+#include "daemon/spool.h"
 #include "daemon/store.h"
 #include "daemon/stub.h"
 #include "daemon/watch.h"
@@ -65,6 +66,36 @@ clean_spool(const struct config *cfg)
 	free(dir);
 }
 
+/*
+ * The pool of spool files made ahead of time, for the host names the SMTP
+ * listeners and IMAP APPEND put into spool file names. It keeps them in its
+ * own dot-directory of the spool, DataDir/tmp/.pool, so DataDir/tmp lists
+ * only the files of messages (those the pool had none ready for); a message
+ * from the pool stays in .pool until it is delivered. Without the pool (it
+ * could not start) each message creates its own spool file, as before.
+ */
+static struct spool *
+start_spool(const struct config *cfg)
+{
+	const char *hosts[SPOOL_MAX_HOSTS];
+	size_t n = 0;
+	char *dir = xasprintf("%s/tmp/.pool", cfg->data_dir);
+	char err[512];
+	struct spool *sp;
+
+	hosts[n++] = cfg->st.hostname;
+	for (size_t i = 0; i < cfg->st.listeners.n && n < SPOOL_MAX_HOSTS; i++) {
+		const struct config_listener *l = &((const struct config_listener *)cfg->st.listeners.v)[i];
+		if (l->hostname != NULL && l->hostname[0] != '\0')
+			hosts[n++] = l->hostname;
+	}
+	sp = spool_new(dir, hosts, n, SPOOL_DEFAULT_CAP, err, sizeof(err));
+	if (sp == NULL)
+		log_error("serve", 0, "cannot create spool files ahead of time, creating them per message", "err", err);
+	free(dir);
+	return sp;
+}
+
 int
 serve_run(struct config *cfg, bool drop)
 {
@@ -73,6 +104,7 @@ serve_run(struct config *cfg, bool drop)
 	struct auth *au = NULL;
 	struct watch *w = NULL;
 	struct dns *dns = NULL;
+	struct spool *sp = NULL;
 	char err[1024];
 	int rc = 1;
 
@@ -118,6 +150,9 @@ serve_run(struct config *cfg, bool drop)
 		goto fail;
 	}
 	server_set_store(srv, st, au);
+	/* Like the storage threads, after the switch: the files are the unprivileged user's. */
+	sp = start_spool(cfg);
+	server_set_spool(srv, sp);
 	/*
 	 * The resolver for the SPF and DKIM checks of inbound mail. localserve
 	 * has no internet: it checks nothing unless DNSResolver names a server.
@@ -161,6 +196,9 @@ out:
 	/* After the connections (their checks hold queries), before the event base. */
 	server_set_dns(srv, NULL);
 	dns_free(&dns);
+	/* Unlinks the spool files nobody took. */
+	server_set_spool(srv, NULL);
+	spool_free(&sp);
 	server_free(&srv);
 	return rc;
 }

@@ -4,12 +4,14 @@
  * writer; the add is group-committed by the store), ENABLE, ID, LOGOUT.
  */
 #define _GNU_SOURCE 1
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "daemon/imap_private.h"
 #include "daemon/log.h"
+#include "daemon/spool.h"
 #include "maildir/maildir.h"
 
 #include <time.h>
@@ -120,11 +122,18 @@ imap_append_begin(struct imap_conn *c, uint64_t size, char *err, size_t errlen)
 		snprintf(err, errlen, "[LIMIT] too many messages in one APPEND");
 		return -1;
 	}
-	if (mkdir_p(c->tmpdir, 0770) < 0 ||
-	    maildir_writer_open(&w, c->tmpdir, server_config(c->srv)->st.hostname, e, sizeof(e)) < 0) {
-		log_error("imap", c->ci->cid, "cannot create spool file", "err", e);
-		snprintf(err, errlen, "[SERVERBUG] internal error (cid %llx)", (unsigned long long)c->ci->cid);
-		return -1;
+	/* A spool file made ahead of time (spool.h), else one created here. */
+	if (spool_take(server_spool(c->srv), server_config(c->srv)->st.hostname, &w) == 0) {
+		int r = mkdir_p(c->tmpdir, 0770);
+		if (r < 0)
+			snprintf(e, sizeof(e), "create %s: %s", c->tmpdir, strerror(errno));
+		else
+			r = maildir_writer_open(&w, c->tmpdir, server_config(c->srv)->st.hostname, e, sizeof(e));
+		if (r < 0) {
+			log_error("imap", c->ci->cid, "cannot create spool file", "err", e);
+			snprintf(err, errlen, "[SERVERBUG] internal error (cid %llx)", (unsigned long long)c->ci->cid);
+			return -1;
+		}
 	}
 	c->app = xrealloc(c->app, (c->napp + 1) * sizeof(*c->app));
 	c->app[c->napp].w = w;

@@ -126,6 +126,18 @@ server_dns(struct server *srv)
 }
 
 void
+server_set_spool(struct server *srv, struct spool *sp)
+{
+	srv->spool = sp;
+}
+
+struct spool *
+server_spool(struct server *srv)
+{
+	return srv->spool;
+}
+
+void
 server_register(struct server *srv, enum config_svc svc, const struct proto_handler *h)
 {
 	srv->handlers[svc] = h;

@@ -24,6 +24,7 @@ struct tls_ctx;
 struct store;
 struct auth;
 struct dns;
+struct spool;
 
 /* What a protocol handler learns about a new connection. Owned by the handler
  * until it calls server_conn_done(). */
@@ -79,6 +80,14 @@ struct auth *server_auth(struct server *srv);
  */
 void server_set_dns(struct server *srv, struct dns *d);
 struct dns *server_dns(struct server *srv);
+
+/*
+ * The pool of spool files created ahead of time in DataDir/tmp (set by serve
+ * after the privilege drop; borrowed, freed by serve after the loop ends).
+ * NULL: none, every message opens its own spool file.
+ */
+void server_set_spool(struct server *srv, struct spool *sp);
+struct spool *server_spool(struct server *srv);
 
 /* Register the handler for a service (all ports of that service, and its ALPN id). */
 void server_register(struct server *srv, enum config_svc svc, const struct proto_handler *h);

@@ -40,6 +40,7 @@ struct server {
 	struct store *store;
 	struct auth *auth;
 	struct dns *dns; /* NULL: no SPF/DKIM checks */
+	struct spool *spool; /* spool files made ahead of time; NULL: none */
 	uint64_t next_cid;
 	int64_t started_ms;
 	/* limits */

@@ -1,7 +1,8 @@
 /*
  * smtp_data: message input for DATA (RFC 5321 4.1.1.4) and BDAT (RFC 3030).
- * The message streams into one spool file in <DataDir>/tmp (a maildir
- * writer; never whole in memory) behind the Received header we prepend (its
+ * The message streams into one spool file (a maildir writer, taken ready
+ * from the server's pool in <DataDir>/tmp/.pool, else created in
+ * <DataDir>/tmp; never whole in memory) behind the Received header we prepend (its
  * length is the message's prefix_len). DATA ends only at CRLF "." CRLF
  * (strict mode of the reader); a message holding a bare CR or LF is refused,
  * which closes SMTP smuggling and follows RFC 5321 2.3.8. BDAT chunks are
@@ -66,6 +67,7 @@
 #include "daemon/idn.h"
 #include "daemon/log.h"
 #include "daemon/spf.h"
+#include "daemon/spool.h"
 #include "maildir/maildir.h"
 
 /* Bytes of the message header kept for ruleset matching. */
@@ -210,36 +212,51 @@ write_received(struct smtp_conn *c, char *err, size_t errlen)
 	return r;
 }
 
+/*
+ * A new spool file: a ready one from the server's pool (spool.h; creating a
+ * file is disk metadata work, kept off this thread), else, when the pool has
+ * none, created here in <DataDir>/tmp (and the directory with it) as
+ * before. 1, or -1 (logged).
+ */
+static int
+open_spool_file(struct smtp_conn *c, struct maildir_writer **w_r)
+{
+	char *dir;
+	char err[512];
+	int r = -1;
+
+	if (spool_take(server_spool(c->srv), c->hostname, w_r) > 0)
+		return 1;
+	dir = xasprintf("%s/tmp", smtp_cfg(c)->data_dir);
+	if (mkdir_p(dir, 0700) < 0)
+		log_error(SMTP_PKG, c->ci->cid, "cannot create spool directory", "dir", dir, "err", strerror(errno));
+	else if (maildir_writer_open(w_r, dir, c->hostname, err, sizeof(err)) < 0)
+		log_error(SMTP_PKG, c->ci->cid, "cannot create spool file", "err", err);
+	else
+		r = 1;
+	free(dir);
+	return r;
+}
+
 /* Open the spool file and write the Received header. 1, or -1 (logged). */
 static int
 begin_message(struct smtp_conn *c)
 {
 	struct smtp_txn *t = c->txn;
-	char *dir = xasprintf("%s/tmp", smtp_cfg(c)->data_dir);
 	char err[512];
-	int r = -1;
 
-	if (mkdir_p(dir, 0700) < 0) {
-		log_error(SMTP_PKG, c->ci->cid, "cannot create spool directory", "dir", dir, "err", strerror(errno));
-		goto out;
-	}
-	if (maildir_writer_open(&t->w, dir, c->hostname, err, sizeof(err)) < 0) {
-		log_error(SMTP_PKG, c->ci->cid, "cannot create spool file", "err", err);
-		goto out;
-	}
+	if (open_spool_file(c, &t->w) < 0)
+		return -1;
 	if (write_received(c, err, sizeof(err)) < 0) {
 		log_error(SMTP_PKG, c->ci->cid, "writing spool file", "err", err);
 		maildir_writer_free(&t->w);
-		goto out;
+		return -1;
 	}
 	t->want_header = smtp_deliver_want_header(c);
 	mbuf_init(&t->header, SMTP_HEADER_CAPTURE_MAX);
 	t->hdr_state = 2; /* as if after a CRLF: an empty header is a message starting with CRLF */
 	t->size = 0;
-	r = 1;
-out:
-	free(dir);
-	return r;
+	return 1;
 }
 
 /* Keep the header section (through the empty line) for rulesets. */
@@ -1082,7 +1099,6 @@ verify_finish(struct smtp_conn *c)
 {
 	struct smtp_txn *t = c->txn;
 	struct smtp_verify *v = t->verify;
-	char *dir = xasprintf("%s/tmp", smtp_cfg(c)->data_dir);
 	struct mbuf h;
 	char err[512];
 	int r = -1;
@@ -1099,12 +1115,13 @@ verify_finish(struct smtp_conn *c)
 	if (h.len < SMTP_VERIFY_HDR_MAX && spool_held(t)) {
 		write_held(c, &h);
 		mbuf_clear(&h);
-		free(dir);
 		return;
 	}
 	if (h.len >= SMTP_VERIFY_HDR_MAX)
 		snprintf(err, sizeof(err), "authentication headers too long");
-	else if (maildir_writer_open(&v->copy, dir, c->hostname, err, sizeof(err)) >= 0) {
+	else if (open_spool_file(c, &v->copy) < 0)
+		snprintf(err, sizeof(err), "no spool file for the copy");
+	else {
 		/* Every line of the old file ends in CRLF already: no normalization pass. */
 		maildir_writer_set_raw(v->copy, true);
 		r = maildir_writer_write(v->copy, h.data, h.len, err, sizeof(err));
@@ -1113,7 +1130,6 @@ verify_finish(struct smtp_conn *c)
 	v->hdr_len = (uint32_t)h.len;
 	v->copy_start = mono_ms();
 	mbuf_clear(&h);
-	free(dir);
 	if (r < 0) {
 		copy_failed(c, err);
 		return;
