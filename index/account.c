@@ -655,6 +655,7 @@ int idx_account_info(struct idx_account *a, struct idx_account_info *info_r, cha
 	info_r->quota = a->quota;
 	info_r->wal_applied = a->wal_applied;
 	info_r->wal_restored = a->wal_restored;
+	info_r->wal_dropped = a->wal_dropped;
 	cur = tcbdbcurnew(a->db);
 	if (tcbdbcurjump(cur, k, 1)) {
 		int ks;

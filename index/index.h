@@ -164,8 +164,9 @@ struct idx_account_info {
 	uint64_t quota;
 	uint32_t nmailboxes;
 	/* The delivery log's replay when the account was opened: messages added
-	 * again, files written again from the log. */
-	uint64_t wal_applied, wal_restored;
+	 * again, files written again from the log, and (after a reboot) records
+	 * dropped whose entry and file the power loss took (never acknowledged). */
+	uint64_t wal_applied, wal_restored, wal_dropped;
 };
 int idx_account_info(struct idx_account *a, struct idx_account_info *info_r, char *err, size_t errlen);
 

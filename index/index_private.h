@@ -103,7 +103,7 @@ struct idx_account {
 	size_t nstamps;
 	/* The delivery log (wal.c); NULL without fsync (tests, imports). */
 	struct idx_wal *wal;
-	uint64_t wal_applied, wal_restored; /* what the replay at open did */
+	uint64_t wal_applied, wal_restored, wal_dropped; /* what the replay at open did */
 	bool wal_test_exit; /* tests: _exit(0) right after the log's fdatasync (a crash) */
 };
 
@@ -309,7 +309,7 @@ struct wal_target {
 	int32_t received_tz;
 	int64_t received;
 	bool is_reject;
-	const char *name; /* "new/<file>" or "cur/<file>" in the mailbox's folder */
+	const char *name; /* the file's base name (the part before ',' or ':'; maildir_writer_base) */
 	const char *const *keywords;
 	size_t nkeywords;
 };
@@ -354,10 +354,16 @@ void wal_close(struct idx_account *a);
 bool wal_room(struct idx_account *a, size_t bytes);
 bool wal_fits_empty(struct idx_account *a, size_t bytes);
 bool wal_empty(struct idx_account *a);
-/* Inside the add's transaction (lock held): write the entries and fdatasync.
- * 1 with the entries' sequence numbers, 0 no room, -1 (the log is failed). */
+/*
+ * Inside the add's transaction (lock held): write the entries, and
+ * fdatasync them (ss_r NULL) or start that fdatasync on the sync pool
+ * (*ss_r: the caller waits for it, and calls wal_failed when it failed).
+ * 1 with the entries' sequence numbers, 0 no room, -1 (the log is failed).
+ */
 int wal_append(struct idx_account *a, const struct wal_msg *msgs, size_t n, uint64_t *first_r, uint64_t *last_r,
-    char *err, size_t errlen);
+    struct maildir_syncset **ss_r, char *err, size_t errlen);
+/* A write or sync of the log failed: no more entries until the account is reopened. */
+void wal_failed(struct idx_account *a);
 /* Entries first..last will not be applied (their transaction failed). */
 void wal_cancel(struct idx_account *a, uint64_t first, uint64_t last);
 /* A file linked / a directory changed without a sync: the checkpoint syncs them. */

@@ -754,25 +754,41 @@ static bool add_wants_log(struct idx_account *a, const struct idx_add *items, si
 }
 
 /*
- * Log the added items (one entry per message file, with every mailbox it
- * goes to) and fdatasync the log: from here on the batch is durable.
+ * Log the items that passed the checks (one entry per message file, with
+ * every mailbox it goes to, the UID it will get and its file's base name)
+ * and start the log's fdatasync on the sync pool (*ss_r): the records are
+ * written meanwhile, and the batch is durable once the sync is done.
  * 1 with the entries' sequence numbers, 0 no room (sync as without a log), -1.
  */
-static int add_log(struct idx_account *a, struct add_state *s, uint64_t *first_r, uint64_t *last_r, char *err,
+static int add_log(struct idx_account *a, struct add_state *s, struct idx_add *items, size_t n,
+    const uint32_t *uids, uint64_t *first_r, uint64_t *last_r, struct maildir_syncset **ss_r, char *err,
     size_t errlen)
 {
 	struct wal_msg *msgs = NULL;
+	uint32_t *next = idx_xmalloc(sizeof(*next) * (s->nf ? s->nf : 1));
 	size_t nm = 0;
-	char (*names)[MAILDIR_NAME_BUFSIZE + 8] = idx_xmalloc(sizeof(*names) * (s->nlinks ? s->nlinks : 1));
 	int r;
 
-	for (size_t i = 0; i < s->nlinks; i++) {
-		struct add_link *l = &s->links[i];
-		struct idx_add *it = l->it;
+	for (size_t i = 0; i < s->nf; i++)
+		next[i] = s->f[i].mb.uidnext;
+	for (size_t i = 0; i < n; i++) {
+		struct idx_add *it = &items[i];
 		struct wal_msg *m = NULL;
+		struct add_folder *f = NULL;
+		size_t fi;
 
-		if (it->result <= 0)
+		if (it->result != 0)
 			continue;
+		for (fi = 0; fi < s->nf && f == NULL; fi++)
+			if (s->f[fi].mbid == it->mailbox_id)
+				f = &s->f[fi];
+		if (f == NULL)
+			continue;
+		fi--;
+		/* As add_one assigns it: the wanted UID when not below UIDNEXT, else the next. */
+		uint32_t want = uids != NULL ? uids[i] : 0;
+		uint32_t uid = want >= next[fi] && want < UINT32_MAX ? want : next[fi];
+		next[fi] = uid + 1;
 		for (size_t k = 0; k < nm && m == NULL; k++)
 			if (strcmp(msgs[k].path, maildir_writer_path(it->w)) == 0)
 				m = &msgs[k];
@@ -781,18 +797,17 @@ static int add_log(struct idx_account *a, struct add_state *s, uint64_t *first_r
 			m = &msgs[nm++];
 			*m = (struct wal_msg){.path = maildir_writer_path(it->w), .size = maildir_writer_size(it->w)};
 		}
-		snprintf(names[i], sizeof(names[i]), "%s/%s", l->sub == MAILDIR_NEW ? "new" : "cur", l->name);
 		m->t = idx_xrealloc(m->t, sizeof(*m->t) * (m->nt + 1));
-		m->t[m->nt++] = (struct wal_target){.mbid = s->f[l->fi].mbid, .uid = it->uid_r, .flags = it->flags,
+		m->t[m->nt++] = (struct wal_target){.mbid = f->mbid, .uid = uid, .flags = it->flags,
 		    .destined = it->mailbox_destined, .prefix_len = it->prefix_len, .received_tz = it->received_tz,
-		    .received = it->received ? it->received : s->now, .is_reject = it->is_reject, .name = names[i],
-		    .keywords = it->keywords, .nkeywords = it->nkeywords};
+		    .received = it->received ? it->received : s->now, .is_reject = it->is_reject,
+		    .name = maildir_writer_base(it->w), .keywords = it->keywords, .nkeywords = it->nkeywords};
 	}
-	r = nm == 0 ? 0 : wal_append(a, msgs, nm, first_r, last_r, err, errlen);
+	r = nm == 0 ? 0 : wal_append(a, msgs, nm, first_r, last_r, ss_r, err, errlen);
 	for (size_t k = 0; k < nm; k++)
 		free(msgs[k].t);
 	free(msgs);
-	free(names);
+	free(next);
 	return r;
 }
 
@@ -861,7 +876,20 @@ static int add_impl(struct idx_account *a, struct idx_add *items, size_t n, cons
 	 * was not acknowledged yet. Listeners (IMAP IDLE) hear of it at the
 	 * commit, before idx_durable_wait made it durable.
 	 */
-	if (r >= 0 && need_sync && !a->no_fsync && !use_log)
+	/*
+	 * With the log, the batch is durable once its entries are: they are
+	 * written now and synced on the pool while the records are written; the
+	 * files and directories sync at the next checkpoint.
+	 */
+	struct maildir_syncset *lss = NULL;
+	if (r >= 0 && use_log) {
+		int lr = add_log(a, &s, items, n, uids, &log_first, &log_last, &lss, err, errlen);
+		if (lr < 0)
+			r = -1;
+		else if (lr > 0)
+			logged = true;
+	}
+	if (r >= 0 && need_sync && !a->no_fsync && !logged)
 		fss = sync_batch_start(a, items, n);
 	for (i = 0; i < n && r >= 0; i++) {
 		struct idx_add *it = &items[i];
@@ -882,19 +910,11 @@ static int add_impl(struct idx_account *a, struct idx_add *items, size_t n, cons
 		if (r > 0)
 			added++;
 	}
-	/* With the log, the batch is durable once its entries are: the files
-	 * and directories sync at the next checkpoint. */
-	if (r >= 0 && use_log && added > 0) {
-		int lr = add_log(a, &s, &log_first, &log_last, err, errlen);
-		if (lr > 0 && a->wal_test_exit)
-			_exit(0);
-		if (lr < 0)
-			r = -1;
-		else if (lr > 0)
-			logged = true;
+	if (logged && r >= 0 && a->wal_test_exit) {
+		/* Tests: a crash once the entries are durable, before the links and the commit. */
+		(void)maildir_syncset_wait(&lss, NULL, 0);
+		_exit(0);
 	}
-	if (r >= 0 && !logged && need_sync && !a->no_fsync && fss == NULL)
-		fss = sync_batch_start(a, items, n);
 	if (maildir_syncset_wait(&fss, serr, sizeof(serr)) < 0 && r >= 0) {
 		idx_seterr(err, errlen, "%s", serr);
 		r = -1;
@@ -937,9 +957,24 @@ static int add_impl(struct idx_account *a, struct idx_add *items, size_t n, cons
 		if (db_put(a, "W", 1, v, sizeof(v), err, errlen) < 0)
 			r = -1;
 	}
+	/*
+	 * The commit does not wait for the log: it runs while the log's
+	 * fdatasync is in flight, and nothing is acknowledged before that is
+	 * done (below). A power loss in between can keep index pages of a
+	 * message whose entry did not reach the disk (never acknowledged): the
+	 * replay after a reboot drops such records (wal.c, drop_unlogged).
+	 */
 	a->defer_sync = defer != NULL || logged;
 	r = op_end(a, r < 0 ? -1 : 1, err, errlen);
 	a->defer_sync = false;
+	if (lss != NULL && maildir_syncset_wait(&lss, serr, sizeof(serr)) < 0) {
+		/* Maybe durable, maybe not: no more entries on this log (wal_failed). */
+		wal_failed(a);
+		if (r >= 0) {
+			idx_seterr(err, errlen, "%s", serr);
+			r = -1;
+		}
+	}
 	if (logged && r < 0)
 		wal_cancel(a, log_first, log_last);
 	else if (logged)

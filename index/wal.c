@@ -9,18 +9,22 @@
  * write to a file that never changes size (its blocks were written at
  * creation, so fdatasync flushes data only):
  *
- *   records written (transaction open) -> log entries written + fdatasync ->
- *   files linked (not synced) -> transaction committed (not synced) -> ack.
+ *   transaction open -> log entries written, their fdatasync started on the
+ *   sync pool -> records written, files linked (not synced), transaction
+ *   committed (not synced) -> wait for the log's fdatasync -> ack.
  *
  * The index records the last applied entry (`W` key) in the same
  * transaction. A checkpoint later makes the files, their directories and the
- * index durable (syncfs, or one fdatasync per file for a few) and only then
- * marks the log empty. Opening the account replays what the last checkpoint
- * did not cover:
+ * index durable (one fdatasync per file on the pool) and only then marks the
+ * log empty. Opening the account replays what the last checkpoint did not
+ * cover:
  * - an entry after `W` was not committed: it is added again, with the UID
  *   it had (a client may have seen it), from the bytes in the log;
  * - an entry up to `W` was committed: its file is checked byte for byte and
- *   written again when the power loss took its data or its link.
+ *   written again when the power loss took its data or its link;
+ * - after a reboot the index is not trusted (entries are handled as after
+ *   `W`), and a message committed after the last durable state whose file
+ *   is broken and which no entry holds is dropped: it was never acknowledged.
  * Operations that give a message another identity (copy, move, renaming
  * INBOX, the UID tools, backup) checkpoint first, so that replay finds every
  * logged message by its mailbox and UID, or by its file name in any mailbox.
@@ -258,9 +262,8 @@ int wal_target_next(const struct wal_entry *e, size_t *off, struct wal_target_de
 	memcpy(t->name, b + o, namelen);
 	t->name[namelen] = '\0';
 	o += namelen;
-	/* "new/<file>" or "cur/<file>": the replay unlinks and writes by this name. */
-	if ((strncmp(t->name, "new/", 4) != 0 && strncmp(t->name, "cur/", 4) != 0) || t->name[4] == '\0' ||
-	    t->name[4] == '.' || strchr(t->name + 4, '/') != NULL) {
+	/* A file's base name: the replay looks for it in new/ and cur/ of a folder. */
+	if (t->name[0] == '.' || strpbrk(t->name, "/,:") != NULL) {
 		free(t->name);
 		t->name = NULL;
 		return -1;
@@ -392,8 +395,8 @@ static void boot_id(uint8_t out[16])
 	}
 }
 
-/* Header copy gen % 2 (at 0 or 512): magic, gen, salt, next seq, size, boot id, crc. */
-static void hdr_encode(uint8_t *b, uint64_t gen, uint64_t salt, uint64_t seq, const uint8_t boot[16])
+/* Header copy gen % 2 (at 0 or 512): magic, gen, salt, next seq, size, boot id, durable modseq, crc. */
+static void hdr_encode(uint8_t *b, uint64_t gen, uint64_t salt, uint64_t seq, const uint8_t boot[16], uint64_t modseq)
 {
 	memset(b, 0, WAL_HDR_SIZE);
 	memcpy(b, WAL_HDR_MAGIC, 8);
@@ -402,13 +405,16 @@ static void hdr_encode(uint8_t *b, uint64_t gen, uint64_t salt, uint64_t seq, co
 	be64_put(b + 24, seq);
 	be32_put(b + 32, WAL_SIZE);
 	memcpy(b + 36, boot, 16);
-	be32_put(b + 52, wal_crc32c(b, 52));
+	be64_put(b + 52, modseq);
+	be32_put(b + 60, wal_crc32c(b, 60));
 }
 
-static bool hdr_decode(const uint8_t *b, uint64_t *gen_r, uint64_t *salt_r, uint64_t *seq_r, uint8_t boot_r[16])
+static bool hdr_decode(const uint8_t *b, uint64_t *gen_r, uint64_t *salt_r, uint64_t *seq_r, uint8_t boot_r[16],
+    uint64_t *modseq_r)
 {
-	if (memcmp(b, WAL_HDR_MAGIC, 8) != 0 || be32_get(b + 52) != wal_crc32c(b, 52) || be32_get(b + 32) != WAL_SIZE)
+	if (memcmp(b, WAL_HDR_MAGIC, 8) != 0 || be32_get(b + 60) != wal_crc32c(b, 60) || be32_get(b + 32) != WAL_SIZE)
 		return false;
+	*modseq_r = be64_get(b + 52);
 	*gen_r = be64_get(b + 8);
 	*salt_r = be64_get(b + 16);
 	*seq_r = be64_get(b + 24);
@@ -449,8 +455,8 @@ static int wal_create(struct idx_account *a, uint64_t first_seq, char *err, size
 			goto ioerr;
 	/* Both copies, so that a checkpoint's torn header write always leaves one. */
 	boot_id(boot);
-	hdr_encode(hdr[0], 0, salt, first_seq, boot);
-	hdr_encode(hdr[1], 1, salt, first_seq, boot);
+	hdr_encode(hdr[0], 0, salt, first_seq, boot, a->rec.highest_modseq);
+	hdr_encode(hdr[1], 1, salt, first_seq, boot, a->rec.highest_modseq);
 	if (full_pwrite(fd, hdr[0], WAL_HDR_SIZE, 0) < 0 || full_pwrite(fd, hdr[1], WAL_HDR_SIZE, 512) < 0 ||
 	    fsync(fd) < 0 || rename(tmp, path) < 0)
 		goto ioerr;
@@ -491,7 +497,9 @@ static int hdr_write(struct idx_account *a, char *err, size_t errlen)
 	uint8_t hdr[WAL_HDR_SIZE];
 	uint64_t gen = w->gen + 1;
 
-	hdr_encode(hdr, gen, w->salt, w->next_seq, w->boot);
+	/* Every commit is durable here (a checkpoint, or the open): so is every
+	 * message up to this modseq (a reboot's replay checks those after it). */
+	hdr_encode(hdr, gen, w->salt, w->next_seq, w->boot, a->rec.highest_modseq);
 	if (full_pwrite(w->fd, hdr, sizeof(hdr), (off_t)((gen % 2) * 512)) < 0 || fdatasync(w->fd) < 0) {
 		idx_seterr(err, errlen, "%s/%s: %s", a->dir, WAL_NAME, strerror(errno));
 		return -1;
@@ -564,7 +572,7 @@ static int read_file_into(const char *path, uint64_t sz, TCXSTR *x, char *err, s
 }
 
 int wal_append(struct idx_account *a, const struct wal_msg *msgs, size_t n, uint64_t *first_r, uint64_t *last_r,
-    char *err, size_t errlen)
+    struct maildir_syncset **ss_r, char *err, size_t errlen)
 {
 	struct idx_wal *w = a->wal;
 	TCXSTR *x = tcxstrnew();
@@ -604,11 +612,18 @@ int wal_append(struct idx_account *a, const struct wal_msg *msgs, size_t n, uint
 		r = 0; /* the caller checked wal_room with a bound: not reached */
 	}
 	if (r > 0) {
-		if (full_pwrite(w->fd, tcxstrptr(x), (size_t)tcxstrsize(x), (off_t)w->head) < 0 || fdatasync(w->fd) < 0) {
+		if (full_pwrite(w->fd, tcxstrptr(x), (size_t)tcxstrsize(x), (off_t)w->head) < 0 ||
+		    (ss_r == NULL && fdatasync(w->fd) < 0)) {
 			idx_seterr(err, errlen, "%s/%s: %s", a->dir, WAL_NAME, strerror(errno));
 			w->failed = true; /* a lost write is reported once: trust nothing after it */
 			r = -1;
 		} else {
+			if (ss_r != NULL) {
+				char *path = wal_path(a, "");
+				*ss_r = maildir_syncset_new();
+				maildir_syncset_file(*ss_r, path);
+				free(path);
+			}
 			w->head += (uint64_t)tcxstrsize(x);
 			w->next_seq = seq + n;
 			w->last_ms = mono_ms();
@@ -618,6 +633,12 @@ int wal_append(struct idx_account *a, const struct wal_msg *msgs, size_t n, uint
 	}
 	tcxstrdel(x);
 	return r;
+}
+
+void wal_failed(struct idx_account *a)
+{
+	if (a->wal != NULL)
+		a->wal->failed = true;
 }
 
 void wal_cancel(struct idx_account *a, uint64_t first, uint64_t last)
@@ -964,8 +985,15 @@ static int replay_add(struct idx_account *a, uint64_t seq, const struct wal_targ
 		if (r < 0)
 			break;
 		/* The link made before the crash, if it was made: the new one replaces it. */
-		snprintf(path, sizeof(path), "%s/%s", folder, ts[i].name);
-		(void)unlink(path);
+		for (int tries = 0; tries < 2; tries++) {
+			char found[MAILDIR_NAME_BUFSIZE];
+			enum maildir_subdir sub;
+
+			if (maildir_msg_find(folder, ts[i].name, &sub, found, sizeof(found), NULL, 0) <= 0)
+				break;
+			snprintf(path, sizeof(path), "%s/%s/%s", folder, sub == MAILDIR_NEW ? "new" : "cur", found);
+			(void)unlink(path);
+		}
 		items[k] = (struct idx_add){.mailbox_id = mbid, .flags = ts[i].flags,
 		    .keywords = (const char *const *)ts[i].keywords, .nkeywords = ts[i].nkeywords,
 		    .received = ts[i].received, .received_tz = ts[i].received_tz, .prefix_len = ts[i].prefix_len,
@@ -1004,6 +1032,84 @@ static int replay_add(struct idx_account *a, uint64_t seq, const struct wal_targ
 	return r;
 }
 
+struct unlogged {
+	uint32_t *uid;
+	uint64_t *size;
+	char **name;
+	size_t n;
+	uint64_t since;
+};
+
+static int unlogged_cb(void *arg, const struct idx_message *m)
+{
+	struct unlogged *u = arg;
+
+	if (m->createseq < u->since)
+		return 1;
+	u->uid = idx_xrealloc(u->uid, sizeof(*u->uid) * (u->n + 1));
+	u->size = idx_xrealloc(u->size, sizeof(*u->size) * (u->n + 1));
+	u->name = idx_xrealloc(u->name, sizeof(*u->name) * (u->n + 1));
+	u->uid[u->n] = m->uid;
+	u->size[u->n] = m->size;
+	u->name[u->n] = idx_xstrdup(msg_basename(m->filename));
+	u->n++;
+	return 1;
+}
+
+/*
+ * After a reboot: a message added since modseq `since` (after the last
+ * durable state) whose file is missing or not of its size was committed
+ * while its log entry was still being synced, and the power loss took the
+ * entry and the file's data: it was never acknowledged (the sender tries
+ * again). Its record is expunged, so no client sees an empty message.
+ * Messages the log held were restored or added again just before. 1, -1.
+ */
+static int drop_unlogged(struct idx_account *a, uint64_t since, char *err, size_t errlen)
+{
+	struct idx_mailbox *list = NULL;
+	size_t nlist = 0;
+	int r = 1;
+
+	if (idx_mailbox_list(a, &list, &nlist, err, errlen) < 0)
+		return -1;
+	for (size_t i = 0; i < nlist && r > 0; i++) {
+		struct unlogged u = {.since = since};
+		char folder[IDX_PATH_MAX];
+
+		r = idx_message_each(a, list[i].id, 0, unlogged_cb, &u, err, errlen) < 0 ? -1 : 1;
+		if (r > 0 && u.n > 0)
+			r = idx_folder_path(a, list[i].folder, folder, sizeof(folder), err, errlen) < 0 ? -1 : 1;
+		for (size_t k = 0; k < u.n && r > 0; k++) {
+			char found[MAILDIR_NAME_BUFSIZE], path[IDX_PATH_MAX + MAILDIR_NAME_BUFSIZE + 8];
+			enum maildir_subdir sub;
+			struct stat st;
+			int fr = maildir_msg_find(folder, u.name[k], &sub, found, sizeof(found), err, errlen);
+
+			if (fr < 0) {
+				r = -1;
+				break;
+			}
+			if (fr > 0) {
+				snprintf(path, sizeof(path), "%s/%s/%s", folder, sub == MAILDIR_NEW ? "new" : "cur", found);
+				if (stat(path, &st) == 0 && (uint64_t)st.st_size == u.size[k])
+					continue;
+			}
+			int xr = idx_expunge(a, list[i].id, &u.uid[k], 1, NULL, err, errlen);
+			if (xr < 0)
+				r = -1;
+			else
+				a->wal_dropped += (uint64_t)xr;
+		}
+		for (size_t k = 0; k < u.n; k++)
+			free(u.name[k]);
+		free(u.uid);
+		free(u.size);
+		free(u.name);
+	}
+	idx_mailbox_list_free(&list, nlist);
+	return r;
+}
+
 /* The `W` key: the last entry the index holds (0 none). 1, -1. */
 static int read_applied(struct idx_account *a, uint64_t *applied_r, char *err, size_t errlen)
 {
@@ -1032,8 +1138,9 @@ static int read_applied(struct idx_account *a, uint64_t *applied_r, char *err, s
  * second before the power loss may come back; nothing is lost.)
  */
 static int replay(struct idx_account *a, const uint8_t *buf, size_t size, uint64_t first, uint64_t applied,
-    bool rebooted, char *err, size_t errlen)
+    uint64_t rebooted_since, char *err, size_t errlen)
 {
+	bool rebooted = rebooted_since > 0;
 	struct idx_wal *w = a->wal;
 	struct wal_entry *ents = NULL;
 	size_t n = 0, off = WAL_DATA;
@@ -1056,6 +1163,8 @@ static int replay(struct idx_account *a, const uint8_t *buf, size_t size, uint64
 	w->head = off;
 	if (n == 0) {
 		free(ents);
+		if (rebooted && drop_unlogged(a, rebooted_since, err, errlen) < 0)
+			return -1;
 		return w->next_seq == first && !rebooted ? 1 : hdr_write(a, err, errlen);
 	}
 	/* What was accepted once is added again whatever the quota says now. */
@@ -1092,6 +1201,8 @@ static int replay(struct idx_account *a, const uint8_t *buf, size_t size, uint64
 	w->replaying = false;
 	a->quota = quota;
 	free(ents);
+	if (r > 0 && rebooted)
+		r = drop_unlogged(a, rebooted_since, err, errlen);
 	if (r < 0)
 		return -1;
 	/* Everything replayed is made durable (also by an opener without fsync) before the log empties. */
@@ -1106,7 +1217,7 @@ int wal_open(struct idx_account *a, char *err, size_t errlen)
 {
 	char *path = wal_path(a, ""), *tmp = wal_path(a, ".new");
 	uint8_t *buf = NULL;
-	uint64_t gen[2] = {0, 0}, salt[2], seq[2];
+	uint64_t gen[2] = {0, 0}, salt[2], seq[2], hmodseq[2];
 	uint8_t hboot[2][16];
 	bool ok[2];
 	size_t got = 0;
@@ -1140,7 +1251,7 @@ int wal_open(struct idx_account *a, char *err, size_t errlen)
 	}
 	for (int i = 0; i < 2; i++)
 		ok[i] = got >= (size_t)i * 512 + WAL_HDR_SIZE &&
-		    hdr_decode(buf + i * 512, &gen[i], &salt[i], &seq[i], hboot[i]);
+		    hdr_decode(buf + i * 512, &gen[i], &salt[i], &seq[i], hboot[i], &hmodseq[i]);
 	if (!ok[0] && !ok[1]) {
 		idx_seterr(err, errlen,
 		    "%s: both headers are damaged; the deliveries it holds cannot be read. Move it away to go on "
@@ -1159,7 +1270,8 @@ int wal_open(struct idx_account *a, char *err, size_t errlen)
 	w->head = WAL_DATA;
 	boot_id(w->boot);
 	a->wal = w;
-	r = replay(a, buf, got < WAL_SIZE ? got : WAL_SIZE, seq[c], applied, memcmp(hboot[c], w->boot, 16) != 0, err,
+	bool rebooted = memcmp(hboot[c], w->boot, 16) != 0;
+	r = replay(a, buf, got < WAL_SIZE ? got : WAL_SIZE, seq[c], applied, rebooted ? hmodseq[c] + 1 : 0, err,
 	    errlen);
 	if (r < 0)
 		w->failed = true; /* keep every entry for the next open */

@@ -18,7 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define SYNC_THREADS 4
+#define SYNC_THREADS 16
 
 enum sync_kind { SK_FILE, SK_DIR, SK_FS };
 
