@@ -138,7 +138,7 @@ check_host(struct spool *sp, struct spool_host *h, int64_t now)
 
 		pthread_mutex_unlock(&sp->mu);
 		/* The path is fixed at open, so reading it beside a taker's writes is safe. */
-		if (!drop && stat(maildir_writer_path(w), &sb) < 0 && errno == ENOENT)
+		if (!drop && stat(maildir_writer_path(w), &sb) < 0 && (errno == ENOENT || errno == ENOTDIR))
 			drop = true;
 		pthread_mutex_lock(&sp->mu);
 		if (!drop || !host_remove(h, w))
@@ -163,14 +163,14 @@ fill_one(struct spool *sp, struct spool_host *h, bool *failing)
 
 	pthread_mutex_unlock(&sp->mu);
 	r = maildir_writer_open(&w, sp->dir, h->name, err, sizeof(err));
+	/* The directory may have been removed: it is made again here, off the loop thread. */
+	if (r < 0 && mkdir_p(sp->dir, 0700) == 0)
+		r = maildir_writer_open(&w, sp->dir, h->name, err, sizeof(err));
 	if (r < 0) {
-		/* Log a failure once, not every retry; the takers' own opens log each message. */
+		/* Logged once, not every retry; the takers' own opens log each message. */
 		if (!*failing)
 			log_error(SPOOL_PKG, 0, "cannot create spool file ahead of time, retrying", "err", err);
 		*failing = true;
-		/* The directory may have been removed: it is recreated here, off the loop thread. */
-		if (mkdir_p(sp->dir, 0700) < 0)
-			log_debug(SPOOL_PKG, 0, "cannot create spool directory", "dir", sp->dir, "err", strerror(errno));
 		pthread_mutex_lock(&sp->mu);
 		sp->st.failed++;
 		return -1;
