@@ -8,8 +8,11 @@
  * The lock is held for a few loads and stores only: every system call
  * (open, stat, unlink, close, mkdir) runs with it released, so a taker
  * never waits behind the disk.
- * The thread sleeps on a condition variable; a taker signals it only when it
- * is asleep (a working thread sees the gap on its next pass). Once a second
+ * The thread sleeps on a condition variable; a taker wakes it only when the
+ * stack is down to half (the thread then refills it in one burst: fewer
+ * wake-ups for the taker to pay, and the file system's code and data stay
+ * warm on the thread) and it is asleep (a working thread sees the gap on its
+ * next pass). Once a second
  * it checks the pooled writers: one whose file is gone (the directory was
  * removed or cleaned) is dropped and replaced, and so are the oldest few
  * older than SPOOL_MAX_AGE_MS (a few at a time: writers made together age
@@ -315,7 +318,8 @@ spool_take(struct spool *sp, const char *host, struct maildir_writer **w_r)
 		sp->st.taken++;
 	} else
 		sp->st.missed++;
-	if (sp->sleeping)
+	/* Woken at half full, the thread refills in a burst: one wake-up per cap/2 takes, not one per take. */
+	if (sp->sleeping && h->n <= sp->cap / 2)
 		pthread_cond_signal(&sp->cond);
 	pthread_mutex_unlock(&sp->mu);
 	return *w_r != NULL;
