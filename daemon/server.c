@@ -43,7 +43,12 @@ server_new(struct config *cfg)
 	struct timespec ts;
 
 	srv->cfg = cfg;
-	srv->base = event_base_new();
+	struct event_config *ec = event_config_new();
+	if (ec != NULL)
+		event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	srv->base = ec != NULL ? event_base_new_with_config(ec) : NULL;
+	if (ec != NULL)
+		event_config_free(ec);
 	if (srv->base == NULL) {
 		free(srv);
 		return NULL;
