@@ -54,13 +54,19 @@
 #define WAL_ENT_MAGIC 0x4d58574cu /* "MXWL" */
 #define WAL_ENT_HDR 48
 /*
- * Files and directories synced one by one (in parallel on the sync pool) at a
- * checkpoint; more are covered by one syncfs. A syncfs also writes back every
- * other process's dirty data on the filesystem: measured with a build and a
- * test suite writing beside it, checkpoints by syncfs cut logged deliveries
- * from ~2,500 to ~270 msg/s, while one fdatasync per file costs about a
- * quarter of a flush per message (four in flight share one).
+ * How a checkpoint makes the linked files durable: one syncfs is one flush
+ * for all of them, but it also writes back every other process's dirty data
+ * on the filesystem (measured with a build and a test suite writing beside
+ * it: logged deliveries fell from ~2,500 to ~270 msg/s). One fdatasync per
+ * file on the sync pool does not wait for others, but each is a flush (those
+ * in flight together share one). So: syncfs when more than WAL_SYNC_FEW files
+ * wait and the system's dirty and writeback pages are not much more than our
+ * own (WAL_OTHERS_DIRTY_MAX besides three times the logged bytes: files, log,
+ * index), else per file, up to WAL_SYNC_FILES files and WAL_SYNC_DIRS
+ * directories (more always take a syncfs).
  */
+#define WAL_SYNC_FEW 16
+#define WAL_OTHERS_DIRTY_MAX ((uint64_t)8 << 20)
 #define WAL_SYNC_FILES 4096
 #define WAL_SYNC_DIRS 64
 
@@ -82,6 +88,7 @@ struct idx_wal {
 	char *dirs[WAL_SYNC_DIRS];
 	size_t ndirs;
 	bool use_syncfs;
+	uint64_t pending_bytes; /* logged since the last checkpoint */
 };
 
 /* ---- CRC-32C (Castagnoli), with the SSE 4.2 instruction where there is one ---- */
@@ -626,6 +633,8 @@ int wal_append(struct idx_account *a, const struct wal_msg *msgs, size_t n, uint
 			}
 			w->head += (uint64_t)tcxstrsize(x);
 			w->next_seq = seq + n;
+			for (size_t i = 0; i < n; i++)
+				w->pending_bytes += msgs[i].size;
 			w->last_ms = mono_ms();
 			*first_r = seq;
 			*last_r = seq + n - 1;
@@ -701,6 +710,30 @@ void wal_note_dir(struct idx_account *a, const char *path)
 
 /* ---- checkpoint ---- */
 
+/* Bytes of dirty and writeback pages of the whole system (/proc/meminfo); UINT64_MAX unknown. */
+static uint64_t system_dirty(void)
+{
+	char buf[4096];
+	int fd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+	uint64_t total = 0;
+	int found = 0;
+
+	if (fd >= 0)
+		close(fd);
+	if (n <= 0)
+		return UINT64_MAX;
+	buf[n] = '\0';
+	for (const char *p = buf; p != NULL && *p != '\0'; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+		unsigned long long kb;
+		if (sscanf(p, "Dirty: %llu kB", &kb) == 1 || sscanf(p, "Writeback: %llu kB", &kb) == 1) {
+			total += (uint64_t)kb * 1024;
+			found++;
+		}
+	}
+	return found == 2 ? total : UINT64_MAX;
+}
+
 int wal_checkpoint_locked(struct idx_account *a, char *err, size_t errlen)
 {
 	struct idx_wal *w = a->wal;
@@ -713,6 +746,10 @@ int wal_checkpoint_locked(struct idx_account *a, char *err, size_t errlen)
 	if (w->failed) {
 		idx_seterr(err, errlen, "%s/%s: an earlier write or sync failed: restart to replay it", a->dir, WAL_NAME);
 		return -1;
+	}
+	if (!w->use_syncfs && w->nfiles > WAL_SYNC_FEW) {
+		uint64_t dirty = system_dirty();
+		w->use_syncfs = dirty != UINT64_MAX && dirty <= 3 * w->pending_bytes + WAL_OTHERS_DIRTY_MAX;
 	}
 	ss = maildir_syncset_new();
 	if (w->use_syncfs)
@@ -751,6 +788,7 @@ int wal_checkpoint_locked(struct idx_account *a, char *err, size_t errlen)
 		free(w->dirs[i]);
 	w->nfiles = w->ndirs = 0;
 	w->use_syncfs = false;
+	w->pending_bytes = 0;
 	return 1;
 }
 
