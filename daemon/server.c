@@ -43,6 +43,13 @@ server_new(struct config *cfg)
 	struct timespec ts;
 
 	srv->cfg = cfg;
+	/*
+	 * The epoll changelist: a bufferevent's enables and disables within one
+	 * loop turn become one epoll_ctl (measured: 18 epoll_ctl calls per SMTP
+	 * message before; +7-17% messages/s at one connection). libevent warns it
+	 * breaks with dup()ed descriptors registered in the loop: none are (the
+	 * one dup, in dkim.c, is of a file that is read, never polled).
+	 */
 	struct event_config *ec = event_config_new();
 	if (ec != NULL)
 		event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
