@@ -25,6 +25,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -139,9 +140,11 @@ check_host(struct spool *sp, struct spool_host *h, int64_t now)
 		if (drop)
 			old_left--;
 
+		/* Copied under the lock: once it is released a taker may pop w and free it. */
+		char path[PATH_MAX];
+		snprintf(path, sizeof(path), "%s", maildir_writer_path(w));
 		pthread_mutex_unlock(&sp->mu);
-		/* The path is fixed at open, so reading it beside a taker's writes is safe. */
-		if (!drop && stat(maildir_writer_path(w), &sb) < 0 && (errno == ENOENT || errno == ENOTDIR))
+		if (!drop && stat(path, &sb) < 0 && (errno == ENOENT || errno == ENOTDIR))
 			drop = true;
 		pthread_mutex_lock(&sp->mu);
 		if (!drop || !host_remove(h, w))
