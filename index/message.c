@@ -754,41 +754,26 @@ static bool add_wants_log(struct idx_account *a, const struct idx_add *items, si
 }
 
 /*
- * Log the items that passed the checks (one entry per message file, with
- * every mailbox it goes to, the UID it will get and its file's base name)
- * and start the log's fdatasync on the sync pool (*ss_r): the records are
- * written meanwhile, and the batch is durable once the sync is done.
+ * Log the added items (one entry per message file, with every mailbox it
+ * goes to, its UID and its file's base name) and start the log's fdatasync
+ * on the sync pool (*ss_r): the links and the commit run meanwhile, and the
+ * batch is durable once the sync is done. Only items add_one added are
+ * logged, so an item that failed never comes back from the log.
  * 1 with the entries' sequence numbers, 0 no room (sync as without a log), -1.
  */
 static int add_log(struct idx_account *a, struct add_state *s, struct idx_add *items, size_t n,
-    const uint32_t *uids, uint64_t *first_r, uint64_t *last_r, struct maildir_syncset **ss_r, char *err,
-    size_t errlen)
+    uint64_t *first_r, uint64_t *last_r, struct maildir_syncset **ss_r, char *err, size_t errlen)
 {
 	struct wal_msg *msgs = NULL;
-	uint32_t *next = idx_xmalloc(sizeof(*next) * (s->nf ? s->nf : 1));
 	size_t nm = 0;
 	int r;
 
-	for (size_t i = 0; i < s->nf; i++)
-		next[i] = s->f[i].mb.uidnext;
 	for (size_t i = 0; i < n; i++) {
 		struct idx_add *it = &items[i];
 		struct wal_msg *m = NULL;
-		struct add_folder *f = NULL;
-		size_t fi;
 
-		if (it->result != 0)
+		if (it->result <= 0)
 			continue;
-		for (fi = 0; fi < s->nf && f == NULL; fi++)
-			if (s->f[fi].mbid == it->mailbox_id)
-				f = &s->f[fi];
-		if (f == NULL)
-			continue;
-		fi--;
-		/* As add_one assigns it: the wanted UID when not below UIDNEXT, else the next. */
-		uint32_t want = uids != NULL ? uids[i] : 0;
-		uint32_t uid = want >= next[fi] && want < UINT32_MAX ? want : next[fi];
-		next[fi] = uid + 1;
 		for (size_t k = 0; k < nm && m == NULL; k++)
 			if (strcmp(msgs[k].path, maildir_writer_path(it->w)) == 0)
 				m = &msgs[k];
@@ -798,7 +783,7 @@ static int add_log(struct idx_account *a, struct add_state *s, struct idx_add *i
 			*m = (struct wal_msg){.path = maildir_writer_path(it->w), .size = maildir_writer_size(it->w)};
 		}
 		m->t = idx_xrealloc(m->t, sizeof(*m->t) * (m->nt + 1));
-		m->t[m->nt++] = (struct wal_target){.mbid = f->mbid, .uid = uid, .flags = it->flags,
+		m->t[m->nt++] = (struct wal_target){.mbid = it->mailbox_id, .uid = it->uid_r, .flags = it->flags,
 		    .destined = it->mailbox_destined, .prefix_len = it->prefix_len, .received_tz = it->received_tz,
 		    .received = it->received ? it->received : s->now, .is_reject = it->is_reject,
 		    .name = maildir_writer_base(it->w), .keywords = it->keywords, .nkeywords = it->nkeywords};
@@ -807,8 +792,34 @@ static int add_log(struct idx_account *a, struct add_state *s, struct idx_add *i
 	for (size_t k = 0; k < nm; k++)
 		free(msgs[k].t);
 	free(msgs);
-	free(next);
 	return r;
+}
+
+/*
+ * A committed batch whose log sync failed: sync its linked files, their
+ * directories and the index as an unlogged add does (the lock held, no
+ * transaction open). 1, -1.
+ */
+static int durable_without_log(struct idx_account *a, struct add_state *s, char *err, size_t errlen)
+{
+	struct maildir_syncset *ss = maildir_syncset_new();
+	char serr[256], dir[IDX_PATH_MAX + 8];
+
+	for (size_t i = 0; i < s->nlinked; i++)
+		maildir_syncset_file(ss, s->linked[i]);
+	for (size_t i = 0; i < s->nf; i++) {
+		for (int sub = 0; sub < 2; sub++) {
+			if (!(sub ? s->f[i].link_cur : s->f[i].link_new))
+				continue;
+			snprintf(dir, sizeof(dir), "%s/%s", s->f[i].path, sub ? "cur" : "new");
+			maildir_syncset_dir(ss, dir);
+		}
+	}
+	if (maildir_syncset_wait(&ss, serr, sizeof(serr)) < 0) {
+		idx_seterr(err, errlen, "%s", serr);
+		return -1;
+	}
+	return index_sync_locked(a, a->committed, err, errlen);
 }
 
 static int add_impl(struct idx_account *a, struct idx_add *items, size_t n, const uint32_t *uids,
@@ -876,20 +887,7 @@ static int add_impl(struct idx_account *a, struct idx_add *items, size_t n, cons
 	 * was not acknowledged yet. Listeners (IMAP IDLE) hear of it at the
 	 * commit, before idx_durable_wait made it durable.
 	 */
-	/*
-	 * With the log, the batch is durable once its entries are: they are
-	 * written now and synced on the pool while the records are written; the
-	 * files and directories sync at the next checkpoint.
-	 */
-	struct maildir_syncset *lss = NULL;
-	if (r >= 0 && use_log) {
-		int lr = add_log(a, &s, items, n, uids, &log_first, &log_last, &lss, err, errlen);
-		if (lr < 0)
-			r = -1;
-		else if (lr > 0)
-			logged = true;
-	}
-	if (r >= 0 && need_sync && !a->no_fsync && !logged)
+	if (r >= 0 && need_sync && !a->no_fsync && !use_log)
 		fss = sync_batch_start(a, items, n);
 	for (i = 0; i < n && r >= 0; i++) {
 		struct idx_add *it = &items[i];
@@ -910,6 +908,22 @@ static int add_impl(struct idx_account *a, struct idx_add *items, size_t n, cons
 		if (r > 0)
 			added++;
 	}
+	/*
+	 * With the log, the batch is durable once its entries are: they are
+	 * written now and synced on the pool while the files are linked and the
+	 * transaction commits; the files and directories sync at the next
+	 * checkpoint.
+	 */
+	struct maildir_syncset *lss = NULL;
+	if (r >= 0 && use_log && added > 0) {
+		int lr = add_log(a, &s, items, n, &log_first, &log_last, &lss, err, errlen);
+		if (lr < 0)
+			r = -1;
+		else if (lr > 0)
+			logged = true;
+	}
+	if (r >= 0 && use_log && !logged && need_sync && !a->no_fsync)
+		fss = sync_batch_start(a, items, n); /* no room after all: the files sync now */
 	if (logged && r >= 0 && a->wal_test_exit) {
 		/* Tests: a crash once the entries are durable, before the links and the commit. */
 		(void)maildir_syncset_wait(&lss, NULL, 0);
@@ -968,12 +982,11 @@ static int add_impl(struct idx_account *a, struct idx_add *items, size_t n, cons
 	r = op_end(a, r < 0 ? -1 : 1, err, errlen);
 	a->defer_sync = false;
 	if (lss != NULL && maildir_syncset_wait(&lss, serr, sizeof(serr)) < 0) {
-		/* Maybe durable, maybe not: no more entries on this log (wal_failed). */
+		/* Maybe durable, maybe not: no more entries on this log (wal_failed).
+		 * A committed batch is then made durable the way an unlogged one is. */
 		wal_failed(a);
-		if (r >= 0) {
-			idx_seterr(err, errlen, "%s", serr);
+		if (r >= 0 && durable_without_log(a, &s, err, errlen) < 0)
 			r = -1;
-		}
 	}
 	if (logged && r < 0)
 		wal_cancel(a, log_first, log_last);

@@ -9,14 +9,15 @@
  * write to a file that never changes size (its blocks were written at
  * creation, so fdatasync flushes data only):
  *
- *   transaction open -> log entries written, their fdatasync started on the
- *   sync pool -> records written, files linked (not synced), transaction
- *   committed (not synced) -> wait for the log's fdatasync -> ack.
+ *   transaction open -> records written -> log entries written, their
+ *   fdatasync started on the sync pool -> files linked (not synced),
+ *   transaction committed (not synced) -> wait for the log's fdatasync -> ack.
  *
  * The index records the last applied entry (`W` key) in the same
  * transaction. A checkpoint later makes the files, their directories and the
- * index durable (one fdatasync per file on the pool) and only then marks the
- * log empty. Opening the account replays what the last checkpoint did not
+ * index durable (one syncfs, or one fdatasync per file on the pool when other
+ * processes have much dirty data) and only then marks the log empty. A log
+ * sync that fails makes the batch durable the unlogged way instead. Opening the account replays what the last checkpoint did not
  * cover:
  * - an entry after `W` was not committed: it is added again, with the UID
  *   it had (a client may have seen it), from the bytes in the log;
@@ -89,6 +90,7 @@ struct idx_wal {
 	size_t ndirs;
 	bool use_syncfs;
 	uint64_t pending_bytes; /* logged since the last checkpoint */
+	uint64_t hdr_modseq;    /* durable modseq in the newest header */
 };
 
 /* ---- CRC-32C (Castagnoli), with the SSE 4.2 instruction where there is one ---- */
@@ -512,6 +514,7 @@ static int hdr_write(struct idx_account *a, char *err, size_t errlen)
 		return -1;
 	}
 	w->gen = gen;
+	w->hdr_modseq = a->rec.highest_modseq;
 	return 1;
 }
 
@@ -1096,11 +1099,13 @@ static int unlogged_cb(void *arg, const struct idx_message *m)
 
 /*
  * After a reboot: a message added since modseq `since` (after the last
- * durable state) whose file is missing or not of its size was committed
- * while its log entry was still being synced, and the power loss took the
- * entry and the file's data: it was never acknowledged (the sender tries
- * again). Its record is expunged, so no client sees an empty message.
- * Messages the log held were restored or added again just before. 1, -1.
+ * durable state) whose file is missing or empty was committed while its log
+ * entry was still being synced, and the power loss took the entry and the
+ * file's data: it was never acknowledged (the sender tries again). Its record
+ * is expunged, so no client sees an empty message. Messages the log held were
+ * restored or added again just before. A file of another size is left alone
+ * (another tool may have rewritten it), and so is a mailbox whose folder is
+ * gone (the Maildir sync tombstones its messages). 1, -1.
  */
 static int drop_unlogged(struct idx_account *a, uint64_t since, char *err, size_t errlen)
 {
@@ -1112,11 +1117,19 @@ static int drop_unlogged(struct idx_account *a, uint64_t since, char *err, size_
 		return -1;
 	for (size_t i = 0; i < nlist && r > 0; i++) {
 		struct unlogged u = {.since = since};
-		char folder[IDX_PATH_MAX];
+		char folder[IDX_PATH_MAX], subdir[IDX_PATH_MAX + 8];
+		struct stat dst;
 
+		if (idx_folder_path(a, list[i].folder, folder, sizeof(folder), err, errlen) < 0) {
+			r = -1;
+			break;
+		}
+		snprintf(subdir, sizeof(subdir), "%s/new", folder);
+		bool have_new = stat(subdir, &dst) == 0;
+		snprintf(subdir, sizeof(subdir), "%s/cur", folder);
+		if (!have_new || stat(subdir, &dst) < 0)
+			continue;
 		r = idx_message_each(a, list[i].id, 0, unlogged_cb, &u, err, errlen) < 0 ? -1 : 1;
-		if (r > 0 && u.n > 0)
-			r = idx_folder_path(a, list[i].folder, folder, sizeof(folder), err, errlen) < 0 ? -1 : 1;
 		for (size_t k = 0; k < u.n && r > 0; k++) {
 			char found[MAILDIR_NAME_BUFSIZE], path[IDX_PATH_MAX + MAILDIR_NAME_BUFSIZE + 8];
 			enum maildir_subdir sub;
@@ -1129,7 +1142,7 @@ static int drop_unlogged(struct idx_account *a, uint64_t since, char *err, size_
 			}
 			if (fr > 0) {
 				snprintf(path, sizeof(path), "%s/%s/%s", folder, sub == MAILDIR_NEW ? "new" : "cur", found);
-				if (stat(path, &st) == 0 && (uint64_t)st.st_size == u.size[k])
+				if (stat(path, &st) == 0 && (st.st_size > 0 || u.size[k] == 0))
 					continue;
 			}
 			int xr = idx_expunge(a, list[i].id, &u.uid[k], 1, NULL, err, errlen);
@@ -1201,7 +1214,8 @@ static int replay(struct idx_account *a, const uint8_t *buf, size_t size, uint64
 	w->head = off;
 	if (n == 0) {
 		free(ents);
-		if (rebooted && drop_unlogged(a, rebooted_since, err, errlen) < 0)
+		/* Nothing committed since the header: a clean stop, nothing to check. */
+		if (rebooted && a->rec.highest_modseq >= rebooted_since && drop_unlogged(a, rebooted_since, err, errlen) < 0)
 			return -1;
 		return w->next_seq == first && !rebooted ? 1 : hdr_write(a, err, errlen);
 	}
@@ -1305,6 +1319,7 @@ int wal_open(struct idx_account *a, char *err, size_t errlen)
 	w->salt = salt[c];
 	w->gen = gen[c];
 	w->next_seq = seq[c];
+	w->hdr_modseq = hmodseq[c];
 	w->head = WAL_DATA;
 	boot_id(w->boot);
 	a->wal = w;
@@ -1333,7 +1348,11 @@ void wal_close(struct idx_account *a)
 		return;
 	if (!a->wal->failed && a->db != NULL) {
 		pthread_mutex_lock(&a->mu);
-		(void)wal_checkpoint_locked(a, NULL, 0);
+		/* An empty log whose header is behind the index gets this modseq too (after
+		 * an index fdatasync): a reboot then finds nothing to check. */
+		if (wal_checkpoint_locked(a, NULL, 0) > 0 && a->wal->hdr_modseq != a->rec.highest_modseq &&
+		    index_sync_locked(a, a->committed, NULL, 0) > 0)
+			(void)hdr_write(a, NULL, 0);
 		pthread_mutex_unlock(&a->mu);
 	}
 	wal_free(a->wal);

@@ -320,3 +320,34 @@ def test_maildir_fault_through_shutdown_loses_nothing(fault_server):
         _, want = message(t)
         assert want in bodies[t], f"body of {t} differs after restart"
         assert len(bodies[t]) == 1, f"{t} is in INBOX {len(bodies[t])} times"
+
+
+@pytest.fixture
+def log_fault_server(tmpdir_short, faultlib):
+    s = FaultServer(tmpdir_short, faultlib, "index.wal")
+    s.fault = "log"
+    s.init()
+    s.start()
+    yield s
+    s.off()
+    s.stop(expect_rc=None)
+
+
+def test_log_sync_fault_falls_back_to_syncing_the_files(log_fault_server):
+    """Only the delivery log's fdatasync fails: a delivery is made durable the way an unlogged
+    one is (message file, directory, index) and acknowledged; after a restart every one is there."""
+    s = log_fault_server
+    acked = []
+    s.on()
+    for i in range(4):
+        code, text = deliver(s, f"nolog-{i}")
+        assert code == 250, f"delivery {i} while only the log fails: {code} {text}"
+        acked.append(f"nolog-{i}")
+    s.assert_alive()
+    s.off()
+    s.restart()
+    bodies = inbox_bodies(s)
+    for t in acked:
+        _, want = message(t)
+        assert t in bodies, f"{t} missing after restart; in INBOX: {sorted(bodies, key=str)}"
+        assert len(bodies[t]) == 1 and want in bodies[t][0], f"{t}: {len(bodies[t])} copies or other bytes"
