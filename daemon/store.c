@@ -152,7 +152,12 @@ account_open(struct store_account *sa)
 	} else {
 		struct idx_account_info info;
 		char added[24], restored[24];
-		if (idx_account_info(sa->idx, &info, NULL, 0) > 0 && (info.wal_applied > 0 || info.wal_restored > 0)) {
+		if (idx_account_info(sa->idx, &info, NULL, 0) < 0)
+			memset(&info, 0, sizeof(info));
+		if (info.wal_error[0] != '\0')
+			log_error("store", 0, "no delivery log for this account: deliveries take the slower path",
+			    "account", sa->name, "err", info.wal_error);
+		if (info.wal_applied > 0 || info.wal_restored > 0) {
 			snprintf(added, sizeof(added), "%llu", (unsigned long long)info.wal_applied);
 			snprintf(restored, sizeof(restored), "%llu", (unsigned long long)info.wal_restored);
 			log_info("store", 0, "delivery log replayed after a crash", "account", sa->name, "added", added,

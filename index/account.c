@@ -656,6 +656,7 @@ int idx_account_info(struct idx_account *a, struct idx_account_info *info_r, cha
 	info_r->wal_applied = a->wal_applied;
 	info_r->wal_restored = a->wal_restored;
 	info_r->wal_dropped = a->wal_dropped;
+	snprintf(info_r->wal_error, sizeof(info_r->wal_error), "%s", a->wal_error);
 	cur = tcbdbcurnew(a->db);
 	if (tcbdbcurjump(cur, k, 1)) {
 		int ks;

@@ -167,6 +167,8 @@ struct idx_account_info {
 	 * again, files written again from the log, and (after a reboot) records
 	 * dropped whose entry and file the power loss took (never acknowledged). */
 	uint64_t wal_applied, wal_restored, wal_dropped;
+	/* Why the account has no delivery log (it could not be created); "" fine. */
+	char wal_error[256];
 };
 int idx_account_info(struct idx_account *a, struct idx_account_info *info_r, char *err, size_t errlen);
 

@@ -104,6 +104,7 @@ struct idx_account {
 	/* The delivery log (wal.c); NULL without fsync (tests, imports). */
 	struct idx_wal *wal;
 	uint64_t wal_applied, wal_restored, wal_dropped; /* what the replay at open did */
+	char wal_error[256]; /* why the open left the account without a log ("" none) */
 	bool wal_test_exit; /* tests: _exit(0) right after the log's fdatasync (a crash) */
 };
 

@@ -1286,8 +1286,12 @@ int wal_open(struct idx_account *a, char *err, size_t errlen)
 			r = 1; /* imports and tests go without a log */
 			goto out;
 		}
-		if (wal_create(a, applied + 1, err, errlen) < 0)
+		if (wal_create(a, applied + 1, a->wal_error, sizeof(a->wal_error)) < 0) {
+			/* No log yet, so nothing to replay: the account works without one
+			 * (three flushes per add) and the next open tries again. */
+			r = 1;
 			goto out;
+		}
 		fd = open(path, O_RDWR | O_CLOEXEC);
 	}
 	if (fd < 0) {

@@ -817,6 +817,26 @@ static void test_entry_matches_message(void **state)
 }
 
 /* A message larger than IDX_LOGGED_MAX takes the three flushes: the log does not move. */
+/* The log cannot be created: the account opens and works without one, and says why. */
+static void test_log_not_created(void **state)
+{
+	struct fx *f = *state;
+	char path[600], err[256];
+	struct stat st;
+
+	assert_int_equal(mkdir(f->dir, 0700), 0);
+	snprintf(path, sizeof(path), "%s/index.wal.new", f->dir);
+	assert_int_equal(mkdir(path, 0700), 0); /* where the new log is written first */
+	assert_int_equal(idx_account_open(f->dir, &f->opts, &f->a, err, sizeof(err)), 1);
+	struct idx_account_info ai = info(f->a);
+	assert_true(ai.wal_error[0] != '\0');
+	assert_null(f->a->wal);
+	add_one(f->a, 0);
+	snprintf(path, sizeof(path), "%s/index.wal", f->dir);
+	assert_int_equal(stat(path, &st), -1);
+	CHECK(f->a);
+}
+
 static void test_large_not_logged(void **state)
 {
 	struct fx *f = *state;
@@ -1921,6 +1941,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_same_boot_keeps_expunge, setup_dir, teardown),
 		cmocka_unit_test_setup_teardown(test_rebooted_distrusts_index, setup_dir, teardown),
 		cmocka_unit_test_setup_teardown(test_rebooted_drops_unlogged, setup_dir, teardown),
+		cmocka_unit_test_setup_teardown(test_log_not_created, setup_dir, teardown),
 		cmocka_unit_test_setup_teardown(test_crash_after_commit, setup_dir, teardown),
 		cmocka_unit_test_setup_teardown(test_power_loss_files, setup_dir, teardown),
 		cmocka_unit_test_setup_teardown(test_crash_before_commit, setup_dir, teardown),
