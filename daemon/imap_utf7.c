@@ -8,20 +8,13 @@
 static const char b64chars[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,";
 
+/* Modified base64 (RFC 3501 5.1.3): ',' where base64 has '/'. */
 static int
 b64val(unsigned char c)
 {
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == ',')
-		return 63;
-	return -1;
+	if (c == '/')
+		return -1;
+	return b64_value(c == ',' ? '/' : c);
 }
 
 /*
