@@ -1,6 +1,5 @@
 /* serve: run the configured server (mox serve), shared with localserve. */
 #define _GNU_SOURCE 1
-#include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -44,19 +43,8 @@ static void
 clean_spool(const struct config *cfg)
 {
 	char *dir = xasprintf("%s/tmp", cfg->data_dir);
-	DIR *d = opendir(dir);
-	struct dirent *e;
-	int n = 0;
+	int n = spool_remove_files(dir);
 
-	if (d != NULL) {
-		while ((e = readdir(d)) != NULL) {
-			if (e->d_name[0] == '.' || e->d_type == DT_DIR)
-				continue;
-			if (unlinkat(dirfd(d), e->d_name, 0) == 0)
-				n++;
-		}
-		closedir(d);
-	}
 	if (n > 0) {
 		char count[32];
 		snprintf(count, sizeof(count), "%d", n);

@@ -231,20 +231,15 @@ spool_main(void *arg)
 	return NULL;
 }
 
-/*
- * Remove the files a previous run left in dir: spool files it made ahead of
- * time, or of messages it never acknowledged (a message is linked into its
- * Maildir before the reply, and only then is its spool file removed).
- */
-static void
-clean_dir(const char *dir)
+int
+spool_remove_files(const char *dir)
 {
 	DIR *d = opendir(dir);
 	struct dirent *e;
 	int n = 0;
 
 	if (d == NULL)
-		return;
+		return 0;
 	while ((e = readdir(d)) != NULL) {
 		if (e->d_name[0] == '.' || e->d_type == DT_DIR)
 			continue;
@@ -252,6 +247,15 @@ clean_dir(const char *dir)
 			n++;
 	}
 	closedir(d);
+	return n;
+}
+
+/* Remove the spool files a previous run made ahead of time in dir. */
+static void
+clean_dir(const char *dir)
+{
+	int n = spool_remove_files(dir);
+
 	if (n > 0) {
 		char count[32];
 		snprintf(count, sizeof(count), "%d", n);

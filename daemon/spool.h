@@ -74,4 +74,12 @@ size_t spool_ready(struct spool *sp, const char *host);
  */
 void spool_free(struct spool **spp);
 
+/*
+ * Remove the files (not directories or dot-files) in dir that a previous run
+ * left: spool files made ahead of time, or of messages it never acknowledged
+ * (a message is linked into its Maildir before the reply, and only then is its
+ * spool file removed). Returns how many were removed.
+ */
+int spool_remove_files(const char *dir);
+
 #endif
