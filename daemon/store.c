@@ -305,7 +305,9 @@ checkpoint_idle(struct worker *w)
 		char err[256];
 
 		sa->log_dirty = false;
-		if (sa->idx != NULL && idx_checkpoint(sa->idx, err, sizeof(err)) < 0)
+		/* The worker's own wait was the idle time. A log that failed earlier is
+		 * skipped (said once, when it failed), not reported every idle second. */
+		if (sa->idx != NULL && idx_checkpoint_idle(sa->idx, 0, err, sizeof(err)) < 0)
 			log_error("store", 0, "delivery log checkpoint failed: new deliveries take the slower path",
 			    "account", sa->name, "err", err);
 	}

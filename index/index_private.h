@@ -340,8 +340,6 @@ struct wal_target_dec {
 };
 
 uint32_t wal_crc32c(const void *data, size_t n);
-/* Bytes msg takes in the log at most. */
-size_t wal_entry_bound(const struct wal_msg *m);
 /* Pure: the entry at p with salt and seq, 1 (e_r points into p), or 0 none. */
 int wal_entry_parse(const uint8_t *p, size_t avail, uint64_t salt, uint64_t seq, struct wal_entry *e_r);
 /* Next target of an add entry: 1, -1 corrupt (strings copied; wal_target_clear). */

@@ -200,18 +200,6 @@ static size_t ent_begin(TCXSTR *x, uint64_t seq, uint16_t type, uint16_t ntarget
 	return start;
 }
 
-size_t wal_entry_bound(const struct wal_msg *m)
-{
-	size_t n = WAL_ENT_HDR + 8 + m->size;
-
-	for (size_t i = 0; i < m->nt; i++) {
-		n += 40 + strlen(m->t[i].name);
-		for (size_t k = 0; k < m->t[i].nkeywords; k++)
-			n += 2 + strlen(m->t[i].keywords[k]);
-	}
-	return n;
-}
-
 /*
  * Parse the entry at p (avail bytes): 1 with *e_r (pointing into p), 0 when
  * there is no valid entry with salt and seq there (the end of the log).
