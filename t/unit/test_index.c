@@ -21,6 +21,7 @@
 #include "index/index_private.h"
 #include "index/tools.h"
 #include "maildir/maildir.h"
+#include "t/unit/index_check.h"
 
 /* ---- helpers ---- */
 
@@ -36,23 +37,6 @@ struct fx {
 	struct idx_account *a;
 };
 
-static void report(void *arg, const char *problem)
-{
-	int *n = arg;
-
-	(*n)++;
-	fprintf(stderr, "  check: %s\n", problem);
-}
-
-#define CHECK(a)                                                                  \
-	do {                                                                      \
-		char cerr_[256] = "";                                             \
-		int cn_ = 0;                                                      \
-		int cr_ = idx_check((a), report, &cn_, cerr_, sizeof(cerr_));     \
-		if (cr_ != 0)                                                     \
-			fprintf(stderr, "%s:%d: idx_check: %d %s\n", __FILE__, __LINE__, cr_, cerr_); \
-		assert_int_equal(cr_, 0);                                         \
-	} while (0)
 
 static int setup(void **state)
 {

@@ -29,6 +29,7 @@
 #include "index/index_private.h"
 #include "maildir/maildir.h"
 #include "t/unit/index_fixture.h"
+#include "t/unit/index_check.h"
 
 /* ---- messages the tests add ---- */
 
@@ -400,23 +401,6 @@ static int child_main(const char *mode, const char *dir, const char *outpath)
 
 /* ---- the test side ---- */
 
-static void report(void *arg, const char *problem)
-{
-	int *n = arg;
-
-	(*n)++;
-	fprintf(stderr, "  check: %s\n", problem);
-}
-
-#define CHECK(a)                                                                              \
-	do {                                                                                  \
-		char cerr_[256] = "";                                                         \
-		int cn_ = 0;                                                                  \
-		int cr_ = idx_check((a), report, &cn_, cerr_, sizeof(cerr_));                 \
-		if (cr_ != 0)                                                                 \
-			fprintf(stderr, "%s:%d: idx_check: %d %s\n", __FILE__, __LINE__, cr_, cerr_); \
-		assert_int_equal(cr_, 0);                                                     \
-	} while (0)
 
 /* What a child said it added. */
 struct results {
