@@ -194,6 +194,16 @@ static const struct cfg_field limits_fields[] = {
 	 * comes within SMTPTimeout. Postfix's smtpd_junk_command_limit has the
 	 * same default; MTAs send a few between messages, never dozens.
 	 */
+	/*
+	 * A delivery being stored when the server stops gets its answer first.
+	 * One still waiting for its storage thread when this runs out is refused
+	 * (451, not stored) rather than stored unanswered, which would make its
+	 * sender deliver it again.
+	 */
+	LIM("ShutdownTimeout", shutdown_timeout_ms, CFG_DURATION, "10s", 100, 600000,
+	    "After a stop (SIGTERM), how long connections get to finish what they are doing: a\n"
+	    "message being stored gets its answer. Deliveries still not stored then are refused\n"
+	    "with a temporary error, and the server exits."),
 	LIM("SMTPMaxJunkCommands", smtp_max_junk_commands, CFG_INT, "100", 1, 100000,
 	    "NOOP, RSET, VRFY, EXPN, HELP and repeated EHLO/HELO commands in one SMTP session\n"
 	    "before it is closed with 421. The count starts over when the data of a message\n"

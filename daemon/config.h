@@ -69,6 +69,7 @@ struct config_limits {
 	long long smtp_max_recipients;
 	long long smtp_max_errors;
 	long long smtp_max_junk_commands; /* NOOP, RSET, VRFY, ... without a message */
+	long long shutdown_timeout_ms;    /* a stop waits this long for busy connections */
 };
 
 struct config_special_use {

@@ -8,6 +8,7 @@
 
 #include "daemon/log.h"
 #include "daemon/server_private.h"
+#include "daemon/store.h"
 
 static volatile sig_atomic_t early_stop;
 
@@ -167,11 +168,12 @@ server_stopping(struct server *srv)
 	return srv->stopping;
 }
 
-/* How long connections may take to finish (answer a delivery, flush goodbyes). */
-#define SERVER_STOP_GRACE_MS 10000
+/* After the grace (limit ShutdownTimeout): how long the adds refused then have to get their answers out. */
+#define SERVER_STOP_ANSWER_MS 2000
 #define SERVER_STOP_POLL_MS 20
 
 static int64_t stop_deadline_ms; /* one server per process */
+static bool stop_refused;        /* the store refuses adds (after the grace) */
 
 static void
 stop_wait_cb(evutil_socket_t fd, short what, void *arg)
@@ -190,6 +192,18 @@ stop_wait_cb(evutil_socket_t fd, short what, void *arg)
 			continue;
 		seen[nseen++] = h;
 		n += h->count(srv);
+	}
+	if (n > 0 && mono_ms() >= stop_deadline_ms && !stop_refused && srv->store != NULL) {
+		/*
+		 * Deliveries still waiting for their storage thread (behind a long
+		 * job such as the sync of a large folder) would be stored after the
+		 * loop stopped, unanswered: the client sends them again. Refuse
+		 * them now, while their 451 can still reach the client.
+		 */
+		stop_refused = true;
+		log_info("server", 0, "connections still busy after the grace period: refusing deliveries not yet stored");
+		store_refuse_adds(srv->store);
+		stop_deadline_ms = mono_ms() + SERVER_STOP_ANSWER_MS;
 	}
 	if (n == 0 || mono_ms() >= stop_deadline_ms) {
 		event_base_loopexit(srv->base, NULL);
@@ -224,7 +238,7 @@ stop_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	/* Leave the loop once the handlers' connections are gone: a connection
 	 * waiting for a storage job (a delivery) gets its answer first. */
-	stop_deadline_ms = mono_ms() + SERVER_STOP_GRACE_MS;
+	stop_deadline_ms = mono_ms() + server_config(srv)->st.limits.shutdown_timeout_ms;
 	event_assign(srv->stop_ev, srv->base, -1, 0, stop_wait_cb, srv);
 	stop_wait_cb(-1, 0, srv);
 }

@@ -430,6 +430,9 @@ deliver_finish(struct smtp_deliv *d)
 		smtp_reply(c, 552, "5.2.2", "mailbox full");
 	} else if (temp == 0 && size > 0) {
 		smtp_reply(c, 552, "5.3.4", "message too large for recipient");
+	} else if (server_stopping(c->srv)) {
+		/* Not stored: the store refused it at the end of ShutdownTimeout. */
+		smtp_reply(c, 451, "4.3.2", "server shutting down, message not accepted, try again later");
 	} else {
 		smtp_reply(c, 451, "4.3.0", "error delivering message, try again later");
 	}
@@ -462,7 +465,7 @@ add_done(void *arg)
 		return;
 	t = d->c->txn;
 	if (a->nitems == 0)
-		log_error(SMTP_PKG, d->c->ci->cid, "no target mailbox", "account", a->account, "err", a->err);
+		log_error(SMTP_PKG, d->c->ci->cid, "message not stored", "account", a->account, "err", a->err);
 	for (size_t i = 0; i < t->nrcpts; i++) {
 		if (d->racct[i] != d->cur || d->rres[i] != RR_PENDING)
 			continue;

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,6 +101,13 @@ struct store {
 	pthread_t sync_threads[STORE_SYNC_THREADS];
 	int nsync;
 	int sync_alive; /* sync threads still taking jobs (syncmu) */
+	/*
+	 * Set when the server stops taking mail (store_refuse_adds): an add that
+	 * has not started fails instead of running. Once the loop has stopped
+	 * nobody can tell the client that its message was stored, and a client
+	 * without an answer sends the message again.
+	 */
+	atomic_bool refusing;
 	/* completions */
 	pthread_mutex_t donemu;
 	struct job *done_head, *done_tail;
@@ -204,6 +212,26 @@ job_synced(struct job *j)
 			it->error = IDX_E_INTERNAL;
 			snprintf(it->err_r, sizeof(it->err_r), "%s", j->sync_err);
 		}
+	}
+}
+
+/*
+ * An add that will not run because the server stops: every item fails
+ * (temporarily) and the caller's prepare sees no account (store_account_error
+ * says why). Runs on whichever thread holds the job; nothing else does.
+ */
+static void
+add_refuse(struct job *j)
+{
+	if (!j->prepared) {
+		if (j->prepare != NULL)
+			j->nitems = j->prepare(j->sa, NULL, j->arg);
+		j->prepared = true;
+	}
+	for (size_t k = 0; k < j->nitems; k++) {
+		j->items[k].result = -1;
+		j->items[k].error = IDX_E_INTERNAL;
+		snprintf(j->items[k].err_r, sizeof(j->items[k].err_r), "server shutting down");
 	}
 }
 
@@ -364,6 +392,12 @@ worker_main(void *arg)
 				complete(st, j);
 				continue;
 			}
+			if (atomic_load(&st->refusing)) {
+				list = j->next;
+				add_refuse(j);
+				complete(st, j);
+				continue;
+			}
 			/* Gather the adds of this account that follow, up to the batch limit. */
 			struct job *batch[64];
 			size_t nb = 0, nitems = 0;
@@ -479,12 +513,49 @@ store_new(struct event_base *base, const struct config *cfg, int nthreads)
 }
 
 void
+store_refuse_adds(struct store *st)
+{
+	struct job *refused = NULL, **rt = &refused;
+
+	atomic_store(&st->refusing, true);
+	/* Adds still queued behind other work: answered now, while the loop runs. */
+	for (int i = 0; i < st->nworkers; i++) {
+		struct worker *w = &st->workers[i];
+
+		pthread_mutex_lock(&w->mu);
+		struct job **pp = &w->head;
+		w->tail = NULL;
+		while (*pp != NULL) {
+			struct job *j = *pp;
+			if (j->kind == JOB_ADD) {
+				*pp = j->next;
+				j->next = NULL;
+				*rt = j;
+				rt = &j->next;
+			} else {
+				w->tail = j;
+				pp = &j->next;
+			}
+		}
+		pthread_mutex_unlock(&w->mu);
+	}
+	while (refused != NULL) {
+		struct job *j = refused;
+		refused = j->next;
+		add_refuse(j);
+		complete(st, j);
+	}
+}
+
+void
 store_free(struct store **stp)
 {
 	struct store *st = *stp;
 
 	if (st == NULL)
 		return;
+	/* The loop has stopped: an add that ran now could not be answered. */
+	atomic_store(&st->refusing, true);
 	/* Sync threads first: they finish their queue and hand it to the workers. */
 	pthread_mutex_lock(&st->syncmu);
 	st->sync_stop = true;
@@ -614,6 +685,8 @@ store_account_name(const struct store_account *sa)
 const char *
 store_account_error(const struct store_account *sa)
 {
+	if (sa->error[0] == '\0' && atomic_load(&sa->st->refusing))
+		return "server shutting down";
 	return sa->error;
 }
 
@@ -623,6 +696,11 @@ worker_push(struct job *j)
 {
 	struct worker *w = j->sa->w;
 
+	if (j->kind == JOB_ADD && atomic_load(&j->sa->st->refusing)) {
+		add_refuse(j);
+		complete(j->sa->st, j);
+		return;
+	}
 	pthread_mutex_lock(&w->mu);
 	if (w->tail)
 		w->tail->next = j;

@@ -44,8 +44,20 @@ typedef void (*store_done_fn)(void *arg);
  * (evthread_use_pthreads) before base was created. NULL on failure.
  */
 struct store *store_new(struct event_base *base, const struct config *cfg, int nthreads);
-/* Finish queued work, stop the threads, close every account. */
+/*
+ * Finish queued work, stop the threads, close every account. Adds that have
+ * not started by then fail (see store_refuse_adds).
+ */
 void store_free(struct store **stp);
+/*
+ * Loop thread, when the server stops taking mail: adds (deliveries, APPENDs)
+ * that have not started fail with "server shutting down", now for those
+ * queued and at once for later ones, so each is answered with a temporary
+ * error while the loop still runs instead of being stored after the loop
+ * can no longer answer (the client would send it again: a duplicate). Adds
+ * already committing finish normally.
+ */
+void store_refuse_adds(struct store *st);
 void store_set_config(struct store *st, const struct config *cfg);
 
 /*

@@ -2,6 +2,7 @@
 
 Each test shows one bug: it failed before the fix that came with it.
 """
+import imaplib
 import os
 import socket
 import ssl
@@ -91,20 +92,26 @@ def test_starttls_forgets_plaintext_auth(localserve):
     r.close()
 
 
-def test_shutdown_answers_delivery_in_progress(localserve):
-    """A message being stored when the server is told to stop gets its answer:
-    leaving the loop before the storage job was done stored the message but
-    the 250 never reached the client, which then sends it again (a duplicate)."""
+def stop_during_delivery(server):
+    """Keep the account's storage thread busy (another program drops 20,000
+    messages into the Maildir, the inotify watch adopts them), send a message,
+    and send SIGTERM while it waits for storage. Returns (code, texts) of the
+    DATA reply (None when the connection closed without one) and the stored
+    copies of the message."""
     import glob
-    wait_secrets(localserve)
-    # Keep the account's storage thread busy: another program drops many
-    # messages into the Maildir, the inotify watch has them synced (adopted).
-    newdir = os.path.join(localserve.dir, "data", "accounts", "mox", "Maildir", "new")
-    for i in range(20000):
-        with open(os.path.join(newdir, f"1700000000.M{i}P1.other"), "wb") as f:
+    wait_secrets(server)
+    maildir = os.path.join(server.dir, "data", "accounts", "mox", "Maildir")
+    newdir = os.path.join(maildir, "new")
+    # Written in tmp/ first, then renamed in at once: the first sync (250 ms after
+    # the first event) adopts nearly all of them and keeps the thread busy.
+    names = [f"1700000000.M{i}P1.other" for i in range(20000)]
+    for i, n in enumerate(names):
+        with open(os.path.join(maildir, "tmp", n), "wb") as f:
             f.write(b"Subject: other %d\r\n\r\nbody\r\n" % i)
-    time.sleep(0.5)
-    r = Raw(localserve.ports["SMTP"], timeout=60)
+    for n in names:
+        os.rename(os.path.join(maildir, "tmp", n), os.path.join(newdir, n))
+    time.sleep(0.3)
+    r = Raw(server.ports["SMTP"], timeout=60)
     assert r.reply()[0] == 220
     assert r.cmd("EHLO x.example")[0] == 250
     assert r.cmd("MAIL FROM:<s@example.org>")[0] == 250
@@ -112,13 +119,43 @@ def test_shutdown_answers_delivery_in_progress(localserve):
     assert r.cmd("DATA")[0] == 354
     r.send(b"Subject: in flight\r\n\r\nhello\r\n.\r\n")
     time.sleep(0.05)
-    localserve.proc.send_signal(15)
+    server.proc.send_signal(15)
     try:
         code, texts = r.reply()
     except (EOFError, ConnectionResetError) as e:
         code, texts = None, [str(e)]
-    localserve.stop()
+    server.stop()
     stored = [p for p in glob.glob(os.path.join(newdir, "*")) if b"in flight" in open(p, "rb").read(200)]
+    return code, texts, stored
+
+
+def test_shutdown_answers_delivery_in_progress(localserve):
+    """A message being stored when the server is told to stop gets its answer:
+    leaving the loop before the storage job was done stored the message but
+    the 250 never reached the client, which then sends it again (a duplicate)."""
+    code, texts, stored = stop_during_delivery(localserve)
     assert code in (250, 421, 451), (code, texts, len(stored))
     if code != 250:
         assert not stored, f"message stored but the client got {code} {texts}"
+
+
+def test_shutdown_refuses_delivery_still_queued(server_dir):
+    """A delivery still waiting for its storage thread when ShutdownTimeout runs out
+    is refused with 451 and not stored. It used to run after the loop had stopped:
+    stored, but the client never got its 250 and would send the message again."""
+    server_dir.set_limits(ShutdownTimeout="200ms")
+    server_dir.start()
+    code, texts, stored = stop_during_delivery(server_dir)
+    assert code == 451, (code, texts)
+    assert "shutting down" in " ".join(texts)
+    assert "refusing deliveries not yet stored" in open(server_dir.logpath).read()
+    assert not stored, "refused with 451, yet stored"
+    # The adoption that kept the thread busy was finished or is picked up again: nothing is lost.
+    server_dir.start()
+    c = imaplib.IMAP4("127.0.0.1", server_dir.ports["IMAP"])
+    c.login("mox@localhost", "moxmoxmox")
+    typ, data = c.select("INBOX")
+    assert typ == "OK" and int(data[0]) >= 20000
+    typ, data = c.search(None, "SUBJECT", '"in flight"')
+    assert data == [b""]
+    c.logout()
