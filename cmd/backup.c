@@ -236,6 +236,10 @@ verify_account(const char *datadir, const char *name, bool fix, bool *locked_r)
 		free(db);
 		return 1;
 	}
+	struct idx_account_info info;
+	if (idx_account_info(a, &info, err, sizeof(err)) > 0 && info.tc_wal_cut > 0)
+		printf("account %s: index rollback log ended in a torn entry (a crash while writing it): cut %llu bytes\n",
+		    name, (unsigned long long)info.tc_wal_cut);
 	if (fix) {
 		struct idx_sync_stats st = {0};
 

@@ -171,6 +171,11 @@ account_open(struct store_account *sa)
 			log_info("store", 0, "delivery log replayed after a crash", "account", sa->name, "added", added,
 			    "restored", restored);
 		}
+		if (info.tc_wal_cut > 0) {
+			snprintf(added, sizeof(added), "%llu", (unsigned long long)info.tc_wal_cut);
+			log_info("store", 0, "index rollback log ended in a torn entry (a crash while writing it): cut",
+			    "account", sa->name, "bytes", added);
+		}
 		log_debug("store", 0, "account opened", "account", sa->name);
 	}
 	free(dir);

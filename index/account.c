@@ -132,6 +132,109 @@ static int rec_save(struct idx_account *a, char *err, size_t errlen)
 	return r;
 }
 
+/*
+ * Tokyo Cabinet's write-ahead log (index.tcb.wal) holds the old bytes of
+ * every region a transaction changes, each written before its change: an
+ * 8-byte file size at the start of the transaction, then entries of an 8-byte
+ * offset, a 4-byte length and that many bytes, the first one the 256-byte
+ * header. Integers are in the byte order TC was built with (big-endian in
+ * Debian's package), found from that first entry (offset 0, length 256).
+ * A process killed while it wrote an entry leaves it torn (a write to a file
+ * stops short at a fatal signal). TC's open then restores the entries before
+ * it but does not read the restored header again: it goes on with the
+ * killed transaction's file size past the end it truncated to, and later
+ * reads the zeros there as a record ("invalid record header" on a commit;
+ * measured: kill -9 during `mox import`, then verifydata -fix). The torn
+ * entry's region was never written, so ending the log after the last whole
+ * entry makes the restore complete.
+ * Only with the file free: TC locks it with fcntl (whole file, for the
+ * process) and, within a process, by its real path (tcpathlock). An OFD lock
+ * conflicts with another process's fcntl lock, and closing our descriptor
+ * drops no lock of this process because the free path lock says it holds
+ * none. A file in use is left alone: its log belongs to a live transaction.
+ */
+static uint64_t tc_int(const uint8_t *p, size_t n, bool big)
+{
+	uint64_t v = 0;
+
+	for (size_t i = 0; i < n; i++)
+		v |= (uint64_t)p[big ? i : n - 1 - i] << (8 * (n - 1 - i));
+	return v;
+}
+
+/* The length of the log's whole entries (8 + entries); 0 when it has none. */
+static uint64_t tc_wal_whole(int fd, uint64_t size)
+{
+	uint8_t h[12], fs[8];
+	uint64_t pos = 8, fsiz;
+	bool big;
+
+	if (size < 8 + sizeof(h) + 256 || pread(fd, fs, sizeof(fs), 0) != (ssize_t)sizeof(fs) ||
+	    pread(fd, h, sizeof(h), 8) != (ssize_t)sizeof(h))
+		return 0;
+	if (tc_int(h, 8, true) == 0 && tc_int(h + 8, 4, true) == 256)
+		big = true;
+	else if (tc_int(h, 8, false) == 0 && tc_int(h + 8, 4, false) == 256)
+		big = false;
+	else
+		return 0; /* not a log we know: TC's own restore decides */
+	fsiz = tc_int(fs, 8, big);
+	while (pos + sizeof(h) <= size) {
+		if (pread(fd, h, sizeof(h), (off_t)pos) != (ssize_t)sizeof(h))
+			break;
+		uint64_t off = tc_int(h, 8, big), len = tc_int(h + 8, 4, big);
+		/* TC logs only regions inside the file's size at the start. */
+		if (len == 0 || off > fsiz || len > fsiz - off || len > size - pos - sizeof(h))
+			break;
+		pos += sizeof(h) + len;
+	}
+	return pos;
+}
+
+int idx_tc_wal_mend(const char *dbpath, uint64_t *cut_r, char *err, size_t errlen)
+{
+	char *rpath, *walpath;
+	struct stat st;
+	int r = 1;
+
+	*cut_r = 0;
+	rpath = tcrealpath(dbpath);
+	if (rpath == NULL)
+		return 1; /* no index yet */
+	size_t n = strlen(dbpath) + sizeof(".wal");
+	walpath = idx_xmalloc(n);
+	snprintf(walpath, n, "%s.wal", dbpath);
+	if (stat(walpath, &st) == 0 && st.st_size > 0 && tcpathlock(rpath)) {
+		int fd = open(dbpath, O_RDWR | O_CLOEXEC);
+		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+
+		if (fd >= 0 && fcntl(fd, F_OFD_SETLK, &fl) == 0) {
+			int wfd = open(walpath, O_RDWR | O_CLOEXEC);
+
+			if (wfd >= 0 && fstat(wfd, &st) == 0) {
+				uint64_t whole = tc_wal_whole(wfd, (uint64_t)st.st_size);
+
+				if (whole > 0 && whole < (uint64_t)st.st_size) {
+					if (ftruncate(wfd, (off_t)whole) < 0) {
+						idx_seterr(err, errlen, "%s: cutting a torn entry: %s", walpath, strerror(errno));
+						r = -1;
+					} else {
+						*cut_r = (uint64_t)st.st_size - whole;
+					}
+				}
+			}
+			if (wfd >= 0)
+				close(wfd);
+		}
+		if (fd >= 0)
+			close(fd);
+		tcpathunlock(rpath);
+	}
+	free(walpath);
+	free(rpath);
+	return r;
+}
+
 int op_begin(struct idx_account *a, char *err, size_t errlen)
 {
 	pthread_mutex_lock(&a->mu);
@@ -524,11 +627,14 @@ int idx_account_open_upgrades(const char *dir, const struct idx_options *opts, c
 	 * page a transaction writes (measured: 11 fsyncs for one STORE, ~40 ms under
 	 * load). Instead a commit is made durable with one fdatasync of the file
 	 * (op_end), or by the delivery log and its checkpoints (wal.c). A process
-	 * crash (kill -9) is still recovered by TC's WAL from the page cache; a
+	 * crash (kill -9) is still recovered by TC's WAL from the page cache (once
+	 * idx_tc_wal_mend cut a torn last entry of it); a
 	 * power loss can damage the index, which `mox verifydata -fix` rebuilds
 	 * from the Maildir, after the delivery log's replay restored the files
 	 * it holds (index/SCHEMA.md "Delivery log" says what that does not cover).
 	 */
+	if (idx_tc_wal_mend(a->dbpath, &a->tcwal_cut, err, errlen) < 0)
+		goto fail;
 	omode = BDBOWRITER | BDBOCREAT | BDBOLCKNB;
 	if (!tcbdbopen(a->db, a->dbpath, omode)) {
 		int ecode = tcbdbecode(a->db);
@@ -656,6 +762,7 @@ int idx_account_info(struct idx_account *a, struct idx_account_info *info_r, cha
 	info_r->wal_applied = a->wal_applied;
 	info_r->wal_restored = a->wal_restored;
 	info_r->wal_dropped = a->wal_dropped;
+	info_r->tc_wal_cut = a->tcwal_cut;
 	snprintf(info_r->wal_error, sizeof(info_r->wal_error), "%s", a->wal_error);
 	cur = tcbdbcurnew(a->db);
 	if (tcbdbcurjump(cur, k, 1)) {

@@ -169,6 +169,10 @@ struct idx_account_info {
 	uint64_t wal_applied, wal_restored, wal_dropped;
 	/* Why the account has no delivery log (it could not be created); "" fine. */
 	char wal_error[256];
+	/* Bytes of a torn entry cut from Tokyo Cabinet's own write-ahead log
+	 * (index.tcb.wal) before its rollback at open: a process was killed while
+	 * writing it (idx_tc_wal_mend in account.c). */
+	uint64_t tc_wal_cut;
 };
 int idx_account_info(struct idx_account *a, struct idx_account_info *info_r, char *err, size_t errlen);
 

@@ -105,6 +105,7 @@ struct idx_account {
 	struct idx_wal *wal;
 	uint64_t wal_applied, wal_restored, wal_dropped; /* what the replay at open did */
 	char wal_error[256]; /* why the open left the account without a log ("" none) */
+	uint64_t tcwal_cut;  /* bytes of a torn entry cut from index.tcb.wal at open */
 	bool wal_test_exit; /* tests: _exit(0) right after the log's fdatasync (a crash) */
 };
 
@@ -124,6 +125,13 @@ struct sync_stamp {
 /* ---- rec.c: keys and records ---- */
 
 void be32_put(uint8_t *p, uint32_t v);
+/*
+ * Before Tokyo Cabinet opens dbpath: cut a torn last entry from its
+ * write-ahead log (dbpath.wal), left by a process killed while writing it.
+ * Only when no other process and no handle of this one has the file open.
+ * *cut_r: bytes cut (0: nothing to mend). 1 ok, -1 error (err set).
+ */
+int idx_tc_wal_mend(const char *dbpath, uint64_t *cut_r, char *err, size_t errlen);
 void be64_put(uint8_t *p, uint64_t v);
 uint32_t be32_get(const uint8_t *p);
 uint64_t be64_get(const uint8_t *p);

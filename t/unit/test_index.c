@@ -1491,6 +1491,218 @@ static void test_corrupt_record(void **state)
 	}
 }
 
+/* ---- Tokyo Cabinet's own write-ahead log ---- */
+
+static void copy_file(const char *from, const char *to)
+{
+	char buf[65536];
+	int in = open(from, O_RDONLY), out = open(to, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	ssize_t n;
+
+	assert_true(in >= 0 && out >= 0);
+	while ((n = read(in, buf, sizeof(buf))) > 0)
+		assert_int_equal(write(out, buf, (size_t)n), n);
+	assert_int_equal(n, 0);
+	close(in);
+	close(out);
+}
+
+static void tc_key(char *k, size_t len, int i)
+{
+	snprintf(k, len, "k%06d", i);
+}
+
+/*
+ * The state a kill -9 leaves in the middle of a transaction that grew the
+ * file and moved records: name holds the database as written so far and a
+ * log whose entries are whole (copied while the transaction runs: what the
+ * page cache holds), then the first torn bytes of one more entry, whose
+ * region the killed process never got to write: its 12-byte head (offset 0,
+ * length 256, in the log's own byte order) and part of its data.
+ */
+static void tc_crash_image(const char *root, const char *name, size_t torn)
+{
+	char path[256], to[300], wal[300], k[32], v[300], entry[12 + 255];
+	TCHDB *h = tchdbnew();
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/live.tcb", root);
+	assert_true(tchdbsetdfunit(h, 8));
+	assert_true(tchdbopen(h, path, HDBOWRITER | HDBOCREAT | HDBOTRUNC));
+	memset(v, 'v', sizeof(v));
+	assert_true(tchdbtranbegin(h));
+	for (int i = 0; i < 1000; i++) {
+		tc_key(k, sizeof(k), i);
+		v[0] = (char)('a' + i % 26);
+		assert_true(tchdbput(h, k, (int)strlen(k), v, sizeof(v)));
+	}
+	assert_true(tchdbtrancommit(h));
+	assert_true(tchdbtranbegin(h));
+	for (int i = 0; i < 1000; i += 2) {
+		tc_key(k, sizeof(k), i);
+		assert_true(tchdbout(h, k, (int)strlen(k)));
+	}
+	assert_true(tchdbtrancommit(h));
+	/* Not committed: new records past the end and in the free space. */
+	assert_true(tchdbtranbegin(h));
+	for (int i = 1000; i < 3000; i++) {
+		tc_key(k, sizeof(k), i);
+		assert_true(tchdbput(h, k, (int)strlen(k), v, (int)(100 + i % 200)));
+	}
+	snprintf(to, sizeof(to), "%s/%s", root, name);
+	copy_file(path, to);
+	snprintf(wal, sizeof(wal), "%s.wal", path);
+	snprintf(to, sizeof(to), "%s/%s.wal", root, name);
+	copy_file(wal, to);
+	assert_true(torn < sizeof(entry));
+	fd = open(to, O_RDWR | O_APPEND);
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, entry, sizeof(entry), 8), (ssize_t)sizeof(entry));
+	assert_int_equal(write(fd, entry, torn), (ssize_t)torn);
+	close(fd);
+	assert_true(tchdbtranabort(h));
+	assert_true(tchdbclose(h));
+	tchdbdel(h);
+}
+
+/* Open the image, write in transactions (defragmentation walks the file), read all back. */
+static bool tc_image_works(const char *root, const char *name)
+{
+	char path[256], k[32], v[300];
+	TCHDB *h = tchdbnew();
+	bool ok = true;
+
+	snprintf(path, sizeof(path), "%s/%s", root, name);
+	assert_true(tchdbsetdfunit(h, 8));
+	assert_true(tchdbopen(h, path, HDBOWRITER));
+	memset(v, 'w', sizeof(v));
+	for (int r = 0; r < 20 && ok; r++) {
+		ok = tchdbtranbegin(h);
+		for (int i = 0; i < 200 && ok; i++) {
+			snprintf(k, sizeof(k), "n%d-%d", r, i);
+			ok = tchdbput(h, k, (int)strlen(k), v, 50 + i);
+		}
+		for (int i = 0; i < 200 && ok; i += 3) {
+			snprintf(k, sizeof(k), "n%d-%d", r, i);
+			ok = tchdbout(h, k, (int)strlen(k));
+		}
+		ok = ok && tchdbtrancommit(h);
+	}
+	/* Exactly what was committed before the crash. */
+	for (int i = 0; i < 3000 && ok; i++) {
+		int sz;
+		char *got;
+
+		tc_key(k, sizeof(k), i);
+		got = tchdbget(h, k, (int)strlen(k), &sz);
+		if (i < 1000 && i % 2 == 1)
+			assert_true(got != NULL && sz == 300 && got[0] == 'a' + i % 26);
+		else
+			assert_null(got);
+		free(got);
+	}
+	ok = ok && tchdbiterinit(h);
+	while (ok) {
+		int sz;
+		char *key = tchdbiternext(h, &sz);
+		if (key == NULL) {
+			ok = tchdbecode(h) == TCENOREC;
+			break;
+		}
+		free(key);
+	}
+	ok = ok && tchdboptimize(h, -1, -1, -1, UINT8_MAX);
+	tchdbclose(h);
+	tchdbdel(h);
+	return ok;
+}
+
+/*
+ * A process killed while writing an entry of Tokyo Cabinet's write-ahead log
+ * left it torn; TC's rollback at the next open then kept the killed
+ * transaction's file size and read zeros as records ("invalid record header"
+ * in the CI's kill -9 import test). The open cuts the torn entry first.
+ */
+static void test_tc_wal_torn(void **state)
+{
+	struct fx *f = *state;
+	static const size_t torn[] = { 1, 11, 12, 13, 200, 267 - 1 };
+	char path[256];
+	uint64_t cut;
+	char err[256];
+
+	for (size_t i = 0; i < sizeof(torn) / sizeof(torn[0]); i++) {
+		tc_crash_image(f->root, "mended.tcb", torn[i]);
+		snprintf(path, sizeof(path), "%s/mended.tcb", f->root);
+		assert_int_equal(idx_tc_wal_mend(path, &cut, err, sizeof(err)), 1);
+		assert_int_equal(cut, torn[i]);
+		assert_true(tc_image_works(f->root, "mended.tcb"));
+	}
+	/* The premise: Tokyo Cabinet on its own breaks on such an image. */
+	tc_crash_image(f->root, "torn.tcb", 200);
+	assert_false(tc_image_works(f->root, "torn.tcb"));
+	/* A log of whole entries (killed between two) is left as it is. */
+	tc_crash_image(f->root, "whole.tcb", 0);
+	snprintf(path, sizeof(path), "%s/whole.tcb", f->root);
+	assert_int_equal(idx_tc_wal_mend(path, &cut, err, sizeof(err)), 1);
+	assert_int_equal(cut, 0);
+	assert_true(tc_image_works(f->root, "whole.tcb"));
+	/* No index yet, no log: nothing to do. */
+	snprintf(path, sizeof(path), "%s/none.tcb", f->root);
+	assert_int_equal(idx_tc_wal_mend(path, &cut, err, sizeof(err)), 1);
+	assert_int_equal(cut, 0);
+}
+
+/* The log of a database that is open (here or in another process) is a live transaction's: never cut. */
+static void test_tc_wal_live(void **state)
+{
+	struct fx *f = *state;
+	char path[256], wal[300], k[32], err[256];
+	TCHDB *h = tchdbnew();
+	struct stat before, after;
+	uint64_t cut = 99;
+	int status;
+
+	snprintf(path, sizeof(path), "%s/live2.tcb", f->root);
+	snprintf(wal, sizeof(wal), "%s.wal", path);
+	assert_true(tchdbopen(h, path, HDBOWRITER | HDBOCREAT));
+	assert_true(tchdbtranbegin(h));
+	for (int i = 0; i < 500; i++) {
+		tc_key(k, sizeof(k), i);
+		assert_true(tchdbput(h, k, (int)strlen(k), k, (int)strlen(k)));
+	}
+	/* Stray bytes after the entries look like a torn one. */
+	int fd = open(wal, O_WRONLY | O_APPEND);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "\0\0\0", 3), 3);
+	close(fd);
+	assert_int_equal(stat(wal, &before), 0);
+	assert_int_equal(idx_tc_wal_mend(path, &cut, err, sizeof(err)), 1);
+	assert_int_equal(cut, 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		uint64_t c = 99;
+		_exit(idx_tc_wal_mend(path, &c, err, sizeof(err)) == 1 && c == 0 ? 0 : 1);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	assert_int_equal(stat(wal, &after), 0);
+	assert_int_equal(after.st_size, before.st_size);
+	/* This process's lock survived the check: another process still cannot open it. */
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		TCHDB *o = tchdbnew();
+		_exit(tchdbopen(o, path, HDBOWRITER | HDBOLCKNB) ? 1 : 0);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	assert_true(tchdbtrancommit(h));
+	assert_true(tchdbclose(h));
+	tchdbdel(h);
+}
+
 /* ---- durability path ---- */
 
 static void test_fsync_on(void **state)
@@ -1745,6 +1957,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sync_stamp, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sync_names, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_record, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tc_wal_torn, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tc_wal_live, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fsync_on, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_upgrade, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_upgrade_steps, setup, teardown),
