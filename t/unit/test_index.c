@@ -3,8 +3,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -1703,6 +1706,77 @@ static void test_tc_wal_live(void **state)
 	tchdbdel(h);
 }
 
+/* ---- Tokyo Cabinet's test yields (index/tcyield.c) ---- */
+
+static atomic_bool spin_stop;
+
+static void *spinner(void *arg)
+{
+	cpu_set_t *cpu = arg;
+
+	pthread_setaffinity_np(pthread_self(), sizeof(*cpu), cpu);
+	while (!atomic_load(&spin_stop))
+		;
+	return NULL;
+}
+
+static long involuntary_switches(void)
+{
+	char line[256];
+	long n = -1;
+	FILE *f = fopen("/proc/thread-self/status", "r");
+
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (sscanf(line, "nonvoluntary_ctxt_switches: %ld", &n) == 1)
+			break;
+	fclose(f);
+	return n;
+}
+
+/*
+ * Debian's TC yields the CPU every few dozen of its internal calls; with
+ * another thread runnable on the same CPU each yield was a switch to it.
+ * Walking a TC map a million times (what tcbdbmemsync and a SELECT do) now
+ * switches only when the scheduler's time slice says so.
+ */
+static void test_tc_no_test_yields(void **state)
+{
+	cpu_set_t cpu, all;
+	pthread_t t;
+	TCMAP *m = tcmapnew();
+	long before, after;
+	int sz, first = 0;
+
+	/* Both threads on one CPU this process may use. */
+	assert_int_equal(pthread_getaffinity_np(pthread_self(), sizeof(all), &all), 0);
+	while (!CPU_ISSET(first, &all))
+		first++;
+	CPU_ZERO(&cpu);
+	CPU_SET(first, &cpu);
+	assert_int_equal(pthread_setaffinity_np(pthread_self(), sizeof(cpu), &cpu), 0);
+	for (int i = 0; i < 1000; i++)
+		tcmapput(m, &i, sizeof(i), &i, sizeof(i));
+	atomic_store(&spin_stop, false);
+	assert_int_equal(pthread_create(&t, NULL, spinner, &cpu), 0);
+	usleep(10000);
+	before = involuntary_switches();
+	for (int r = 0; r < 1000; r++) {
+		tcmapiterinit(m);
+		while (tcmapiternext(m, &sz) != NULL)
+			;
+	}
+	after = involuntary_switches();
+	atomic_store(&spin_stop, true);
+	pthread_join(t, NULL);
+	tcmapdel(m);
+	pthread_setaffinity_np(pthread_self(), sizeof(all), &all);
+	/* With the yields: one per ~40 calls, about 25,000 switches. */
+	assert_true(after - before < 2000);
+	/* Other callers still yield (no spinner now: it returns at once). */
+	assert_int_equal(sched_yield(), 0);
+}
+
 /* ---- durability path ---- */
 
 static void test_fsync_on(void **state)
@@ -1959,6 +2033,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_corrupt_record, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tc_wal_torn, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tc_wal_live, setup, teardown),
+		cmocka_unit_test(test_tc_no_test_yields),
 		cmocka_unit_test_setup_teardown(test_fsync_on, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_upgrade, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_upgrade_steps, setup, teardown),
