@@ -618,7 +618,8 @@ int wal_append(struct idx_account *a, const struct wal_msg *msgs, size_t n, uint
 		} else {
 			if (ss_r != NULL) {
 				char *path = wal_path(a, "");
-				*ss_r = maildir_syncset_new();
+				/* One message: synced in this thread once its commit is done. */
+				*ss_r = n == 1 ? maildir_syncset_new_deferred() : maildir_syncset_new();
 				maildir_syncset_file(*ss_r, path);
 				free(path);
 			}

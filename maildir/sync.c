@@ -34,6 +34,8 @@ struct maildir_syncset {
 	pthread_cond_t cond;
 	size_t pending;
 	char err[256]; /* first error, "" none */
+	bool deferred;              /* jobs run in maildir_syncset_wait */
+	struct sync_job *held;      /* ... kept here until then */
 };
 
 static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
@@ -127,6 +129,15 @@ maildir_syncset_new(void)
 	return s;
 }
 
+struct maildir_syncset *
+maildir_syncset_new_deferred(void)
+{
+	struct maildir_syncset *s = maildir_syncset_new();
+
+	s->deferred = true;
+	return s;
+}
+
 static void
 add(struct maildir_syncset *s, enum sync_kind kind, const char *path)
 {
@@ -139,6 +150,11 @@ add(struct maildir_syncset *s, enum sync_kind kind, const char *path)
 	j->set = s;
 	j->kind = kind;
 	memcpy(j->path, path, len + 1);
+	if (s->deferred) {
+		j->next = s->held;
+		s->held = j;
+		return;
+	}
 	pthread_mutex_lock(&s->mu);
 	s->pending++;
 	pthread_mutex_unlock(&s->mu);
@@ -184,6 +200,16 @@ maildir_syncset_wait(struct maildir_syncset **sp, char *err, size_t errlen)
 
 	if (s == NULL)
 		return 1;
+	while (s->held != NULL) {
+		struct sync_job *j = s->held;
+		char jerr[256];
+
+		s->held = j->next;
+		run_job(j, jerr, sizeof(jerr));
+		if (jerr[0] != '\0' && s->err[0] == '\0')
+			snprintf(s->err, sizeof(s->err), "%s", jerr);
+		free(j);
+	}
 	pthread_mutex_lock(&s->mu);
 	while (s->pending > 0)
 		pthread_cond_wait(&s->cond, &s->mu);

@@ -1059,6 +1059,43 @@ static void test_scan_vanishing(void **state)
 }
 
 /* maildir_copy_fd: an existing destination is left alone; a failed read leaves nothing behind. */
+/* Sync sets: the pool's, and a deferred one whose syncs run in maildir_syncset_wait. */
+static void test_syncset(void **state)
+{
+	struct fixture *f = *state;
+	struct maildir_syncset *s;
+	char path[300], err[256];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/later", f->root);
+	/* Deferred: nothing runs before the wait, so the file may appear after the add. */
+	s = maildir_syncset_new_deferred();
+	maildir_syncset_file(s, path);
+	maildir_syncset_dir(s, f->root);
+	fd = open(path, O_WRONLY | O_CREAT, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "x", 1), 1);
+	close(fd);
+	assert_int_equal(maildir_syncset_wait(&s, err, sizeof(err)), 1);
+	assert_null(s);
+	/* A failure is reported by the wait, deferred or not. */
+	snprintf(path, sizeof(path), "%s/missing", f->root);
+	s = maildir_syncset_new_deferred();
+	maildir_syncset_file(s, path);
+	assert_int_equal(maildir_syncset_wait(&s, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "missing"));
+	s = maildir_syncset_new();
+	maildir_syncset_file(s, path);
+	maildir_syncset_fs(s, f->root);
+	assert_int_equal(maildir_syncset_wait(&s, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "missing"));
+	/* An empty set of either kind waits for nothing. */
+	s = maildir_syncset_new_deferred();
+	assert_int_equal(maildir_syncset_wait(&s, err, sizeof(err)), 1);
+	s = maildir_syncset_new();
+	assert_int_equal(maildir_syncset_wait(&s, err, sizeof(err)), 1);
+}
+
 static void test_copy_fd(void **state)
 {
 	struct fixture *f = *state;
@@ -1117,6 +1154,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_scan, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_scan_vanishing, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_copy_fd, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_syncset, setup_dir, teardown_dir),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
