@@ -445,6 +445,12 @@ cmd_finish_real(struct imap_conn *c)
 	}
 	if (c->closing)
 		return;
+	if (server_stopping(c->srv)) {
+		/* Kept open by imap_shutdown until this command's answer was out. */
+		imap_printf(c, "* BYE server shutting down\r\n");
+		imap_close(c);
+		return;
+	}
 	imap_touch(c);
 	bufferevent_enable(c->bev, EV_READ);
 	/* Pipelined input may already be buffered: continue from the loop. */
@@ -984,6 +990,13 @@ imap_shutdown(struct server *srv)
 {
 	for (struct imap_conn *c = conns; c != NULL; c = c->next) {
 		if (c->closing)
+			continue;
+		/*
+		 * A command waiting for storage (an APPEND, a COPY) gets its answer
+		 * first, then the BYE (cmd_finish_real): closed now, a stored message
+		 * would go unanswered and the client would append it again.
+		 */
+		if (c->busy && c->jobs > 0)
 			continue;
 		imap_printf(c, "* BYE server shutting down\r\n");
 		imap_close(c);

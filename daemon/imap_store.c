@@ -253,6 +253,8 @@ append_added(void *arg)
 	}
 	if (overquota)
 		imap_no(c, "[OVERQUOTA] account over quota");
+	else if (failed && server_stopping(c->srv))
+		imap_no(c, "[UNAVAILABLE] server shutting down, message not stored"); /* store_refuse_adds */
 	else if (failed)
 		imap_no(c, "[SERVERBUG] internal error");
 	else {

@@ -92,18 +92,14 @@ def test_starttls_forgets_plaintext_auth(localserve):
     r.close()
 
 
-def stop_during_delivery(server):
-    """Keep the account's storage thread busy (another program drops 20,000
-    messages into the Maildir, the inotify watch adopts them), send a message,
-    and send SIGTERM while it waits for storage. Returns (code, texts) of the
-    DATA reply (None when the connection closed without one) and the stored
-    copies of the message."""
-    import glob
+def busy_storage(server):
+    """Keep the account's storage thread busy for seconds: another program drops
+    20,000 messages into the Maildir and the inotify watch adopts them. Written in
+    tmp/ first, then renamed in at once: the first sync (250 ms after the first
+    event) adopts nearly all of them. Returns the folder's new/."""
     wait_secrets(server)
     maildir = os.path.join(server.dir, "data", "accounts", "mox", "Maildir")
     newdir = os.path.join(maildir, "new")
-    # Written in tmp/ first, then renamed in at once: the first sync (250 ms after
-    # the first event) adopts nearly all of them and keeps the thread busy.
     names = [f"1700000000.M{i}P1.other" for i in range(20000)]
     for i, n in enumerate(names):
         with open(os.path.join(maildir, "tmp", n), "wb") as f:
@@ -111,6 +107,19 @@ def stop_during_delivery(server):
     for n in names:
         os.rename(os.path.join(maildir, "tmp", n), os.path.join(newdir, n))
     time.sleep(0.3)
+    return newdir
+
+
+def stored_copies(newdir):
+    import glob
+    return [p for p in glob.glob(os.path.join(newdir, "*")) if b"in flight" in open(p, "rb").read(200)]
+
+
+def stop_during_delivery(server):
+    """Send a message while the storage thread is busy (busy_storage) and SIGTERM
+    while it waits for storage. Returns (code, texts) of the DATA reply (None
+    when the connection closed without one) and the stored copies of it."""
+    newdir = busy_storage(server)
     r = Raw(server.ports["SMTP"], timeout=60)
     assert r.reply()[0] == 220
     assert r.cmd("EHLO x.example")[0] == 250
@@ -125,8 +134,7 @@ def stop_during_delivery(server):
     except (EOFError, ConnectionResetError) as e:
         code, texts = None, [str(e)]
     server.stop()
-    stored = [p for p in glob.glob(os.path.join(newdir, "*")) if b"in flight" in open(p, "rb").read(200)]
-    return code, texts, stored
+    return code, texts, stored_copies(newdir)
 
 
 def test_shutdown_answers_delivery_in_progress(localserve):
@@ -159,3 +167,28 @@ def test_shutdown_refuses_delivery_still_queued(server_dir):
     typ, data = c.search(None, "SUBJECT", '"in flight"')
     assert data == [b""]
     c.logout()
+
+
+def test_shutdown_refuses_append_still_queued(server_dir):
+    """The same for IMAP: an APPEND still waiting for storage at the end of
+    ShutdownTimeout gets NO [UNAVAILABLE] and its message is not stored."""
+    server_dir.set_limits(ShutdownTimeout="200ms")
+    server_dir.start()
+    wait_secrets(server_dir)
+    s = socket.create_connection(("127.0.0.1", server_dir.ports["IMAP"]), timeout=60)
+    f = s.makefile("rb")
+    assert f.readline().startswith(b"* OK")
+    s.sendall(b"a LOGIN mox@localhost moxmoxmox\r\n")
+    while not (line := f.readline()).startswith(b"a "):
+        pass
+    assert line.startswith(b"a OK"), line
+    newdir = busy_storage(server_dir)
+    msg = b"Subject: in flight\r\n\r\nhello\r\n"
+    s.sendall(b"b APPEND INBOX {%d+}\r\n" % len(msg) + msg + b"\r\n")
+    time.sleep(0.05)
+    server_dir.proc.send_signal(15)
+    while not (line := f.readline()).startswith(b"b "):
+        assert line, "connection closed without an answer to APPEND"
+    assert line.startswith(b"b NO [UNAVAILABLE]"), line
+    server_dir.stop()
+    assert not stored_copies(newdir), "refused, yet stored"
