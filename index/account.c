@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 void idx_seterr(char *err, size_t errlen, const char *fmt, ...)
@@ -381,7 +382,13 @@ static int account_init(struct idx_account *a, const struct idx_options *o, uint
 
 	rec_account_clear(&a->rec);
 	a->rec.schema = schema;
-	a->rec.next_uidvalidity = 1;
+	/*
+	 * UIDVALIDITY values start at the clock, as Dovecot's do: an index built
+	 * again for the same Maildir (the old one moved aside) hands out values
+	 * clients have not seen with other UIDs, so they drop their caches.
+	 */
+	time_t now = time(NULL);
+	a->rec.next_uidvalidity = now > 1 && (uint64_t)now < UINT32_MAX - 100000 ? (uint64_t)now : 1;
 	a->rec.next_msgid = 1;
 	a->rec.next_mbid = 1;
 	a->rec_dirty = true;
@@ -628,10 +635,10 @@ int idx_account_open_upgrades(const char *dir, const struct idx_options *opts, c
 	 * load). Instead a commit is made durable with one fdatasync of the file
 	 * (op_end), or by the delivery log and its checkpoints (wal.c). A process
 	 * crash (kill -9) is still recovered by TC's WAL from the page cache (once
-	 * idx_tc_wal_mend cut a torn last entry of it); a
-	 * power loss can damage the index, which `mox verifydata -fix` rebuilds
-	 * from the Maildir, after the delivery log's replay restored the files
-	 * it holds (index/SCHEMA.md "Delivery log" says what that does not cover).
+	 * idx_tc_wal_mend cut a torn last entry of it); a power loss can damage
+	 * the index, after the delivery log's replay restored the files it holds
+	 * (index/SCHEMA.md "Delivery log" says what is not covered and how an
+	 * unreadable index is built again from the Maildir).
 	 */
 	if (idx_tc_wal_mend(a->dbpath, &a->tcwal_cut, err, errlen) < 0)
 		goto fail;
