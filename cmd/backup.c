@@ -220,10 +220,15 @@ verify_account(const char *datadir, const char *name, bool fix, bool *locked_r)
 	int r;
 
 	if (access(db, F_OK) != 0) {
-		printf("account %s: no index.tcb in %s\n", name, dir);
-		free(dir);
-		free(db);
-		return 1;
+		if (!fix) {
+			printf("account %s: no index.tcb in %s\n", name, dir);
+			free(dir);
+			free(db);
+			return 1;
+		}
+		/* Moved aside (unreadable): the open creates one, the sync below adopts the Maildir. */
+		printf("account %s: no index.tcb: building a new one from the Maildir (new UIDs and UIDVALIDITY)\n",
+		    name);
 	}
 	/* Without -fix nothing may change, not even a schema upgrade: report it instead. */
 	struct idx_options opts = {.no_upgrade = !fix};

@@ -420,7 +420,16 @@ deliver_finish(struct smtp_deliv *d)
 	if (t->w != NULL && maildir_writer_remove(t->w, err, sizeof(err)) < 0)
 		log_error(SMTP_PKG, c->ci->cid, "removing spool file", "err", err);
 	smtp_deliv_free(&c->deliv);
-	if (ok > 0) {
+	if (ok > 0 && temp > 0 && server_stopping(c->srv)) {
+		/*
+		 * Some accounts have the message, others were refused at the end of
+		 * ShutdownTimeout: a 250 would lose their copy. The client sends it
+		 * again later; the accounts that have it get it twice.
+		 */
+		log_info(SMTP_PKG, c->ci->cid, "message stored for some recipients only, at shutdown: 451", "from",
+		    t->mail_from);
+		smtp_reply(c, 451, "4.3.2", "server shutting down, message not accepted for every recipient, try again later");
+	} else if (ok > 0) {
 		char n[32];
 		snprintf(n, sizeof(n), "%zu", ok);
 		log_info(SMTP_PKG, c->ci->cid, "message delivered", "from", t->mail_from, "recipients", n, "remote",

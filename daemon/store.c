@@ -690,7 +690,8 @@ store_account_name(const struct store_account *sa)
 const char *
 store_account_error(const struct store_account *sa)
 {
-	if (sa->error[0] == '\0' && atomic_load(&sa->st->refusing))
+	/* Checked first: a refused job's prepare runs on another thread than the account's. */
+	if (atomic_load(&sa->st->refusing))
 		return "server shutting down";
 	return sa->error;
 }

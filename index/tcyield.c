@@ -21,35 +21,34 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/syscall.h>
-#include <tcbdb.h>
 #include <unistd.h>
 
 static pthread_once_t tc_once = PTHREAD_ONCE_INIT;
 static uintptr_t tc_start, tc_end; /* TC's executable segment */
 
+/* The loaded libtokyocabinet by name: in a non-PIE executable &tcbdbnew is its PLT stub. */
 static int find_tc(struct dl_phdr_info *info, size_t size, void *arg)
 {
-	uintptr_t probe = (uintptr_t)arg;
-
+	if (info->dlpi_name == NULL || strstr(info->dlpi_name, "libtokyocabinet") == NULL)
+		return 0;
 	for (int i = 0; i < info->dlpi_phnum; i++) {
 		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
 		uintptr_t start = info->dlpi_addr + ph->p_vaddr;
 
 		if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X))
 			continue;
-		if (probe >= start && probe < start + ph->p_memsz) {
-			tc_start = start;
-			tc_end = start + ph->p_memsz;
-			return 1;
-		}
+		tc_start = start;
+		tc_end = start + ph->p_memsz;
+		return 1;
 	}
 	return 0;
 }
 
 static void tc_range(void)
 {
-	(void)dl_iterate_phdr(find_tc, (void *)(uintptr_t)&tcbdbnew);
+	(void)dl_iterate_phdr(find_tc, NULL);
 }
 
 int sched_yield(void)

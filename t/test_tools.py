@@ -325,3 +325,48 @@ def test_import_crash_rounds(server_dir, tmp_path):
     # Nothing of the source is lost when the import completes after all that.
     mox("-config", cfg, "import", "mbox", "mox", "Complete", str(src))
     assert set(contents(folder(server_dir, "Complete"))) == want
+
+
+def test_verifydata_builds_moved_index(server_dir, tmp_path):
+    """An index moved aside (unreadable after a disk failure): verifydata -fix builds a
+    new one from the Maildir with every message, folder and flag, and new UIDVALIDITY
+    values (clients must not keep UIDs cached under the old ones)."""
+    import imaplib
+    cfg = server_dir.config
+    data = os.path.join(server_dir.dir, "data")
+    src = tmp_path / "in.mbox"
+    msgs = gen_mbox(src, 60, seed=3)
+    mox("-config", cfg, "import", "mbox", "mox", "Kept", str(src))
+    mox("-config", cfg, "import", "mbox", "mox", "INBOX", str(src))
+    server_dir.start()
+    c = imaplib.IMAP4("127.0.0.1", server_dir.ports["IMAP"])
+    c.login("mox@localhost", "moxmoxmox")
+    before = {mb: c.status(mb, "(MESSAGES UNSEEN UIDVALIDITY)")[1][0] for mb in ("INBOX", "Kept")}
+    c.logout()
+    server_dir.stop()
+    # UIDVALIDITY values start at the clock: a new index built in the same second as the
+    # old one was made could hand out the same ones (the limit of that scheme).
+    newest = max(int(re.search(rb"UIDVALIDITY (\d+)", v).group(1)) for v in before.values())
+    while time.time() <= newest + 1:
+        time.sleep(0.2)
+    acct = os.path.join(data, "accounts", "mox")
+    os.mkdir(os.path.join(acct, "aside"))
+    for name in os.listdir(acct):
+        if name.startswith("index."):
+            os.rename(os.path.join(acct, name), os.path.join(acct, "aside", name))
+    assert mox("-config", cfg, "verifydata", data, check=False).returncode != 0  # no index: reported
+    p = mox("-config", cfg, "verifydata", "-fix", data, check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "building a new one from the Maildir" in p.stdout
+    server_dir.start()
+    c = imaplib.IMAP4("127.0.0.1", server_dir.ports["IMAP"])
+    c.login("mox@localhost", "moxmoxmox")
+    for mb in ("INBOX", "Kept"):
+        got = c.status(mb, "(MESSAGES UNSEEN UIDVALIDITY)")[1][0]
+        old = dict(re.findall(rb"(\w+) (\d+)", before[mb]))
+        new = dict(re.findall(rb"(\w+) (\d+)", got))
+        assert new[b"MESSAGES"] == old[b"MESSAGES"] == b"60", (before[mb], got)
+        assert new[b"UNSEEN"] == old[b"UNSEEN"], (before[mb], got)
+        assert new[b"UIDVALIDITY"] != old[b"UIDVALIDITY"], (before[mb], got)
+    c.logout()
+    assert set(contents(folder(server_dir, "Kept"))) == {m.replace("\n", "\r\n").encode() for m in msgs}

@@ -1092,6 +1092,8 @@ class Bench:
                 break  # the client is done and nothing more arrives: stored elsewhere or lost
             time.sleep(0.01)
         el = time.monotonic() - t0
+        if sent_at is None:
+            got = count_files(maildir) - base  # the client never finished: count what arrived
         err = ""
         if p.poll() is None:
             PROCS.end(p.pid, grace=2)

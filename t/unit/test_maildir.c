@@ -1058,7 +1058,6 @@ static void test_scan_vanishing(void **state)
 	pthread_join(th, NULL);
 }
 
-/* maildir_copy_fd: an existing destination is left alone; a failed read leaves nothing behind. */
 /* Sync sets: the pool's, and a deferred one whose syncs run in maildir_syncset_wait. */
 static void test_syncset(void **state)
 {
@@ -1096,6 +1095,7 @@ static void test_syncset(void **state)
 	assert_int_equal(maildir_syncset_wait(&s, err, sizeof(err)), 1);
 }
 
+/* maildir_copy_fd: an existing destination is left alone; a failed read leaves nothing behind. */
 static void test_copy_fd(void **state)
 {
 	struct fixture *f = *state;
