@@ -170,10 +170,14 @@ server_stopping(struct server *srv)
 
 /* After the grace (limit ShutdownTimeout): how long the adds refused then have to get their answers out. */
 #define SERVER_STOP_ANSWER_MS 2000
+/* ... and how long adds already committing may still take (a slow disk): stored but
+ * unanswered, a message would be sent again. */
+#define SERVER_STOP_ADDS_MAX_MS 60000
 #define SERVER_STOP_POLL_MS 20
 
 static int64_t stop_deadline_ms; /* one server per process */
 static bool stop_refused;        /* the store refuses adds (after the grace) */
+static int64_t stop_adds_until;  /* then: wait for adds already committing until */
 
 static void
 stop_wait_cb(evutil_socket_t fd, short what, void *arg)
@@ -204,6 +208,13 @@ stop_wait_cb(evutil_socket_t fd, short what, void *arg)
 		log_info("server", 0, "connections still busy after the grace period: refusing deliveries not yet stored");
 		store_refuse_adds(srv->store);
 		stop_deadline_ms = mono_ms() + SERVER_STOP_ANSWER_MS;
+		stop_adds_until = mono_ms() + SERVER_STOP_ADDS_MAX_MS;
+	}
+	if (n > 0 && stop_refused && mono_ms() >= stop_deadline_ms && mono_ms() < stop_adds_until &&
+	    store_adds_running(srv->store)) {
+		struct timeval tv = {0, SERVER_STOP_POLL_MS * 1000};
+		evtimer_add(srv->stop_ev, &tv);
+		return;
 	}
 	if (n == 0 || mono_ms() >= stop_deadline_ms) {
 		event_base_loopexit(srv->base, NULL);

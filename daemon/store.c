@@ -53,6 +53,7 @@ struct job {
 	store_prepare_fn prepare; /* run once on the storage thread before the add */
 	bool prepared;            /* prepare ran, items marked after the sync */
 	const struct maildir_writer *syncw; /* file to sync on a sync thread first */
+	bool started;                       /* JOB_ADD: taken into a batch (counted in adds_running) */
 	bool sync_tried;                    /* a sync thread handled syncw */
 	bool synced;                        /* ... and synced it */
 	char sync_err[160];                 /* why syncing syncw failed ("" fine) */
@@ -108,6 +109,7 @@ struct store {
 	 * without an answer sends the message again.
 	 */
 	atomic_bool refusing;
+	atomic_int adds_running; /* add jobs started, their done callback not yet run */
 	/* completions */
 	pthread_mutex_t donemu;
 	struct job *done_head, *done_tail;
@@ -425,6 +427,9 @@ worker_main(void *arg)
 					pp = &c->next;
 				}
 			}
+			for (size_t i = 0; i < nb; i++)
+				batch[i]->started = true;
+			atomic_fetch_add(&st->adds_running, (int)nb);
 			struct idx_durable dur = {0};
 			run_adds(sa, batch, nb, &dur);
 			if (sa->idx != NULL && !sa->log_dirty) {
@@ -467,9 +472,17 @@ done_cb(evutil_socket_t fd, short what, void *arg)
 		list = j->next;
 		if (j->done != NULL)
 			j->done(j->arg);
+		if (j->kind == JOB_ADD && j->started)
+			atomic_fetch_sub(&st->adds_running, 1); /* after its answer was queued */
 		store_account_put(&j->sa);
 		free(j);
 	}
+}
+
+bool
+store_adds_running(struct store *st)
+{
+	return atomic_load(&st->adds_running) > 0;
 }
 
 struct store *

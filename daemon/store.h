@@ -58,6 +58,8 @@ void store_free(struct store **stp);
  * already committing finish normally.
  */
 void store_refuse_adds(struct store *st);
+/* Loop thread: adds are committing whose done callbacks have not run yet. */
+bool store_adds_running(struct store *st);
 void store_set_config(struct store *st, const struct config *cfg);
 
 /*

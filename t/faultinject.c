@@ -3,8 +3,9 @@
  * fdatasync fail with EIO for a file whose path contains the string in
  * MOX_FAULT_SYNC_PATH, but only while the file named by MOX_FAULT_SYNC_ON
  * exists, so a test switches the fault on and off while the daemon runs.
- * Every other call goes to the real function. Without both variables the
- * wrappers only forward.
+ * With MOX_FAULT_SYNC_DELAY_MS set, such a call waits that long and then
+ * succeeds instead (a slow disk). Every other call goes to the real
+ * function. Without both variables the wrappers only forward.
  *
  * Thread-safe: the environment is read once in a constructor (before the
  * daemon starts threads), the real functions are resolved once under
@@ -23,6 +24,7 @@
 
 static const char *fault_path; /* substring of the path to fail; NULL: never */
 static const char *fault_on;   /* control file; the fault is active while it exists */
+static long fault_delay_ms;    /* > 0: a hit waits this long, then syncs (no error) */
 static int (*real_fsync)(int);
 static int (*real_fdatasync)(int);
 static pthread_once_t resolve_once = PTHREAD_ONCE_INIT;
@@ -33,10 +35,12 @@ fault_init(void)
 {
 	const char *p = getenv("MOX_FAULT_SYNC_PATH");
 	const char *on = getenv("MOX_FAULT_SYNC_ON");
+	const char *delay = getenv("MOX_FAULT_SYNC_DELAY_MS");
 
 	if (p != NULL && p[0] != '\0' && on != NULL && on[0] != '\0') {
 		fault_path = p;
 		fault_on = on;
+		fault_delay_ms = delay != NULL ? strtol(delay, NULL, 10) : 0;
 	}
 }
 
@@ -77,8 +81,11 @@ fsync(int fd)
 {
 	pthread_once(&resolve_once, fault_resolve);
 	if (fault_hits(fd)) {
-		errno = EIO;
-		return -1;
+		if (fault_delay_ms <= 0) {
+			errno = EIO;
+			return -1;
+		}
+		usleep((useconds_t)fault_delay_ms * 1000);
 	}
 	if (real_fsync == NULL) {
 		errno = ENOSYS;
@@ -92,8 +99,11 @@ fdatasync(int fd)
 {
 	pthread_once(&resolve_once, fault_resolve);
 	if (fault_hits(fd)) {
-		errno = EIO;
-		return -1;
+		if (fault_delay_ms <= 0) {
+			errno = EIO;
+			return -1;
+		}
+		usleep((useconds_t)fault_delay_ms * 1000);
 	}
 	if (real_fdatasync == NULL) {
 		errno = ENOSYS;

@@ -16,6 +16,7 @@ import re
 import shutil
 import smtplib
 import subprocess
+import time
 
 import pytest
 
@@ -355,3 +356,48 @@ def test_log_sync_fault_falls_back_to_syncing_the_files(log_fault_server):
         _, want = message(t)
         assert t in bodies, f"{t} missing after restart; in INBOX: {sorted(bodies, key=str)}"
         assert len(bodies[t]) == 1 and want in bodies[t][0], f"{t}: {len(bodies[t])} copies or other bytes"
+
+
+def test_shutdown_waits_for_a_delivery_being_committed(tmpdir_short, faultlib):
+    """A slow disk: the delivery log's fdatasync takes 4 s. A message whose add is already
+    committing when ShutdownTimeout runs out is not refused (it may be stored already): the
+    server waits for it and answers 250 before it exits, instead of leaving the loop with the
+    message stored and unanswered (the client would send it again)."""
+    import threading
+    s = FaultServer(tmpdir_short, faultlib, "index.wal")
+    s.env["MOX_FAULT_SYNC_DELAY_MS"] = "4000"
+    s.init()
+    s.set_limits(ShutdownTimeout="200ms")
+    s.start()
+    try:
+        code, text = deliver(s, "before-slow-disk")
+        assert code == 250, (code, text)
+        s.on()
+        result = {}
+
+        def send():
+            c = smtplib.SMTP("127.0.0.1", s.ports["SMTP"], timeout=60)
+            c.ehlo("client.faults.example")
+            try:
+                c.sendmail(FROM, [USER], message("committing")[0])
+                result["r"] = (250, "")
+            except smtplib.SMTPResponseException as e:
+                result["r"] = (e.smtp_code, e.smtp_error.decode(errors="replace"))
+            except smtplib.SMTPServerDisconnected as e:
+                result["r"] = (None, str(e))
+            c.close()  # no QUIT: the server says 421 after the answer, it is stopping
+        t = threading.Thread(target=send)
+        t.start()
+        time.sleep(1.0)  # its add is in the log's (slow) fdatasync now
+        s.proc.send_signal(15)
+        t.join(timeout=60)
+        assert result.get("r") == (250, ""), result
+        s.off()
+        s.stop()
+        assert "refusing deliveries not yet stored" in open(s.logpath, errors="replace").read()
+        s.start()
+        bodies = inbox_bodies(s)
+        assert len(bodies.get("committing", [])) == 1, sorted(bodies, key=str)
+    finally:
+        s.off()
+        s.stop(expect_rc=None)
