@@ -174,9 +174,10 @@ account_open(struct store_account *sa)
 			    "restored", restored);
 		}
 		if (info.tc_wal_cut > 0) {
-			snprintf(added, sizeof(added), "%llu", (unsigned long long)info.tc_wal_cut);
+			char cut[24];
+			snprintf(cut, sizeof(cut), "%llu", (unsigned long long)info.tc_wal_cut);
 			log_info("store", 0, "index rollback log ended in a torn entry (a crash while writing it): cut",
-			    "account", sa->name, "bytes", added);
+			    "account", sa->name, "bytes", cut);
 		}
 		log_debug("store", 0, "account opened", "account", sa->name);
 	}

@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include "index/index_private.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -154,13 +155,20 @@ static int rec_save(struct idx_account *a, char *err, size_t errlen)
  * drops no lock of this process because the free path lock says it holds
  * none. A file in use is left alone: its log belongs to a live transaction.
  */
-static uint64_t tc_int(const uint8_t *p, size_t n, bool big)
+static uint64_t tc_u64(const uint8_t *p, bool big)
 {
-	uint64_t v = 0;
+	uint64_t v;
 
-	for (size_t i = 0; i < n; i++)
-		v |= (uint64_t)p[big ? i : n - 1 - i] << (8 * (n - 1 - i));
-	return v;
+	memcpy(&v, p, sizeof(v));
+	return big ? be64_get(p) : le64toh(v);
+}
+
+static uint32_t tc_u32(const uint8_t *p, bool big)
+{
+	uint32_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return big ? be32_get(p) : le32toh(v);
 }
 
 /* The length of the log's whole entries (8 + entries); 0 when it has none. */
@@ -173,17 +181,17 @@ static uint64_t tc_wal_whole(int fd, uint64_t size)
 	if (size < 8 + sizeof(h) + 256 || pread(fd, fs, sizeof(fs), 0) != (ssize_t)sizeof(fs) ||
 	    pread(fd, h, sizeof(h), 8) != (ssize_t)sizeof(h))
 		return 0;
-	if (tc_int(h, 8, true) == 0 && tc_int(h + 8, 4, true) == 256)
+	if (tc_u64(h, true) == 0 && tc_u32(h + 8, true) == 256)
 		big = true;
-	else if (tc_int(h, 8, false) == 0 && tc_int(h + 8, 4, false) == 256)
+	else if (tc_u64(h, false) == 0 && tc_u32(h + 8, false) == 256)
 		big = false;
 	else
 		return 0; /* not a log we know: TC's own restore decides */
-	fsiz = tc_int(fs, 8, big);
+	fsiz = tc_u64(fs, big);
 	while (pos + sizeof(h) <= size) {
 		if (pread(fd, h, sizeof(h), (off_t)pos) != (ssize_t)sizeof(h))
 			break;
-		uint64_t off = tc_int(h, 8, big), len = tc_int(h + 8, 4, big);
+		uint64_t off = tc_u64(h, big), len = tc_u32(h + 8, big);
 		/* TC logs only regions inside the file's size at the start. */
 		if (len == 0 || off > fsiz || len > fsiz - off || len > size - pos - sizeof(h))
 			break;

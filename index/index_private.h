@@ -125,13 +125,6 @@ struct sync_stamp {
 /* ---- rec.c: keys and records ---- */
 
 void be32_put(uint8_t *p, uint32_t v);
-/*
- * Before Tokyo Cabinet opens dbpath: cut a torn last entry from its
- * write-ahead log (dbpath.wal), left by a process killed while writing it.
- * Only when no other process and no handle of this one has the file open.
- * *cut_r: bytes cut (0: nothing to mend). 1 ok, -1 error (err set).
- */
-int idx_tc_wal_mend(const char *dbpath, uint64_t *cut_r, char *err, size_t errlen);
 void be64_put(uint8_t *p, uint64_t v);
 uint32_t be32_get(const uint8_t *p);
 uint64_t be64_get(const uint8_t *p);
@@ -173,6 +166,13 @@ int idx_dberr(struct idx_account *a, char *err, size_t errlen, const char *what)
 void *idx_xmalloc(size_t n);
 void *idx_xrealloc(void *p, size_t n);
 char *idx_xstrdup(const char *s);
+/*
+ * Before Tokyo Cabinet opens dbpath: cut a torn last entry from its
+ * write-ahead log (dbpath.wal), left by a process killed while writing it.
+ * Only when no other process and no handle of this one has the file open.
+ * *cut_r: bytes cut (0: nothing to mend). 1 ok, -1 error (err set).
+ */
+int idx_tc_wal_mend(const char *dbpath, uint64_t *cut_r, char *err, size_t errlen);
 
 /* get: 1 with *val_r (tcfree) and *len_r, 0 absent, -1. */
 int db_get(struct idx_account *a, const void *k, size_t klen, void **val_r, size_t *len_r, char *err,

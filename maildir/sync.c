@@ -150,14 +150,14 @@ add(struct maildir_syncset *s, enum sync_kind kind, const char *path)
 	j->set = s;
 	j->kind = kind;
 	memcpy(j->path, path, len + 1);
+	pthread_mutex_lock(&s->mu);
+	s->pending++;
+	pthread_mutex_unlock(&s->mu);
 	if (s->deferred) {
 		j->next = s->held;
 		s->held = j;
 		return;
 	}
-	pthread_mutex_lock(&s->mu);
-	s->pending++;
-	pthread_mutex_unlock(&s->mu);
 	if (pool_threads == 0) {
 		char err[256];
 		run_job(j, err, sizeof(err));
@@ -200,15 +200,13 @@ maildir_syncset_wait(struct maildir_syncset **sp, char *err, size_t errlen)
 
 	if (s == NULL)
 		return 1;
-	while (s->held != NULL) {
+	while (s->held != NULL) { /* a deferred set: its syncs run here */
 		struct sync_job *j = s->held;
 		char jerr[256];
 
 		s->held = j->next;
 		run_job(j, jerr, sizeof(jerr));
-		if (jerr[0] != '\0' && s->err[0] == '\0')
-			snprintf(s->err, sizeof(s->err), "%s", jerr);
-		free(j);
+		job_done(j, jerr);
 	}
 	pthread_mutex_lock(&s->mu);
 	while (s->pending > 0)

@@ -1788,14 +1788,18 @@ static void test_tc_no_test_yields(void **state)
 			;
 	}
 	after = involuntary_switches();
+	/* Any other caller still yields: about one call in three hands the CPU to the spinner. */
+	long others = involuntary_switches();
+	for (int i = 0; i < 300; i++)
+		assert_int_equal(sched_yield(), 0);
+	others = involuntary_switches() - others;
 	atomic_store(&spin_stop, true);
 	pthread_join(t, NULL);
 	tcmapdel(m);
 	pthread_setaffinity_np(pthread_self(), sizeof(all), &all);
-	/* With the yields: one per ~40 calls, about 25,000 switches. */
+	/* With TC's yields this was over 2,000 (one every few dozen calls). */
 	assert_true(after - before < 2000);
-	/* Other callers still yield (no spinner now: it returns at once). */
-	assert_int_equal(sched_yield(), 0);
+	assert_true(others >= 20);
 }
 
 /* ---- durability path ---- */
