@@ -1,9 +1,10 @@
 /*
  * store: storage threads and the account registry.
  *
- * Each thread has a queue of jobs. A thread takes everything queued at once;
- * consecutive "add" jobs of one account become one idx_add call (group
- * commit). Finished jobs go to one completion queue that an event on the loop
+ * Each thread has a queue of jobs. A thread takes one unit at a time: a job,
+ * or the "add" jobs of one account queued before its next other job, which
+ * become one idx_add call (group commit); the rest stays in the queue, where
+ * a refusal at shutdown still finds it. Finished jobs go to one completion queue that an event on the loop
  * thread drains, running the done callbacks there. An account is pinned to
  * one thread for its lifetime, which is what serializes its writes.
  */
@@ -350,6 +351,82 @@ checkpoint_idle(struct worker *w)
 	w->ndirty = 0;
 }
 
+/*
+ * Under w->mu, with w->head non-empty: take the next unit of work into
+ * batch. That is the first job, and when it is an add, the adds of the same
+ * account queued after it (up to cap), in order, stopping at another job of
+ * that account. Adds are marked started and counted in adds_running before
+ * the lock is released, so a refusal (store_refuse_adds) either still finds
+ * an add in the queue or the shutdown waits for its answer. While refusing,
+ * an add is taken alone and not started. Returns the number taken.
+ */
+static size_t
+take_locked(struct worker *w, struct job **batch, size_t cap)
+{
+	struct job *j = w->head, *prev = NULL;
+	size_t n = 0;
+
+	w->head = j->next;
+	if (w->head == NULL)
+		w->tail = NULL;
+	j->next = NULL;
+	batch[n++] = j;
+	if (j->kind != JOB_ADD || atomic_load(&w->st->refusing))
+		return n;
+	for (struct job *c = w->head, *next; c != NULL && n < cap; c = next) {
+		next = c->next;
+		if (c->sa != j->sa) {
+			prev = c;
+			continue;
+		}
+		if (c->kind != JOB_ADD)
+			break; /* keep the order of an account's jobs */
+		if (prev != NULL)
+			prev->next = next;
+		else
+			w->head = next;
+		if (w->tail == c)
+			w->tail = prev;
+		c->next = NULL;
+		batch[n++] = c;
+	}
+	for (size_t i = 0; i < n; i++)
+		batch[i]->started = true;
+	atomic_fetch_add(&w->st->adds_running, (int)n);
+	return n;
+}
+
+/*
+ * Adds taken by take_locked that did not fit in the batch go back to the
+ * front of the queue, in order (no other job of their account is before
+ * them), no longer started; when a refusal came meanwhile they are refused
+ * here, and their completion ends their count in adds_running.
+ */
+static void
+give_back(struct worker *w, struct job **jobs, size_t n)
+{
+	struct store *st = w->st;
+
+	pthread_mutex_lock(&w->mu);
+	if (!atomic_load(&st->refusing)) {
+		for (size_t i = 0; i < n; i++) {
+			jobs[i]->started = false;
+			jobs[i]->next = i + 1 < n ? jobs[i + 1] : w->head;
+		}
+		if (w->head == NULL)
+			w->tail = jobs[n - 1];
+		w->head = jobs[0];
+		atomic_fetch_sub(&st->adds_running, (int)n);
+		pthread_mutex_unlock(&w->mu);
+		return;
+	}
+	pthread_mutex_unlock(&w->mu);
+	for (size_t i = 0; i < n; i++) {
+		add_refuse(jobs[i]);
+		complete(st, jobs[i]);
+	}
+}
+
 static void *
 worker_main(void *arg)
 {
@@ -357,7 +434,8 @@ worker_main(void *arg)
 	struct store *st = w->st;
 
 	for (;;) {
-		struct job *list;
+		struct job *batch[64];
+		size_t n;
 
 		pthread_mutex_lock(&w->mu);
 		w->busy = false;
@@ -380,79 +458,67 @@ worker_main(void *arg)
 				pthread_mutex_lock(&w->mu);
 			}
 		}
-		list = w->head;
-		w->head = w->tail = NULL;
-		w->busy = list != NULL;
-		bool stop = w->stop;
-		pthread_mutex_unlock(&w->mu);
-		if (list == NULL && stop)
+		if (w->head == NULL) { /* stopping, and nothing is left */
+			pthread_mutex_unlock(&w->mu);
 			break;
+		}
+		/* One unit at a time: what stays queued can still be refused at shutdown. */
+		n = take_locked(w, batch, ARRAY_LEN(batch));
+		w->busy = true;
+		pthread_mutex_unlock(&w->mu);
 
-		while (list != NULL) {
-			struct job *j = list;
-			struct store_account *sa = j->sa;
-
-			if (!sa->open_tried)
-				account_open(sa);
-			if (j->kind == JOB_WORK) {
-				list = j->next;
-				j->work(sa, sa->idx, j->arg);
-				complete(st, j);
-				continue;
+		struct job *j = batch[0];
+		struct store_account *sa = j->sa;
+		if (!sa->open_tried)
+			account_open(sa);
+		if (j->kind == JOB_WORK) {
+			j->work(sa, sa->idx, j->arg);
+			complete(st, j);
+			continue;
+		}
+		if (!j->started) {
+			add_refuse(j);
+			complete(st, j);
+			continue;
+		}
+		/* Prepare the adds taken, then group as many as the batch limit allows. */
+		size_t nb = 0, nitems = 0;
+		for (size_t i = 0; i < n; i++) {
+			struct job *c = batch[i];
+			if (!c->prepared) {
+				if (c->prepare != NULL)
+					c->nitems = c->prepare(sa, sa->idx, c->arg);
+				c->prepared = true;
+				job_synced(c);
 			}
-			if (atomic_load(&st->refusing)) {
-				list = j->next;
-				add_refuse(j);
-				complete(st, j);
-				continue;
+			if (nb == i && (nb == 0 || nitems + c->nitems <= STORE_BATCH_MAX)) {
+				nb++;
+				nitems += c->nitems;
 			}
-			/* Gather the adds of this account that follow, up to the batch limit. */
-			struct job *batch[64];
-			size_t nb = 0, nitems = 0;
-			struct job **pp = &list;
-			while (*pp != NULL && nb < ARRAY_LEN(batch)) {
-				struct job *c = *pp;
-				if (c->kind == JOB_ADD && c->sa == sa && !c->prepared) {
-					if (c->prepare != NULL)
-						c->nitems = c->prepare(sa, sa->idx, c->arg);
-					c->prepared = true;
-					job_synced(c);
-				}
-				if (c->kind == JOB_ADD && c->sa == sa && (nb == 0 || nitems + c->nitems <= STORE_BATCH_MAX)) {
-					*pp = c->next;
-					batch[nb++] = c;
-					nitems += c->nitems;
-				} else if (c->sa == sa) {
-					break; /* keep the order of an account's jobs */
-				} else {
-					pp = &c->next;
-				}
-			}
+		}
+		if (nb < n)
+			give_back(w, batch + nb, n - nb);
+		struct idx_durable dur = {0};
+		run_adds(sa, batch, nb, &dur);
+		if (sa->idx != NULL && !sa->log_dirty) {
+			w->dirty = xrealloc(w->dirty, (w->ndirty + 1) * sizeof(*w->dirty));
+			w->dirty[w->ndirty++] = sa;
+			sa->log_dirty = true;
+		}
+		if (dur.commit == 0 && dur.ndirs == 0) {
 			for (size_t i = 0; i < nb; i++)
-				batch[i]->started = true;
-			atomic_fetch_add(&st->adds_running, (int)nb);
-			struct idx_durable dur = {0};
-			run_adds(sa, batch, nb, &dur);
-			if (sa->idx != NULL && !sa->log_dirty) {
-				w->dirty = xrealloc(w->dirty, (w->ndirty + 1) * sizeof(*w->dirty));
-				w->dirty[w->ndirty++] = sa;
-				sa->log_dirty = true;
-			}
-			if (dur.commit == 0 && dur.ndirs == 0) {
-				for (size_t i = 0; i < nb; i++)
-					complete(st, batch[i]);
-			} else {
-				/* The account's thread goes on; a sync thread makes the batch durable. */
-				struct job *c = xcalloc(1, sizeof(*c));
-				c->kind = JOB_DURABLE;
-				c->sa = sa;
-				c->dur = xcalloc(1, sizeof(*c->dur));
-				c->dur->d = dur;
-				c->dur->jobs = xmalloc(nb * sizeof(*c->dur->jobs));
-				memcpy(c->dur->jobs, batch, nb * sizeof(*batch));
-				c->dur->n = nb;
-				durable_push(st, c);
-			}
+				complete(st, batch[i]);
+		} else {
+			/* The account's thread goes on; a sync thread makes the batch durable. */
+			struct job *c = xcalloc(1, sizeof(*c));
+			c->kind = JOB_DURABLE;
+			c->sa = sa;
+			c->dur = xcalloc(1, sizeof(*c->dur));
+			c->dur->d = dur;
+			c->dur->jobs = xmalloc(nb * sizeof(*c->dur->jobs));
+			memcpy(c->dur->jobs, batch, nb * sizeof(*batch));
+			c->dur->n = nb;
+			durable_push(st, c);
 		}
 	}
 	return NULL;
