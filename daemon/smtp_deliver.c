@@ -32,13 +32,23 @@
  * Delivery: accounts one after another (a writer is never used by two
  * storage threads at once): one store_add_prepared per account, which on the
  * account's thread looks up (or creates) the target mailboxes, makes one
- * item per distinct mailbox, then syncs and commits with the batch. Only then is the spool file removed and the client
- * answered. Failures found only now (quota reached meanwhile, MaxMessageSize
- * without a declared SIZE, storage errors) cannot be reported per recipient
- * in SMTP: if at least one recipient got the message the answer is 250 and
- * the failures are logged (there is no queue for bounce messages yet); if
- * none did, the answer is the permanent error when every failure was
- * permanent, else 451 4.3.0.
+ * item per distinct mailbox, then syncs and commits with the batch. Only
+ * then is the spool file removed and the client answered.
+ *
+ * Failures found only now cannot be reported per recipient: SMTP has one
+ * reply for the whole message. The rule is that no mail is ever lost:
+ *  - a temporary failure (storage error, account not available or removed
+ *    by a reload, refused at shutdown) for any recipient gets 451 4.3.0
+ *    (4.3.2 and its own text at shutdown), also when other recipients got
+ *    the message, and one info line names the recipients that failed. The
+ *    client sends the message again; the recipients that have it get it
+ *    twice: a duplicate is better than a loss.
+ *  - a permanent failure (quota reached meanwhile, MaxMessageSize without a
+ *    declared SIZE) with at least one recipient stored gets 250 and a log
+ *    line: a 5xx would bounce the message for the recipients that have it,
+ *    and there is no queue for bounce messages yet.
+ *  - with no recipient stored, the answer is the permanent error when every
+ *    failure was permanent, else 451 (4.3.0, or 4.3.2 at shutdown).
  */
 #define _GNU_SOURCE 1
 #include "daemon/smtp_private.h"
@@ -48,6 +58,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include <tcutil.h>
 
 #include "daemon/idn.h"
 #include "daemon/log.h"
@@ -395,6 +407,7 @@ deliver_finish(struct smtp_deliv *d)
 	struct smtp_conn *c = d->c;
 	struct smtp_txn *t = c->txn;
 	size_t ok = 0, temp = 0, quota = 0, size = 0;
+	TCXSTR *failed = tcxstrnew(); /* recipients with a temporary failure, for the log */
 	char err[256];
 
 	for (size_t i = 0; i < t->nrcpts; i++) {
@@ -414,21 +427,31 @@ deliver_finish(struct smtp_deliv *d)
 		default:
 			temp++;
 			log_info(SMTP_PKG, c->ci->cid, "delivery failed", "rcpt", t->rcpts[i].addr, "reason", "temporary error");
+			if (tcxstrsize(failed) > 0)
+				tcxstrcat2(failed, " ");
+			tcxstrcat2(failed, t->rcpts[i].addr);
 			break;
 		}
 	}
 	if (t->w != NULL && maildir_writer_remove(t->w, err, sizeof(err)) < 0)
 		log_error(SMTP_PKG, c->ci->cid, "removing spool file", "err", err);
 	smtp_deliv_free(&c->deliv);
-	if (ok > 0 && temp > 0 && server_stopping(c->srv)) {
+	if (ok > 0 && temp > 0) {
 		/*
-		 * Some accounts have the message, others were refused at the end of
-		 * ShutdownTimeout: a 250 would lose their copy. The client sends it
-		 * again later; the accounts that have it get it twice.
+		 * Some recipients have the message, others failed for now (a storage
+		 * error, or refused at the end of ShutdownTimeout): a 250 would lose
+		 * their copy. The client sends it again later; the recipients that
+		 * have it get it twice.
 		 */
-		log_info(SMTP_PKG, c->ci->cid, "message stored for some recipients only, at shutdown: 451", "from",
-		    t->mail_from);
-		smtp_reply(c, 451, "4.3.2", "server shutting down, message not accepted for every recipient, try again later");
+		char n[32];
+		snprintf(n, sizeof(n), "%zu", ok);
+		log_info(SMTP_PKG, c->ci->cid, "message stored for some recipients only: 451", "from", t->mail_from,
+		    "stored", n, "failed", tcxstrptr(failed), "stopping", server_stopping(c->srv) ? "true" : "false");
+		if (server_stopping(c->srv))
+			smtp_reply(c, 451, "4.3.2",
+			    "server shutting down, message not accepted for every recipient, try again later");
+		else
+			smtp_reply(c, 451, "4.3.0", "message not stored for every recipient, try again later");
 	} else if (ok > 0) {
 		char n[32];
 		snprintf(n, sizeof(n), "%zu", ok);
@@ -445,6 +468,7 @@ deliver_finish(struct smtp_deliv *d)
 	} else {
 		smtp_reply(c, 451, "4.3.0", "error delivering message, try again later");
 	}
+	tcxstrdel(failed);
 	smtp_txn_free(&c->txn);
 	smtp_resume(c, SMTP_ST_READY);
 }

@@ -2,7 +2,8 @@
 t/faultinject.c through LD_PRELOAD) for the account's index files or its Maildir.
 
 While the fault is on, an SMTP delivery gets a temporary 4xx reply with an enhanced
-status code, never 250; IMAP APPEND gets NO; the daemon keeps running and answers new
+status code, never 250 (also when another recipient's account stored it: 451, and the
+retry gives that account a second copy); IMAP APPEND gets NO; the daemon keeps running and answers new
 sessions. With the Maildir's syncs failing, a small message may still get 250: the
 account's delivery log (index.wal, beside the index) made it durable, and the Maildir
 is synced later; messages over the log's limit (128 KiB) need the Maildir syncs first. After the fault is switched off and the daemon restarted, delivery works
@@ -401,3 +402,100 @@ def test_shutdown_waits_for_a_delivery_being_committed(tmpdir_short, faultlib):
     finally:
         s.off()
         s.stop(expect_rc=None)
+
+
+# ---- several accounts, one of them failing ----
+
+TWO_ACCOUNTS = """Domains:
+  localhost:
+    LocalpartCatchallSeparators:
+      - "+"
+Accounts:
+  mox:
+    Domain: localhost
+    Destinations:
+      mox@localhost: {}
+  bob:
+    Domain: localhost
+    Destinations:
+      bob@localhost: {}
+"""
+BOB = "bob@localhost"
+
+
+@pytest.fixture
+def bob_fault_server(tmpdir_short, faultlib):
+    """Accounts mox and bob; the fault fails every sync under bob's account directory
+    (its Maildir, its index and the delivery log beside it)."""
+    s = FaultServer(tmpdir_short, faultlib, "/accounts/bob/")
+    s.fault = "bob"
+    s.init()
+    with open(os.path.join(s.dir, "domains.yaml"), "w") as f:
+        f.write(TWO_ACCOUNTS)
+    s.start()
+    yield s
+    s.off()
+    s.stop(expect_rc=None)
+
+
+def send_to(server, token, rcpts):
+    """One SMTP transaction with every recipient in rcpts; returns the (code, text) of the
+    reply to DATA. Every RCPT must be accepted."""
+    msg, _ = message(token)
+    with smtplib.SMTP("127.0.0.1", server.ports["SMTP"], timeout=60) as c:
+        c.ehlo("client.faults.example")
+        assert c.mail(FROM)[0] == 250
+        for r in rcpts:
+            code, text = c.rcpt(r)
+            assert code == 250, (r, code, text)
+        code, text = c.data(msg)
+        return code, text.decode(errors="replace")
+
+
+def copies(server, account, token):
+    """How many message files in the account's INBOX (new/ and cur/) carry the token."""
+    n = 0
+    for sub in ("new", "cur"):
+        d = os.path.join(server.dir, "data", "accounts", account, "Maildir", sub)
+        for name in os.listdir(d) if os.path.isdir(d) else []:
+            with open(os.path.join(d, name), "rb") as f:
+                if f"X-Token: {token}\r\n".encode() in f.read():
+                    n += 1
+    return n
+
+
+@pytest.mark.parametrize("order", ["failing-first", "failing-last"])
+def test_partial_temporary_failure_gets_451_and_retry_duplicates(bob_fault_server, order):
+    """One message for two accounts, bob's disk failing: mox stores it, bob cannot. A 250
+    would lose bob's copy, so the reply to DATA is 451 4.3.0; the client sends it again once
+    the disk works, and mox gets it twice (a duplicate, not a loss). Accounts are delivered
+    in RCPT order: failing-first, bob's add syncs the spool file; failing-last, mox's did."""
+    s = bob_fault_server
+    rcpts = [BOB, USER] if order == "failing-first" else [USER, BOB]
+    # One delivery to each account first: both are open, with their logs, before the fault.
+    for rcpt, acct in ((USER, "mox"), (BOB, "bob")):
+        code, text = send_to(s, f"warmup-{acct}", [rcpt])
+        assert code == 250, (rcpt, code, text)
+        assert copies(s, acct, f"warmup-{acct}") == 1
+
+    s.on()
+    code, text = send_to(s, "both", rcpts)
+    log = s.logtext()
+    # bob's add really failed on the disk (its log, then the message file it falls back to).
+    assert re.search(r'l=error m="adding message failed" .*account=bob ', log), log[-3000:]
+    assert code == 451, f"stored for mox only, failed for bob: expected 451, got {code} {text}\n{log[-3000:]}"
+    assert text.startswith("4.3.0 "), text
+    assert re.search(r"\(cid [0-9a-f]+\)", text), text
+    assert re.search(r'l=info m="message stored for some recipients only: 451" .*failed=bob@localhost ', log), \
+        log[-3000:]
+    assert copies(s, "mox", "both") == 1
+    assert copies(s, "bob", "both") == 0
+    s.assert_alive()
+
+    s.off()
+    code, text = send_to(s, "both", rcpts)
+    assert code == 250, f"the retry with the disk working again: {code} {text}\n{s.logtext()[-3000:]}"
+    assert copies(s, "mox", "both") == 2, "the retry gives mox a second copy"
+    assert copies(s, "bob", "both") == 1
+    s.assert_alive()
+    assert_ehlo(s)
