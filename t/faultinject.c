@@ -4,7 +4,8 @@
  * MOX_FAULT_SYNC_PATH, but only while the file named by MOX_FAULT_SYNC_ON
  * exists, so a test switches the fault on and off while the daemon runs.
  * With MOX_FAULT_SYNC_DELAY_MS set, such a call waits that long and then
- * succeeds instead (a slow disk). Every other call goes to the real
+ * succeeds instead (a slow disk); it first creates the control file's name
+ * plus ".hit", so a test can wait until a delayed call is under way. Every other call goes to the real
  * function. Without both variables the wrappers only forward.
  *
  * Thread-safe: the environment is read once in a constructor (before the
@@ -14,6 +15,7 @@
 #define _GNU_SOURCE 1
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -76,17 +78,36 @@ fault_hits(int fd)
 	return strstr(path, fault_path) != NULL;
 }
 
+/*
+ * A hit: fail with EIO, or in delay mode create "<control file>.hit" (so a
+ * test knows a delayed call is under way) and wait. Returns -1 with errno
+ * set to fail the call, 0 to go on with the real one.
+ */
+static int
+fault_act(void)
+{
+	char hit[PATH_MAX + 8];
+	int saved = errno, fd;
+
+	if (fault_delay_ms <= 0) {
+		errno = EIO;
+		return -1;
+	}
+	snprintf(hit, sizeof(hit), "%s.hit", fault_on);
+	fd = open(hit, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (fd >= 0)
+		close(fd);
+	usleep((useconds_t)fault_delay_ms * 1000);
+	errno = saved;
+	return 0;
+}
+
 int
 fsync(int fd)
 {
 	pthread_once(&resolve_once, fault_resolve);
-	if (fault_hits(fd)) {
-		if (fault_delay_ms <= 0) {
-			errno = EIO;
-			return -1;
-		}
-		usleep((useconds_t)fault_delay_ms * 1000);
-	}
+	if (fault_hits(fd) && fault_act() < 0)
+		return -1;
 	if (real_fsync == NULL) {
 		errno = ENOSYS;
 		return -1;
@@ -98,13 +119,8 @@ int
 fdatasync(int fd)
 {
 	pthread_once(&resolve_once, fault_resolve);
-	if (fault_hits(fd)) {
-		if (fault_delay_ms <= 0) {
-			errno = EIO;
-			return -1;
-		}
-		usleep((useconds_t)fault_delay_ms * 1000);
-	}
+	if (fault_hits(fd) && fault_act() < 0)
+		return -1;
 	if (real_fdatasync == NULL) {
 		errno = ENOSYS;
 		return -1;

@@ -88,7 +88,16 @@ class FaultServer(Server):
                     os.environ[k] = v
 
     def on(self):
+        if os.path.exists(self.switch + ".hit"):
+            os.unlink(self.switch + ".hit")
         open(self.switch, "w").close()
+
+    def wait_hit(self, timeout=30):
+        """Delay mode: wait until a delayed sync is under way (the library's .hit file)."""
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(self.switch + ".hit"):
+            assert time.monotonic() < deadline, "no delayed sync started"
+            time.sleep(0.01)
 
     def off(self):
         if os.path.exists(self.switch):
@@ -389,7 +398,7 @@ def test_shutdown_waits_for_a_delivery_being_committed(tmpdir_short, faultlib):
             c.close()  # no QUIT: the server says 421 after the answer, it is stopping
         t = threading.Thread(target=send)
         t.start()
-        time.sleep(1.0)  # its add is in the log's (slow) fdatasync now
+        s.wait_hit()  # its add is in the log's (slow) fdatasync now
         s.proc.send_signal(15)
         t.join(timeout=60)
         assert result.get("r") == (250, ""), result
