@@ -153,10 +153,11 @@ gate_work(struct store_account *sa, struct idx_account *a, void *arg)
 	struct fixture *f = g->f;
 	struct timespec until;
 
-	/* The condition variable uses the realtime clock; the bound only keeps a
-	 * broken test from hanging. */
+	/* The condition variable uses the realtime clock. The bound only keeps a
+	 * broken test from hanging: longer than the test's own waits, so a test
+	 * waiting for something to happen while the job blocks fails first. */
 	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += WAIT_SECONDS;
+	until.tv_sec += 3 * WAIT_SECONDS;
 	pthread_mutex_lock(&f->mu);
 	g->running = true;
 	pthread_cond_broadcast(&f->cond);
@@ -229,7 +230,9 @@ add_done(void *arg)
 	pthread_mutex_lock(&f->mu);
 	r->gate2_blocked = f->gates[1].running && !f->gates[1].finished;
 	pthread_mutex_unlock(&f->mu);
-	snprintf(r->acct_err, sizeof(r->acct_err), "%s", store_account_error(f->sa));
+	/* NULL when the store is being freed after a failed test (teardown). */
+	if (f->sa != NULL)
+		snprintf(r->acct_err, sizeof(r->acct_err), "%s", store_account_error(f->sa));
 }
 
 /* A small message in the data directory's tmp, finished without fsync (the add syncs). */
@@ -385,6 +388,8 @@ teardown(void **state)
 		gate_open(&f->gates[i]);
 		pump_until(f, &f->gates[i].done);
 	}
+	for (size_t i = 0; i < f->nreqs; i++)
+		pump_until(f, &f->reqs[i].done);
 	store_account_put(&f->sa);
 	store_free(&f->st); /* runs what is left of the done callbacks */
 	reqs_free(f);
