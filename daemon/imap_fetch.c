@@ -973,7 +973,8 @@ fetch_done(struct imap_job *j)
 			uint32_t seq = imap_view_seq(v, fj->seen[i].uid);
 			if (seq == 0 || imap_view_modseq(v, seq - 1) >= fj->seen[i].modseq)
 				continue;
-			imap_view_set(v, seq - 1, imap_view_flags(v, seq - 1) | fj->seen[i].flags, fj->seen[i].modseq);
+			/* The response carried the record's flags as of that modseq: the view knows them now. */
+			imap_view_set(v, seq - 1, fj->seen[i].flags, fj->seen[i].modseq);
 			if (fj->seen[i].modseq > v->highest_modseq)
 				v->highest_modseq = fj->seen[i].modseq;
 		}

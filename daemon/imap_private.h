@@ -72,8 +72,12 @@ struct imap_cmd_def {
  * through imap_view_uid/flags/modseq: UIDs ascending (index + 1 is the
  * sequence number) as runs of consecutive UIDs (8 bytes a run: a mailbox
  * whose messages were never expunged is one run), system flags
- * (IDX_FLAGS_ALL fits a byte) and the modseq as 32 bits until one needs
- * more (then all 64): about 5 bytes a message.
+ * (IDX_FLAGS_ALL fits a byte), and modseqs as one base plus exceptions:
+ * a message without an exception is known to the view in its state as of
+ * base_modseq (every change to it up to that modseq is reflected), one with
+ * an exception in its state as of that exact modseq (> base_modseq; added
+ * or changed since the view was loaded or last rebased). About 1 byte a
+ * message; the exceptions are bounded (imap_select.c rebases them).
  */
 struct imap_view {
 	uint32_t mailbox_id;
@@ -86,9 +90,11 @@ struct imap_view {
 	uint32_t *run_at;           /* index of each run's first message; runs cover 0..n */
 	size_t nruns, capruns;
 	uint8_t *flags;             /* n of cap */
-	uint32_t *modseq32;         /* while modseq64 is NULL */
-	uint64_t *modseq64;
 	size_t n, cap;
+	uint64_t base_modseq;
+	uint32_t *exc_uid;          /* exceptions: open addressing by UID (0: free slot), capexc a power of 2 */
+	uint64_t *exc_modseq;
+	size_t nexc, capexc;
 	char **keywords;            /* of the mailbox, as last announced in FLAGS */
 	size_t nkeywords;
 	uint32_t *saved;            /* SEARCHRES "$": UIDs, ascending */
@@ -284,12 +290,18 @@ void imap_vanished_earlier(struct imap_conn *c, const struct imap_seqset *set, u
 /* Message i (0-based: sequence number - 1) of the view. */
 uint32_t imap_view_uid(const struct imap_view *v, size_t i);
 static inline uint32_t imap_view_flags(const struct imap_view *v, size_t i) { return v->flags[i]; }
-static inline uint64_t
-imap_view_modseq(const struct imap_view *v, size_t i)
-{
-	return v->modseq64 != NULL ? v->modseq64[i] : v->modseq32[i];
-}
-/* Set the flags and modseq of message i of the view. */
+/*
+ * The modseq of the state in which the view knows message i: its exception,
+ * else base_modseq (possibly above the message's own modseq: what counts is
+ * that no change up to it is missing from the view).
+ */
+uint64_t imap_view_modseq(const struct imap_view *v, size_t i);
+/*
+ * Message i of the view is now known in its state as of modseq (with these
+ * flags). A modseq above base_modseq is kept as an exception; past the
+ * exception limit the view is marked for a resynchronization, which
+ * rebases it.
+ */
 void imap_view_set(struct imap_view *v, size_t i, uint32_t flags, uint64_t modseq);
 /* Sequence number of uid (1-based), 0 if not in view. */
 uint32_t imap_view_seq(const struct imap_view *v, uint32_t uid);

@@ -35,6 +35,24 @@
  * any later job runs, and apply_done drains it before announcing anything.
  * Invariant: the view only changes on the loop thread, between responses, so
  * sequence numbers sent to the client always match it.
+ *
+ * Modseqs in the view. They serve to announce each change once: a FLAGS
+ * change whose message's record modseq is not above the view's is known
+ * already (our own STORE, a FETCH that set \Seen, a change the load or a
+ * resync saw), and a resync reports messages whose record modseq is above
+ * the view's. (CHANGEDSINCE, UNCHANGEDSINCE and SEARCH MODSEQ use the index
+ * records, never the view.) So the view keeps base_modseq and exceptions
+ * instead of a modseq a message. Invariant: a message without an exception
+ * is known to the view as the index had it once every change up to
+ * base_modseq was committed; one with an exception as of that modseq (always
+ * > base_modseq). Modseqs are allocated in commit order by the account's one
+ * writer thread, on which the load and the resync read, so a load may take
+ * the highest modseq it read as base, and a resync, which compares the whole
+ * view with the mailbox, the mailbox's highest modseq as of its read
+ * (view_rebase). Exceptions come from changes after that (new messages,
+ * flag changes); past exc_limit() the view is marked for a resync like a
+ * lost change, and the resync rebases: the exceptions of an idle session
+ * stay small however long it idles.
  */
 #define _GNU_SOURCE 1
 #include <stdio.h>
@@ -149,28 +167,160 @@ static void
 view_reserve(struct imap_view *v, size_t cap)
 {
 	v->flags = xrealloc(v->flags, (cap ? cap : 1) * sizeof(*v->flags));
-	if (v->modseq64 != NULL)
-		v->modseq64 = xrealloc(v->modseq64, (cap ? cap : 1) * sizeof(*v->modseq64));
-	else
-		v->modseq32 = xrealloc(v->modseq32, (cap ? cap : 1) * sizeof(*v->modseq32));
 	v->cap = cap;
+}
+
+/* ---- modseqs: base and exceptions (see the note at the top) ---- */
+
+/*
+ * Exceptions past which the view is rebased: one resync (a scan of the
+ * mailbox's UIDs) per that many changes, and at most about 2 bytes a message
+ * for them between rebases.
+ */
+static size_t
+exc_limit(const struct imap_view *v)
+{
+	return v->n / 16 > 512 ? v->n / 16 : 512;
+}
+
+/*
+ * The exceptions are a hash table (linear probing, UID 0 marks a free slot)
+ * rather than a sorted list: a STORE or a resync may add thousands of them
+ * in UID order among existing ones, which a sorted array would pay for with
+ * a memmove each.
+ */
+static size_t
+exc_home(const struct imap_view *v, uint32_t uid)
+{
+	return (size_t)(uint32_t)(uid * 2654435761u) & (v->capexc - 1);
+}
+
+/* The slot of uid's exception, capexc when it has none. */
+static size_t
+exc_find(const struct imap_view *v, uint32_t uid)
+{
+	if (v->nexc == 0)
+		return v->capexc;
+	for (size_t s = exc_home(v, uid);; s = (s + 1) & (v->capexc - 1)) {
+		if (v->exc_uid[s] == uid)
+			return s;
+		if (v->exc_uid[s] == 0)
+			return v->capexc;
+	}
+}
+
+/* Add or update uid's exception; the table has a free slot. */
+static void
+exc_put(struct imap_view *v, uint32_t uid, uint64_t modseq)
+{
+	size_t s = exc_home(v, uid);
+	while (v->exc_uid[s] != 0 && v->exc_uid[s] != uid)
+		s = (s + 1) & (v->capexc - 1);
+	if (v->exc_uid[s] == 0)
+		v->nexc++;
+	v->exc_uid[s] = uid;
+	v->exc_modseq[s] = modseq;
+}
+
+/* Remove the exception in slot s, moving later entries of its probe run back into the hole. */
+static void
+exc_del(struct imap_view *v, size_t s)
+{
+	size_t mask = v->capexc - 1;
+	for (size_t k = (s + 1) & mask; v->exc_uid[k] != 0; k = (k + 1) & mask) {
+		size_t h = exc_home(v, v->exc_uid[k]);
+		/* The entry at k may fill the hole unless its home lies cyclically in (s, k]. */
+		if (s <= k ? (h <= s || h > k) : (h <= s && h > k)) {
+			v->exc_uid[s] = v->exc_uid[k];
+			v->exc_modseq[s] = v->exc_modseq[k];
+			s = k;
+		}
+	}
+	v->exc_uid[s] = 0;
+	v->nexc--;
+}
+
+/* Slots for n exceptions at most 3/4 full: a power of 2, 0 for none. */
+static size_t
+exc_slots(size_t n)
+{
+	size_t cap = 16;
+	if (n == 0)
+		return 0;
+	while (n * 4 > cap * 3)
+		cap *= 2;
+	return cap;
+}
+
+/* Move the exceptions above base_modseq into a table of cap slots (exc_slots of at least their count). */
+static void
+exc_rehash(struct imap_view *v, size_t cap)
+{
+	uint32_t *ou = v->exc_uid;
+	uint64_t *om = v->exc_modseq;
+	size_t ocap = v->capexc;
+
+	v->exc_uid = cap ? xcalloc(cap, sizeof(*v->exc_uid)) : NULL;
+	v->exc_modseq = cap ? xmalloc(cap * sizeof(*v->exc_modseq)) : NULL;
+	v->capexc = cap;
+	v->nexc = 0;
+	for (size_t s = 0; s < ocap; s++)
+		if (ou[s] != 0 && om[s] > v->base_modseq)
+			exc_put(v, ou[s], om[s]);
+	free(ou);
+	free(om);
+}
+
+/*
+ * Only where the view reflects every change to its messages up to modseq
+ * (the end of a resync, which compared it with the mailbox as of modseq):
+ * that becomes the base, and the exceptions it covers go.
+ */
+static void
+view_rebase(struct imap_view *v, uint64_t modseq)
+{
+	size_t keep = 0;
+
+	if (modseq > v->base_modseq)
+		v->base_modseq = modseq;
+	for (size_t s = 0; s < v->capexc; s++)
+		if (v->exc_uid[s] != 0 && v->exc_modseq[s] > v->base_modseq)
+			keep++;
+	exc_rehash(v, exc_slots(keep));
+}
+
+uint64_t
+imap_view_modseq(const struct imap_view *v, size_t i)
+{
+	if (v->nexc == 0)
+		return v->base_modseq;
+	size_t s = exc_find(v, imap_view_uid(v, i));
+	return s < v->capexc ? v->exc_modseq[s] : v->base_modseq;
 }
 
 void
 imap_view_set(struct imap_view *v, size_t i, uint32_t flags, uint64_t modseq)
 {
+	uint32_t uid = imap_view_uid(v, i);
+	size_t s = exc_find(v, uid);
+
 	v->flags[i] = (uint8_t)(flags & IDX_FLAGS_ALL);
-	if (v->modseq64 == NULL && modseq > UINT32_MAX) {
-		v->modseq64 = xmalloc((v->cap ? v->cap : 1) * sizeof(*v->modseq64));
-		for (size_t k = 0; k < v->n; k++)
-			v->modseq64[k] = v->modseq32[k];
-		free(v->modseq32);
-		v->modseq32 = NULL;
+	if (modseq <= v->base_modseq) {
+		/* A state the base covers (a record read after the base was set): no exception. */
+		if (s < v->capexc)
+			exc_del(v, s);
+		return;
 	}
-	if (v->modseq64 != NULL)
-		v->modseq64[i] = modseq;
-	else
-		v->modseq32[i] = (uint32_t)modseq;
+	if (s < v->capexc) {
+		v->exc_modseq[s] = modseq;
+		return;
+	}
+	if ((v->nexc + 1) * 4 > v->capexc * 3)
+		exc_rehash(v, v->capexc ? v->capexc * 2 : 16);
+	exc_put(v, uid, modseq);
+	/* Too many: a resync at the next point rebases (resync_apply); until then they stay exact. */
+	if (v->nexc > exc_limit(v))
+		v->overflow = true;
 }
 
 /* ---- UID runs ---- */
@@ -228,7 +378,7 @@ run_append(struct imap_view *v, uint32_t uid)
 	run_insert(v, v->nruns, uid, (uint32_t)v->n);
 }
 
-/* Remove message i from the runs; the caller moves flags and modseqs and counts it. */
+/* Remove message i from the runs; the caller moves the flags, drops its exception and counts it. */
 static void
 run_remove(struct imap_view *v, size_t i)
 {
@@ -259,10 +409,14 @@ view_load(struct imap_view *v, const struct idx_uidstate *m, size_t n)
 	view_reserve(v, n);
 	v->nruns = 0;
 	v->n = 0;
+	/* One scan on the account's writer thread: every change up to the highest modseq it read is in it. */
+	v->base_modseq = 0;
+	exc_rehash(v, 0);
 	for (size_t i = 0; i < n; i++) {
 		run_append(v, m[i].uid);
-		v->n++;
-		imap_view_set(v, i, m[i].flags, m[i].modseq);
+		v->flags[v->n++] = (uint8_t)(m[i].flags & IDX_FLAGS_ALL);
+		if (m[i].modseq > v->base_modseq)
+			v->base_modseq = m[i].modseq;
 	}
 	if (v->capruns > v->nruns + 4) {
 		v->capruns = v->nruns ? v->nruns : 1;
@@ -375,13 +529,11 @@ imap_view_expunged(struct imap_conn *c, const uint32_t *uids, size_t n)
 		uint32_t seq = imap_view_seq(v, uids[k]);
 		if (seq == 0)
 			continue;
-		size_t rest = v->n - seq;
+		size_t rest = v->n - seq, s = exc_find(v, uids[k]);
+		if (s < v->capexc)
+			exc_del(v, s);
 		run_remove(v, seq - 1);
 		memmove(&v->flags[seq - 1], &v->flags[seq], rest * sizeof(*v->flags));
-		if (v->modseq64 != NULL)
-			memmove(&v->modseq64[seq - 1], &v->modseq64[seq], rest * sizeof(*v->modseq64));
-		else
-			memmove(&v->modseq32[seq - 1], &v->modseq32[seq], rest * sizeof(*v->modseq32));
 		v->n--;
 		if (qresync) {
 			mbuf_printf(&b, "%s%u", first ? "" : ",", uids[k]);
@@ -433,8 +585,8 @@ imap_view_free(struct imap_conn *c)
 	free(v->run_uid);
 	free(v->run_at);
 	free(v->flags);
-	free(v->modseq32);
-	free(v->modseq64);
+	free(v->exc_uid);
+	free(v->exc_modseq);
 	for (size_t i = 0; i < v->nkeywords; i++)
 		free(v->keywords[i]);
 	free(v->keywords);
@@ -561,10 +713,22 @@ resync_work(struct apply_job *aj, struct idx_account *a)
 		} else if (aj->old[i].uid > aj->cur[k].uid) {
 			k++;
 		} else {
-			if (aj->old[i].modseq != aj->cur[k].modseq || aj->old[i].flags != aj->cur[k].flags) {
+			/*
+			 * The view's modseq of a message is that of the state it knows, or (the base) one
+			 * at which the message was as it knows it: only a later record is a change. The
+			 * flags compare is a safety net; a state the view has the wrong flags for is sent.
+			 */
+			if (aj->cur[k].modseq > aj->old[i].modseq ||
+			    aj->old[i].flags != (aj->cur[k].flags & IDX_FLAGS_ALL)) {
 				aj->changed = xrealloc(aj->changed, (aj->nchanged + 1) * sizeof(*aj->changed));
-				if (idx_message_get(a, aj->mailbox_id, aj->cur[k].uid, &aj->changed[aj->nchanged], j->err,
-				    sizeof(j->err)) > 0)
+				int r = idx_message_get(a, aj->mailbox_id, aj->cur[k].uid, &aj->changed[aj->nchanged],
+				    j->err, sizeof(j->err));
+				if (r < 0) {
+					/* Not announced, so no rebase over it: the next point tries again. */
+					j->rc = -1;
+					return;
+				}
+				if (r > 0)
 					aj->nchanged++;
 			}
 			i++;
@@ -704,6 +868,12 @@ resync_apply(struct imap_conn *c, struct apply_job *aj, struct mbuf *b)
 	size_t ngone = 0;
 
 	keywords_apply(v, aj, b);
+	/*
+	 * Rebase first: the messages the job found unchanged are known as of its
+	 * read, and the loops below bring the changed and new ones there, so
+	 * none of them needs an exception; exceptions above its read stay.
+	 */
+	view_rebase(v, aj->highest_modseq);
 	/* Changed flags first: sequence numbers are still those of the view. */
 	for (size_t i = 0; i < aj->nchanged; i++) {
 		const struct idx_message *m = &aj->changed[i];
@@ -986,6 +1156,8 @@ imap_view_flush(struct imap_conn *c, bool allow_expunge, void (*then)(struct ima
 	aj->uidvalidity = v->uidvalidity;
 	aj->allow_expunge = allow_expunge;
 	if (v->overflow) {
+		if (v->nexc > exc_limit(v))
+			log_debug(PKG, c->ci->cid, "modseq exceptions over the limit; resynchronizing the view");
 		aj->resync = true;
 		v->overflow = false;
 		pending_drop(v);
