@@ -201,6 +201,7 @@ parse_date_time(const char *s, int64_t *t_r, int32_t *tz_r)
 struct append_job {
 	struct imap_job j;
 	char *name;
+	int lookup;                 /* the mailbox: 1 found, 0 missing, -1 error (j.err) */
 	struct idx_mailbox mb;
 	struct idx_add *items;
 	size_t n;
@@ -241,6 +242,15 @@ append_added(void *arg)
 			event_active(c->ev_defer, 0, 0);
 		return;
 	}
+	if (aj->lookup <= 0) {
+		if (aj->lookup == 0)
+			imap_no(c, "[TRYCREATE] no such mailbox");
+		else
+			imap_serverbug(c, "append", aj->j.err);
+		append_job_free(aj);
+		imap_cmd_finish(c);
+		return;
+	}
 	int overquota = 0, failed = 0;
 	for (size_t i = 0; i < aj->n; i++) {
 		if (aj->items[i].result < 0) {
@@ -273,36 +283,26 @@ append_added(void *arg)
 	imap_cmd_finish(c);
 }
 
-static void
-append_work(struct imap_job *j, struct idx_account *a)
+/*
+ * On the storage thread, as the add's first step (one job, so a shutdown
+ * refuses an APPEND still queued like a delivery): the target mailbox, then
+ * the items' mailbox id. a == NULL (refused, or the account cannot be
+ * opened): every item fails and append_added says why.
+ */
+static size_t
+append_prepare(struct store_account *sa, struct idx_account *a, void *arg)
 {
-	struct append_job *aj = (struct append_job *)j;
-	j->rc = idx_mailbox_get(a, aj->name, &aj->mb, j->err, sizeof(j->err));
-}
+	struct append_job *aj = arg;
 
-static void
-append_got_mailbox(struct imap_job *j)
-{
-	struct append_job *aj = (struct append_job *)j;
-	struct imap_conn *c = j->c;
-
-	if (imap_gone(c)) {
-		append_job_free(aj);
-		return;
-	}
-	if (j->rc <= 0) {
-		if (j->rc == 0)
-			imap_no(c, "[TRYCREATE] no such mailbox");
-		else
-			imap_serverbug(c, "append", j->err);
-		append_job_free(aj);
-		imap_cmd_finish(c);
-		return;
-	}
+	aj->lookup = 1;
+	if (a == NULL)
+		return aj->n;
+	aj->lookup = idx_mailbox_get(a, aj->name, &aj->mb, aj->j.err, sizeof(aj->j.err));
+	if (aj->lookup <= 0)
+		return 0;
 	for (size_t i = 0; i < aj->n; i++)
 		aj->items[i].mailbox_id = aj->mb.id;
-	c->jobs++;
-	store_add(c->sa, aj->items, aj->n, append_added, aj);
+	return aj->n;
 }
 
 int
@@ -374,9 +374,9 @@ imap_cmd_append(struct imap_conn *c, struct imap_args *args)
 		goto fail;
 	}
 	mbuf_clear(&b);
-	aj->j.work = append_work;
-	aj->j.done = append_got_mailbox;
-	imap_submit(c, &aj->j);
+	aj->j.c = c;
+	c->jobs++; /* append_added ends it */
+	store_add_prepared(c->sa, aj->items, aj->n, NULL, append_prepare, append_added, aj);
 	return IMAP_CMD_ASYNC;
 fail:
 	mbuf_clear(&b);
