@@ -192,7 +192,8 @@ exc_limit(const struct imap_view *v)
 static size_t
 exc_home(const struct imap_view *v, uint32_t uid)
 {
-	return (size_t)(uint32_t)(uid * 2654435761u) & (v->capexc - 1);
+	/* The high bits of the product: its low bits are just uid mod capexc (>= 16, a power of 2). */
+	return (size_t)((uint32_t)(uid * 2654435761u) >> (32 - __builtin_ctzl(v->capexc)));
 }
 
 /* The slot of uid's exception, capexc when it has none. */
@@ -750,9 +751,13 @@ apply_work(struct imap_job *j, struct idx_account *a)
 	j->rc = 1;
 	aj->msgs = xcalloc(aj->n ? aj->n : 1, sizeof(*aj->msgs));
 	for (size_t i = 0; i < aj->n; i++) {
-		if (aj->ch[i].kind == IDX_CH_FLAGS &&
-		    idx_message_get(a, aj->mailbox_id, aj->ch[i].uid, &aj->msgs[i], j->err, sizeof(j->err)) <= 0)
-			memset(&aj->msgs[i], 0, sizeof(aj->msgs[i]));
+		if (aj->ch[i].kind == IDX_CH_FLAGS) {
+			int r = idx_message_get(a, aj->mailbox_id, aj->ch[i].uid, &aj->msgs[i], j->err, sizeof(j->err));
+			if (r <= 0)
+				memset(&aj->msgs[i], 0, sizeof(aj->msgs[i]));
+			if (r < 0)
+				j->rc = -1; /* not announced: apply_done resynchronizes the view */
+		}
 		if (aj->ch[i].kind == IDX_CH_MAILBOX_KEYWORDS && !aj->kwchanged) {
 			struct idx_mailbox mb = {0};
 			if (idx_mailbox_get_id(a, aj->mailbox_id, &mb, j->err, sizeof(j->err)) > 0) {
@@ -930,6 +935,13 @@ changes_apply(struct imap_conn *c, struct apply_job *aj, struct mbuf *b)
 			uint32_t seq = imap_view_seq(v, ch->uid);
 			if (seq == 0 || m->uid == 0 || m->modseq <= imap_view_modseq(v, seq - 1))
 				continue;
+			if (added) {
+				/* A message added in this batch: its EXISTS before any FETCH of it. */
+				mbuf_printf(b, "* %zu EXISTS\r\n", v->n);
+				if (!(c->enabled & IMAP_EN_REV2))
+					mbuf_printf(b, "* %u RECENT\r\n", recent_count(v));
+				added = false;
+			}
 			imap_view_set(v, seq - 1, m->flags, m->modseq);
 			fetch_flags_out(c, b, seq, m);
 		}

@@ -376,7 +376,9 @@ imap_cmd_append(struct imap_conn *c, struct imap_args *args)
 	mbuf_clear(&b);
 	aj->j.c = c;
 	c->jobs++; /* append_added ends it */
-	store_add_prepared(c->sa, aj->items, aj->n, NULL, append_prepare, append_added, aj);
+	/* One message too large for the delivery log: synced on a sync thread while the account's is busy. */
+	store_add_prepared(c->sa, aj->items, aj->n, aj->n == 1 ? aj->items[0].w : NULL, append_prepare, append_added,
+	    aj);
 	return IMAP_CMD_ASYNC;
 fail:
 	mbuf_clear(&b);
@@ -404,6 +406,7 @@ struct store_job {
 	bool silent;
 	struct idx_message *msgs;
 	size_t nmsgs;
+	uint64_t *before;         /* .SILENT: each msgs[i]'s modseq before this STORE */
 };
 
 static void
@@ -416,15 +419,42 @@ store_work(struct imap_job *j, struct idx_account *a)
 		sj->stale = j->rc == 0;
 		return;
 	}
+	/*
+	 * .SILENT answers nothing for the flags it sets, but a change another
+	 * session made before it and not yet announced here must still be: its
+	 * modseq is below the one this STORE gives, so once the view takes the new
+	 * one the pending notification would be skipped. The modseqs before the
+	 * STORE tell store_done which messages had such a change.
+	 */
+	uint64_t *was = NULL;
+	if (sj->silent) {
+		was = xcalloc(sj->n ? sj->n : 1, sizeof(*was));
+		for (size_t i = 0; i < sj->n; i++) {
+			struct idx_message m = {0};
+			char e[256];
+			int r = idx_message_get(a, sj->mailbox_id, sj->uids[i], &m, e, sizeof(e));
+			was[i] = r > 0 ? m.modseq : r < 0 ? UINT64_MAX : 0; /* unreadable: announce it */
+			idx_message_clear(&m);
+		}
+	}
 	j->rc = idx_store(a, sj->mailbox_id, sj->uids, sj->n, sj->mode, sj->flags, sj->kw, sj->nkw,
 	    sj->unchangedsince, sj->unchangedsince ? sj->failed : NULL, &sj->nfailed, &sj->modseq, j->err,
 	    sizeof(j->err));
-	if (j->rc < 0)
+	if (j->rc < 0) {
+		free(was);
 		return;
+	}
 	sj->msgs = xcalloc(sj->n ? sj->n : 1, sizeof(*sj->msgs));
-	for (size_t i = 0; i < sj->n; i++)
-		if (idx_message_get(a, sj->mailbox_id, sj->uids[i], &sj->msgs[sj->nmsgs], j->err, sizeof(j->err)) > 0)
-			sj->nmsgs++;
+	if (was != NULL)
+		sj->before = xcalloc(sj->n ? sj->n : 1, sizeof(*sj->before));
+	for (size_t i = 0; i < sj->n; i++) {
+		if (idx_message_get(a, sj->mailbox_id, sj->uids[i], &sj->msgs[sj->nmsgs], j->err, sizeof(j->err)) <= 0)
+			continue;
+		if (was != NULL)
+			sj->before[sj->nmsgs] = was[i];
+		sj->nmsgs++;
+	}
+	free(was);
 }
 
 static void
@@ -456,8 +486,10 @@ store_done(struct imap_job *j)
 		if (seq == 0)
 			continue;
 		bool changed = m->modseq > imap_view_modseq(v, seq - 1);
+		/* Another session's change this view has not announced yet (see store_work). */
+		bool unannounced = sj->before != NULL && sj->before[i] > imap_view_modseq(v, seq - 1);
 		imap_view_set(v, seq - 1, m->flags, m->modseq);
-		if (sj->silent && !(changed && sj->unchangedsince))
+		if (sj->silent && !(changed && sj->unchangedsince) && !unannounced)
 			continue;
 		mbuf_printf(&b, "* %u FETCH (FLAGS ", seq);
 		imap_flags_out(&b, m->flags, m->keywords, m->nkeywords, false);
@@ -487,6 +519,7 @@ out:
 	for (size_t i = 0; i < sj->nmsgs; i++)
 		idx_message_clear(&sj->msgs[i]);
 	free(sj->msgs);
+	free(sj->before);
 	free(sj);
 }
 

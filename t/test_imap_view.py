@@ -248,3 +248,42 @@ def test_view_modseq_exceptions_follow_expunges(localserve):
     a.close()
     b.close()
     c.logout()
+
+
+def test_store_silent_still_announces_another_sessions_change(localserve):
+    """STORE .SILENT answers nothing for the flags it sets, but a change another session made
+    to the same message before, not yet announced to this one, must still reach it: the view
+    takes the STORE's newer modseq, which used to make the pending notification look known."""
+    c = login(localserve)
+    append(c, 3)
+    a = session(localserve)
+    b = session(localserve)
+    res = b.cmd("b1", "UID STORE 2 +FLAGS (\\Flagged)")
+    assert res[-1].startswith("b1 OK"), res
+    res = a.cmd("a1", "UID STORE 2 +FLAGS.SILENT (\\Seen)")
+    assert res[-1].startswith("a1 OK"), res
+    told = untagged(res) + untagged(a.cmd("a2", "NOOP"))
+    flagged = [l for l in told if l.startswith("* 2 FETCH") and "\\Flagged" in l]
+    assert len(flagged) == 1 and "\\Seen" in flagged[0], told
+    # Its own silent change alone stays silent.
+    res = a.cmd("a3", "UID STORE 1 +FLAGS.SILENT (\\Answered)")
+    assert untagged(res) + untagged(a.cmd("a4", "NOOP")) == [], res
+
+
+def test_new_message_exists_before_its_fetch(localserve):
+    """A message added and then changed before a session hears of either: the session gets
+    EXISTS before the FETCH that names the new sequence number (RFC 3501 7.4.1: a FETCH
+    never names a message the client does not know)."""
+    c = login(localserve)
+    append(c, 2)
+    a = session(localserve)
+    b = session(localserve)
+    append(c, 1)  # UID 3
+    b.cmd("b0", "NOOP")
+    res = b.cmd("b1", "UID STORE 3 +FLAGS (\\Flagged)")
+    assert res[-1].startswith("b1 OK"), res
+    u = untagged(a.cmd("a1", "NOOP"))
+    exists = [i for i, l in enumerate(u) if l == "* 3 EXISTS"]
+    fetch = [i for i, l in enumerate(u) if l.startswith("* 3 FETCH")]
+    assert exists, u
+    assert all(exists[0] < i for i in fetch), u
