@@ -285,6 +285,22 @@ smtp_cmd_rcpt(struct smtp_conn *c, struct smtp_cmd *cmd)
 		goto out;
 	}
 	struct store *st = server_store(c->srv);
+	if (st != NULL) {
+		/*
+		 * An account known to fail every add gets 451 now, for this recipient
+		 * only: after DATA its failure would fail the whole message (451, so no
+		 * copy is lost), and each retry would give the other recipients one
+		 * more copy for as long as it stays broken.
+		 */
+		struct store_account *sa = store_account_get(st, acc->name);
+		bool usable = sa == NULL || store_account_usable(sa);
+		store_account_put(&sa);
+		if (!usable) {
+			log_info(SMTP_PKG, c->ci->cid, "recipient's account unavailable", "rcpt", r.addr, "account", acc->name);
+			smtp_reply(c, 451, "4.3.0", "mailbox temporarily unavailable, try again later");
+			goto out;
+		}
+	}
 	if (acc->quota_message_size > 0 && st != NULL) {
 		struct rcpt_check *rc = xcalloc(1, sizeof(*rc));
 		rc->c = c;

@@ -83,6 +83,7 @@ struct store_account {
 	char error[512];         /* storage thread only */
 	bool open_tried;         /* storage thread only */
 	bool log_dirty;          /* storage thread only: in its worker's dirty list */
+	atomic_bool unusable;    /* set by its thread: cannot be opened, or its index cannot take writes */
 	int refs;                /* loop thread only */
 	struct store_account *next;
 };
@@ -159,6 +160,7 @@ account_open(struct store_account *sa)
 	}
 	pthread_mutex_unlock(&st->cfgmu);
 	if (sa->idx == NULL) {
+		atomic_store(&sa->unusable, true);
 		log_error("store", 0, "cannot open account", "account", sa->name, "err", sa->error);
 	} else {
 		struct idx_account_info info;
@@ -276,6 +278,9 @@ run_adds(struct store_account *sa, struct job **jobs, size_t njobs, struct idx_d
 			snprintf(all[i].err_r, sizeof(all[i].err_r), "%.150s", why);
 		}
 		log_error("store", 0, "adding messages failed", "account", sa->name, "err", why);
+		if (sa->idx != NULL && !idx_account_writable(sa->idx) && !atomic_exchange(&sa->unusable, true))
+			log_error("store", 0, "account refuses deliveries until the server is restarted", "account",
+			    sa->name);
 	}
 	k = 0;
 	for (size_t i = 0; i < njobs; i++)
@@ -765,6 +770,12 @@ const char *
 store_account_name(const struct store_account *sa)
 {
 	return sa->name;
+}
+
+bool
+store_account_usable(const struct store_account *sa)
+{
+	return !atomic_load(&sa->unusable);
 }
 
 const char *

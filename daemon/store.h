@@ -70,6 +70,12 @@ void store_set_config(struct store *st, const struct config *cfg);
 struct store_account *store_account_get(struct store *st, const char *name);
 void store_account_put(struct store_account **sap);
 const char *store_account_name(const struct store_account *sa);
+/*
+ * Any thread: false once the account is known to fail every add (it could not
+ * be opened, or an fdatasync of its index failed: writes need a restart).
+ * Lets SMTP refuse that recipient at RCPT instead of failing after DATA.
+ */
+bool store_account_usable(const struct store_account *sa);
 /* Why the account could not be opened ("" when it is fine). Storage thread only. */
 const char *store_account_error(const struct store_account *sa);
 

@@ -770,6 +770,14 @@ void idx_account_set_quota(struct idx_account *a, uint64_t quota)
 	pthread_mutex_unlock(&a->mu);
 }
 
+bool idx_account_writable(struct idx_account *a)
+{
+	pthread_mutex_lock(&a->dmu);
+	bool failed = a->sync_failed;
+	pthread_mutex_unlock(&a->dmu);
+	return !failed;
+}
+
 int idx_account_info(struct idx_account *a, struct idx_account_info *info_r, char *err, size_t errlen)
 {
 	BDBCUR *cur;

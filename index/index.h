@@ -155,6 +155,13 @@ void idx_account_close(struct idx_account **acctp);
 const char *idx_account_dir(const struct idx_account *a);
 const char *idx_account_maildir(const struct idx_account *a);
 
+/*
+ * False once an fdatasync of the index failed: no commit can be made durable
+ * any more and every write fails until the account is opened again (a
+ * restart; see index_private.h sync_failed). Any thread.
+ */
+bool idx_account_writable(struct idx_account *a);
+
 /* Update the quota (config reload). */
 void idx_account_set_quota(struct idx_account *a, uint64_t quota);
 

@@ -382,6 +382,9 @@ def test_shutdown_waits_for_a_delivery_being_committed(tmpdir_short, faultlib):
     try:
         code, text = deliver(s, "before-slow-disk")
         assert code == 250, (code, text)
+        # The idle checkpoint after it also syncs index.wal (its header): let it pass first,
+        # so the delayed sync below is the delivery's own.
+        time.sleep(2.5)
         s.on()
         result = {}
 
@@ -508,3 +511,44 @@ def test_partial_temporary_failure_gets_451_and_retry_duplicates(bob_fault_serve
     assert copies(s, "bob", "both") == 1
     s.assert_alive()
     assert_ehlo(s)
+
+
+def test_broken_account_refused_at_rcpt_no_duplicates(bob_fault_server):
+    """An account whose index fdatasync failed takes no write until a restart. Its recipients
+    then get 451 at RCPT, so a message for it and a healthy account is stored once for the
+    healthy one (250) instead of failing after DATA with 451 and giving the healthy account
+    one more copy at every retry of the client."""
+    s = bob_fault_server
+    for rcpt, acct in ((USER, "mox"), (BOB, "bob")):
+        code, text = send_to(s, f"warmup-{acct}", [rcpt])
+        assert code == 250, (rcpt, code, text)
+    s.on()
+    # bob alone, until an add commits and then fails its index fdatasync (the first failure
+    # only takes the delivery log out of use).
+    for i in range(4):
+        send_to(s, f"bob-alone-{i}", [BOB])
+        if "account refuses deliveries until the server is restarted" in s.logtext():
+            break
+    log = s.logtext()
+    assert re.search(r'm="account refuses deliveries until the server is restarted" .*account=bob', log), \
+        log[-3000:]
+    s.off()  # the disk works again; bob's index still needs a restart
+    for attempt in range(3):
+        with smtplib.SMTP("127.0.0.1", s.ports["SMTP"], timeout=60) as c:
+            c.ehlo("client.faults.example")
+            assert c.mail(FROM)[0] == 250
+            assert c.rcpt(USER)[0] == 250
+            code, text = c.rcpt(BOB)
+            assert code == 451, (code, text)
+            assert text.decode().startswith("4.3.0 ") and "(cid " in text.decode(), text
+            code, text = c.data(message("twice")[0])
+            assert code == 250, (code, text)
+    # Each attempt was a new message for mox (the client's retry would go to bob only).
+    assert copies(s, "mox", "twice") == 3
+    assert copies(s, "bob", "twice") == 0
+    s.assert_alive()
+    # After a restart bob takes mail again.
+    s.restart()
+    code, text = send_to(s, "after-restart", [USER, BOB])
+    assert code == 250, (code, text)
+    assert copies(s, "bob", "after-restart") == 1 and copies(s, "mox", "after-restart") == 1
