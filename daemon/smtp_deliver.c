@@ -6,7 +6,10 @@
  * whole message after DATA: unknown users (550 5.1.1), foreign domains on
  * port 25 (550 5.7.1), a declared SIZE over the account's MaxMessageSize
  * (552 5.3.4), an account over its quota (552 5.2.2 when the message can
- * never fit, 452 4.2.2 while the account is full). Submission to a foreign
+ * never fit, 452 4.2.2 while the account is full), an account known to fail
+ * every add (451 4.3.0: it could not be opened, or its index needs a restart
+ * after a failed fdatasync; refused here, the other recipients' copy is not
+ * repeated by the client's retries). Submission to a foreign
  * domain needs the outbound queue, which does not exist yet: 451 4.3.0,
  * except in localserve, where every message goes to the one account as the
  * Go mox does. localserve also fails recipients on request: localpart
