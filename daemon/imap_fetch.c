@@ -968,7 +968,9 @@ fetch_done(struct imap_job *j)
 	}
 	evbuffer_add_buffer(imap_out(c), fj->out);
 	struct imap_view *v = c->sel;
-	if (v != NULL && v->mailbox_id == fj->mailbox_id)
+	/* A failed step may not have sent every message whose \Seen it set: the view
+	 * then leaves those changes to their notifications (at worst one FETCH too many). */
+	if (v != NULL && v->mailbox_id == fj->mailbox_id && j->rc >= 0)
 		for (size_t i = 0; i < fj->nseen; i++) {
 			uint32_t seq = imap_view_seq(v, fj->seen[i].uid);
 			if (seq == 0 || imap_view_modseq(v, seq - 1) >= fj->seen[i].modseq)
