@@ -178,6 +178,8 @@ server_stopping(struct server *srv)
 static int64_t stop_deadline_ms; /* one server per process */
 static bool stop_refused;        /* the store refuses adds (after the grace) */
 static int64_t stop_adds_until;  /* then: wait for adds already committing until */
+static bool stop_waited_adds;    /* the wait for committing adds ran past the answer window */
+static bool stop_final;          /* ... and their answers got a window of their own */
 
 static void
 stop_wait_cb(evutil_socket_t fd, short what, void *arg)
@@ -212,9 +214,20 @@ stop_wait_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (n > 0 && stop_refused && mono_ms() >= stop_deadline_ms && mono_ms() < stop_adds_until &&
 	    store_adds_running(srv->store)) {
+		stop_waited_adds = true;
 		struct timeval tv = {0, SERVER_STOP_POLL_MS * 1000};
 		evtimer_add(srv->stop_ev, &tv);
 		return;
+	}
+	if (n > 0 && stop_waited_adds && !stop_final) {
+		/*
+		 * The adds waited for have just finished: their answers sit in the
+		 * connections' output, written by a later loop turn. Leaving now
+		 * would drop them (the message is stored; the client would send it
+		 * again). Another window, left as soon as every connection closed.
+		 */
+		stop_final = true;
+		stop_deadline_ms = mono_ms() + SERVER_STOP_ANSWER_MS;
 	}
 	if (n == 0 || mono_ms() >= stop_deadline_ms) {
 		event_base_loopexit(srv->base, NULL);
