@@ -998,7 +998,8 @@ apply_done(struct imap_job *j)
 	if (aj->stale)
 		v->stale = true;
 	/* Stale: nothing is announced; the flush below ends the session. */
-	if (!v->stale && j->rc <= 0) {
+	bool failed = !v->stale && j->rc <= 0;
+	if (failed) {
 		/* Try again from scratch at the next point. */
 		log_error(PKG, c->ci->cid, "announcing changes", "err", j->err);
 		v->overflow = true;
@@ -1016,9 +1017,16 @@ apply_done(struct imap_job *j)
 	/* More may have arrived meanwhile; a waiting command ends once all are announced. */
 	void (*then)(struct imap_conn *) = v->waiting;
 	v->waiting = NULL;
-	if (then != NULL)
+	/*
+	 * After a failure the resync waits for the next point: flushing again now
+	 * would fail the same way on a record that cannot be read, over and over,
+	 * and the waiting command would never end.
+	 */
+	if (then != NULL && failed)
+		then(c);
+	else if (then != NULL)
 		imap_view_flush(c, v->waiting_allow, then);
-	else if (c->mode == IMAP_MODE_IDLE)
+	else if (c->mode == IMAP_MODE_IDLE && !failed)
 		imap_view_flush(c, true, NULL);
 	else if (v->stale && !c->busy)
 		view_bye(c);
