@@ -161,7 +161,8 @@ account_open(struct store_account *sa)
 	pthread_mutex_unlock(&st->cfgmu);
 	if (sa->idx == NULL) {
 		atomic_store(&sa->unusable, true);
-		log_error("store", 0, "cannot open account", "account", sa->name, "err", sa->error);
+		log_error("store", 0, "cannot open account: deliveries refused until the server is restarted", "account",
+		    sa->name, "err", sa->error);
 	} else {
 		struct idx_account_info info;
 		char added[24], restored[24];
@@ -247,6 +248,14 @@ add_refuse(struct job *j)
 }
 
 /* Run a run of add jobs of one account as one idx_add. */
+/* After a failed add or sync (any thread): an index that takes no more writes makes the account unusable. */
+static void
+note_unwritable(struct store_account *sa)
+{
+	if (sa->idx != NULL && !idx_account_writable(sa->idx) && !atomic_exchange(&sa->unusable, true))
+		log_error("store", 0, "account refuses deliveries until the server is restarted", "account", sa->name);
+}
+
 static void
 run_adds(struct store_account *sa, struct job **jobs, size_t njobs, struct idx_durable *dur)
 {
@@ -278,9 +287,7 @@ run_adds(struct store_account *sa, struct job **jobs, size_t njobs, struct idx_d
 			snprintf(all[i].err_r, sizeof(all[i].err_r), "%.150s", why);
 		}
 		log_error("store", 0, "adding messages failed", "account", sa->name, "err", why);
-		if (sa->idx != NULL && !idx_account_writable(sa->idx) && !atomic_exchange(&sa->unusable, true))
-			log_error("store", 0, "account refuses deliveries until the server is restarted", "account",
-			    sa->name);
+		note_unwritable(sa);
 	}
 	k = 0;
 	for (size_t i = 0; i < njobs; i++)
@@ -300,6 +307,7 @@ run_durable(struct store *st, struct job *c)
 	if (idx_durable_wait(c->sa->idx, &d->d, err, sizeof(err)) < 0) {
 		log_error("store", 0, "messages committed but not durable: not acknowledged", "account", c->sa->name,
 		    "err", err);
+		note_unwritable(c->sa);
 		for (size_t i = 0; i < d->n; i++) {
 			for (size_t k = 0; k < d->jobs[i]->nitems; k++) {
 				struct idx_add *it = &d->jobs[i]->items[k];
