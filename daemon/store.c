@@ -637,6 +637,23 @@ store_refuse_adds(struct store *st)
 		}
 		pthread_mutex_unlock(&w->mu);
 	}
+	/* Adds whose file still waits for a sync thread. */
+	pthread_mutex_lock(&st->syncmu);
+	struct job **sp = &st->sync_head;
+	st->sync_tail = NULL;
+	while (*sp != NULL) {
+		struct job *j = *sp;
+		if (j->kind == JOB_ADD) {
+			*sp = j->next;
+			j->next = NULL;
+			*rt = j;
+			rt = &j->next;
+		} else {
+			st->sync_tail = j;
+			sp = &j->next;
+		}
+	}
+	pthread_mutex_unlock(&st->syncmu);
 	while (refused != NULL) {
 		struct job *j = refused;
 		refused = j->next;
@@ -795,18 +812,32 @@ store_account_error(const struct store_account *sa)
 	return sa->error;
 }
 
-/* Hand j to its account's thread (any thread). */
+/*
+ * Hand j to its account's thread (any thread). While the store refuses adds,
+ * an add is refused here instead; the check under the queue lock pairs with
+ * store_refuse_adds, which sets refusing before it takes each lock, so an
+ * add is either found in the queue by it or refused here. An add a sync
+ * thread counted as started stops counting once it is in the queue (the
+ * account's thread counts it again when it takes it), or when its refusal
+ * has been answered (done_cb).
+ */
 static void
 worker_push(struct job *j)
 {
 	struct worker *w = j->sa->w;
+	struct store *st = j->sa->st;
 
-	if (j->kind == JOB_ADD && atomic_load(&j->sa->st->refusing)) {
+	pthread_mutex_lock(&w->mu);
+	if (j->kind == JOB_ADD && atomic_load(&st->refusing)) {
+		pthread_mutex_unlock(&w->mu);
 		add_refuse(j);
-		complete(j->sa->st, j);
+		complete(st, j);
 		return;
 	}
-	pthread_mutex_lock(&w->mu);
+	if (j->started) {
+		j->started = false;
+		atomic_fetch_sub(&st->adds_running, 1);
+	}
 	if (w->tail)
 		w->tail->next = j;
 	else
@@ -866,6 +897,11 @@ sync_main(void *arg)
 			st->sync_head = j->next;
 			if (st->sync_head == NULL)
 				st->sync_tail = NULL;
+			if (j->kind == JOB_ADD) {
+				/* Out of every queue while its file syncs: a shutdown waits for it. */
+				j->started = true;
+				atomic_fetch_add(&st->adds_running, 1);
+			}
 		} else {
 			st->sync_alive--; /* stopping and nothing left */
 		}
