@@ -552,3 +552,39 @@ def test_broken_account_refused_at_rcpt_no_duplicates(bob_fault_server):
     code, text = send_to(s, "after-restart", [USER, BOB])
     assert code == 250, (code, text)
     assert copies(s, "bob", "after-restart") == 1 and copies(s, "mox", "after-restart") == 1
+
+
+def test_shutdown_answers_add_whose_file_a_sync_thread_syncs(tmpdir_short, faultlib):
+    """A message too large for the delivery log, for an account whose thread is busy, has its
+    file synced on a sync thread before its add reaches that thread. Out of every queue then,
+    it used to be neither refused nor waited for at shutdown: the loop stopped and the client
+    got no answer. Now the stop waits for it and it gets its 451 (refused, not stored)."""
+    from test_review import Raw, busy_storage, stored_copies
+    s = FaultServer(tmpdir_short, faultlib, "/tmp/.pool/")
+    s.env["MOX_FAULT_SYNC_DELAY_MS"] = "3000"
+    s.init()
+    s.set_limits(ShutdownTimeout="200ms")
+    s.start()
+    try:
+        newdir = busy_storage(s)
+        s.on()
+        r = Raw(s.ports["SMTP"], timeout=60)
+        assert r.reply()[0] == 220
+        assert r.cmd("EHLO x.example")[0] == 250
+        assert r.cmd("MAIL FROM:<s@example.org>")[0] == 250
+        assert r.cmd("RCPT TO:<mox@localhost>")[0] == 250
+        assert r.cmd("DATA")[0] == 354
+        r.send(b"Subject: in flight\r\n\r\n" + (b"x" * 998 + b"\r\n") * 200 + b".\r\n")
+        s.wait_hit()  # its spool file is in the (slow) fdatasync of a sync thread
+        s.proc.send_signal(15)
+        try:
+            code, texts = r.reply()
+        except (EOFError, ConnectionResetError) as e:
+            code, texts = None, [str(e)]
+        assert code == 451, (code, texts)
+        s.off()
+        s.stop(expect_rc=None)
+        assert not stored_copies(newdir), "refused, yet stored"
+    finally:
+        s.off()
+        s.stop(expect_rc=None)
