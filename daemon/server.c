@@ -230,7 +230,10 @@ stop_wait_cb(evutil_socket_t fd, short what, void *arg)
 		stop_deadline_ms = mono_ms() + SERVER_STOP_ANSWER_MS;
 	}
 	if (n == 0 || mono_ms() >= stop_deadline_ms) {
-		event_base_loopexit(srv->base, NULL);
+		/* One more turn: answers queued in this one (a done callback run just
+		 * before this timer) still get written. */
+		struct timeval last = {0, SERVER_STOP_POLL_MS * 1000};
+		event_base_loopexit(srv->base, &last);
 		return;
 	}
 	struct timeval tv = {0, SERVER_STOP_POLL_MS * 1000};

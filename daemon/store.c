@@ -83,7 +83,7 @@ struct store_account {
 	char error[512];         /* storage thread only */
 	bool open_tried;         /* storage thread only */
 	bool log_dirty;          /* storage thread only: in its worker's dirty list */
-	atomic_bool unusable;    /* set by its thread: cannot be opened, or its index cannot take writes */
+	atomic_bool unusable;    /* cannot be opened, or its index takes no writes (set by a storage or sync thread) */
 	int refs;                /* loop thread only */
 	struct store_account *next;
 };
@@ -718,6 +718,9 @@ store_free(struct store **stp)
 				any = true;
 			}
 		}
+		pthread_mutex_lock(&st->donemu);
+		any |= st->done_head != NULL; /* an add refused at once by worker_push */
+		pthread_mutex_unlock(&st->donemu);
 		if (!any)
 			break;
 	}
@@ -861,7 +864,7 @@ enqueue(struct store_account *sa, struct job *j)
 	 * meanwhile a sync thread syncs the file.
 	 */
 	bool busy = false;
-	if (j->syncw != NULL && st->nsync > 0) {
+	if (j->syncw != NULL && st->nsync > 0 && !atomic_load(&st->refusing)) { /* refused: no sync first */
 		pthread_mutex_lock(&sa->w->mu);
 		busy = sa->w->busy || sa->w->head != NULL;
 		pthread_mutex_unlock(&sa->w->mu);
@@ -910,6 +913,11 @@ sync_main(void *arg)
 			break;
 		if (j->kind == JOB_DURABLE) {
 			run_durable(st, j);
+			continue;
+		}
+		if (atomic_load(&st->refusing)) {
+			j->next = NULL;
+			worker_push(j); /* refuses it: no point syncing its file first */
 			continue;
 		}
 		const char *path = maildir_writer_path(j->syncw);

@@ -553,6 +553,61 @@ test_adds_over_batch_max(void **state)
 	assert_int_equal(maildir_count(f), (long)(nreqs * nitems));
 }
 
+/*
+ * store_free's drain after the loop stopped: a done callback that queues the
+ * next step of a delivery (an add for the second account) gets it refused at
+ * once into the done queue; the drain must run that completion too.
+ */
+struct chain {
+	struct fixture *f;
+	struct store_account *sa;
+	struct add_req *r;
+	bool ran;
+	bool chained;
+};
+
+static void
+chain_work(struct store_account *sa, struct idx_account *a, void *arg)
+{
+	struct chain *ch = arg;
+	pthread_mutex_lock(&ch->f->mu);
+	ch->ran = true;
+	pthread_cond_broadcast(&ch->f->cond);
+	pthread_mutex_unlock(&ch->f->mu);
+}
+
+static void
+chain_done(void *arg)
+{
+	struct chain *ch = arg;
+	ch->chained = true;
+	/* the next step of a delivery (second account) */
+	store_add(ch->sa, ch->r->items, ch->r->n, add_done, ch->r);
+}
+
+static void
+test_drain_runs_chained_add(void **state)
+{
+	struct fixture *f = *state;
+	static struct chain ch;
+
+	reqs_make(f, 1, 1);
+	ch.f = f;
+	ch.sa = f->sa;
+	ch.r = &f->reqs[0];
+	store_submit(f->sa, chain_work, chain_done, &ch);
+	pthread_mutex_lock(&f->mu);
+	while (!ch.ran)
+		pthread_cond_wait(&f->cond, &f->mu);
+	pthread_mutex_unlock(&f->mu);
+	store_account_put(&f->sa);
+	store_free(&f->st); /* as after the loop stopped */
+	bool done = f->reqs[0].done;
+	f->reqs[0].done = true; /* keep teardown from waiting */
+	assert_true(ch.chained);
+	assert_true(done);
+}
+
 int
 main(void)
 {
@@ -560,6 +615,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_refuse_reaches_add_behind_two_jobs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_adds_group_and_keep_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_adds_over_batch_max, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_drain_runs_chained_add, setup, teardown),
 	};
 	int rc;
 
