@@ -90,6 +90,7 @@ struct piece {
 struct batch_msg {
 	struct idx_message m;
 	uint32_t seq;
+	int32_t seen_at;            /* its entry in fetch_job.seen, -1 none */
 };
 
 struct fetch_job {
@@ -123,9 +124,15 @@ struct fetch_job {
 	int fd;
 	char *io;
 	char *dbuf;                 /* decoded output: IMAP_TEXT_DECODE_MAX(FETCH_DEC_IN), at first use */
-	/* \Seen set by this command, for the view */
+	/*
+	 * \Seen set by this command, for the view: an entry counts as known to the
+	 * client once its message's whole response is in the output (seen_state 1,
+	 * then 2 when the view took it); entries before seen_next are all taken.
+	 */
 	struct idx_uidstate *seen;
-	size_t nseen, capseen;
+	uint8_t *seen_state;
+	size_t nseen, capseen, seen_next;
+	int32_t cur_seen;           /* seen_at of the message being written, -1 none */
 	/* outcome */
 	bool finished;
 	unsigned nmissing, nunknown, nbroken, nshort;
@@ -673,8 +680,13 @@ emit(struct fetch_job *fj)
 		}
 		fj->ipiece++;
 	}
-	if (fj->ipiece == fj->npieces)
+	if (fj->ipiece == fj->npieces) {
 		pieces_clear(fj);
+		/* The message's whole response is in the output now. */
+		if (fj->cur_seen >= 0)
+			fj->seen_state[fj->cur_seen] = 1;
+		fj->cur_seen = -1;
+	}
 }
 
 /* ---- the walk ---- */
@@ -702,6 +714,7 @@ walk_cb(void *arg, const struct idx_message *m)
 		struct batch_msg *bm = &fj->batch[fj->nbatch++];
 		msg_copy(&bm->m, m);
 		bm->seq = seq;
+		bm->seen_at = -1;
 		if (fj->nbatch == FETCH_BATCH)
 			goto stop;
 		return 1;
@@ -750,7 +763,10 @@ batch_seen(struct fetch_job *fj, struct idx_account *a)
 				if (fj->nseen == fj->capseen) {
 					fj->capseen = fj->capseen ? fj->capseen * 2 : 64;
 					fj->seen = xrealloc(fj->seen, fj->capseen * sizeof(*fj->seen));
+					fj->seen_state = xrealloc(fj->seen_state, fj->capseen * sizeof(*fj->seen_state));
 				}
+				fj->batch[i].seen_at = (int32_t)fj->nseen;
+				fj->seen_state[fj->nseen] = 0;
 				fj->seen[fj->nseen++] = (struct idx_uidstate){m->uid, m->flags, ms};
 			}
 	}
@@ -817,7 +833,10 @@ fetch_work(struct imap_job *j, struct idx_account *a)
 			continue;
 		}
 		if (fj->ibatch < fj->nbatch) {
-			prepare(fj, a, &fj->batch[fj->ibatch++]);
+			struct batch_msg *bm = &fj->batch[fj->ibatch++];
+			prepare(fj, a, bm);
+			/* Marked sent once emit wrote all of it (nothing written: never). */
+			fj->cur_seen = fj->npieces > 0 ? bm->seen_at : -1;
 			continue;
 		}
 		batch_clear(fj);
@@ -878,6 +897,7 @@ fetch_free(struct fetch_job *fj)
 		sec_clear(&fj->secs[i]);
 	free(fj->secs);
 	free(fj->seen);
+	free(fj->seen_state);
 	free(fj->io);
 	free(fj->dbuf);
 	imap_seqset_clear(&fj->vset);
@@ -968,10 +988,14 @@ fetch_done(struct imap_job *j)
 	}
 	evbuffer_add_buffer(imap_out(c), fj->out);
 	struct imap_view *v = c->sel;
-	/* A failed step may not have sent every message whose \Seen it set: the view
-	 * then leaves those changes to their notifications (at worst one FETCH too many). */
-	if (v != NULL && v->mailbox_id == fj->mailbox_id && j->rc >= 0)
-		for (size_t i = 0; i < fj->nseen; i++) {
+	/* \Seen whose response is in the output now is known to the client; the rest
+	 * (not written yet, or never: a failed step) is left to later steps or to the
+	 * change notifications. */
+	if (v != NULL && v->mailbox_id == fj->mailbox_id)
+		for (size_t i = fj->seen_next; i < fj->nseen; i++) {
+			if (fj->seen_state[i] != 1)
+				continue;
+			fj->seen_state[i] = 2;
 			uint32_t seq = imap_view_seq(v, fj->seen[i].uid);
 			if (seq == 0 || imap_view_modseq(v, seq - 1) >= fj->seen[i].modseq)
 				continue;
@@ -980,7 +1004,8 @@ fetch_done(struct imap_job *j)
 			if (fj->seen[i].modseq > v->highest_modseq)
 				v->highest_modseq = fj->seen[i].modseq;
 		}
-	fj->nseen = 0;
+	while (fj->seen_next < fj->nseen && fj->seen_state[fj->seen_next] == 2)
+		fj->seen_next++;
 	if (j->rc < 0) {
 		imap_serverbug(c, "fetch", j->err);
 		fetch_free(fj);
@@ -1233,6 +1258,7 @@ int
 imap_cmd_fetch(struct imap_conn *c, struct imap_args *args)
 {
 	struct fetch_job *fj = xcalloc(1, sizeof(*fj));
+	fj->cur_seen = -1;
 	struct imap_seqset set = {0};
 	const struct imap_arg *a;
 	const char *err = NULL;

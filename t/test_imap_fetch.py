@@ -545,3 +545,26 @@ def test_client_leaves_during_fetch(localserve):
     res, ok = fetch(r, "g", "FETCH 2 (RFC822.SIZE)")
     assert ok.startswith("g OK") and res[2]["RFC822.SIZE"] == str(len(big)).encode()
     r.close()
+
+
+def test_fetch_body_over_many_steps_announces_seen_once(localserve):
+    """FETCH BODY[] of unseen messages larger together than one output step: each sets
+    \\Seen, and the view counts it as announced once that message's whole response was
+    written, step by step. Afterwards the session gets no second FETCH of those flags,
+    and every message is \\Seen."""
+    from test_imap_sync import session, untagged
+    c = login(localserve)
+    big = "".join(f"line {i:06d} " + "x" * 88 + "\r\n" for i in range(1000))  # about 100 KB
+    for i in range(12):
+        typ, _ = c.append("INBOX", None, None, msg(f"big{i}", body=big))
+        assert typ == "OK"
+    r = session(localserve)
+    res = r.cmd("f", "FETCH 1:12 (BODY[])")
+    assert res[-1].startswith("f OK"), res[-1]
+    res += r.cmd("n", "NOOP")
+    # A FETCH without BODY[] would be the change announced a second time.
+    again = [l for l in untagged(res) if re.match(r"\* \d+ FETCH ", l) and "BODY[]" not in l]
+    assert again == [], again
+    typ, data = c.select("INBOX")
+    typ, data = c.fetch("1:12", "(FLAGS)")
+    assert typ == "OK" and len(data) == 12 and all(b"\\Seen" in d for d in data), data
