@@ -1053,6 +1053,11 @@ class Bench:
 
     # -- part 3
     def smtp_run(self, name, port, rcpt, maildir, n, sessions, lmtp=False):
+        # Every server starts from the same disk state: what earlier parts (or the previous
+        # server's run) left to write back would otherwise slow down the fdatasyncs of
+        # whichever runs next.
+        os.sync()
+        time.sleep(1.0)
         base = count_files(maildir)
         # Each message in its own session (smtp-source's default: connect, HELO, MAIL,
         # RCPT, DATA, QUIT), at most `sessions` at once; -C only retries a connect that
