@@ -610,6 +610,31 @@ store_new(struct event_base *base, const struct config *cfg, int nthreads)
 	return st;
 }
 
+/*
+ * Move the adds of the queue *head..*tail (its lock held) to the list ending
+ * at rt, keeping the other jobs in order; returns the list's new end.
+ */
+static struct job **
+take_adds(struct job **head, struct job **tail, struct job **rt)
+{
+	struct job **pp = head;
+
+	*tail = NULL;
+	while (*pp != NULL) {
+		struct job *j = *pp;
+		if (j->kind == JOB_ADD) {
+			*pp = j->next;
+			j->next = NULL;
+			*rt = j;
+			rt = &j->next;
+		} else {
+			*tail = j;
+			pp = &j->next;
+		}
+	}
+	return rt;
+}
+
 void
 store_refuse_adds(struct store *st)
 {
@@ -621,38 +646,12 @@ store_refuse_adds(struct store *st)
 		struct worker *w = &st->workers[i];
 
 		pthread_mutex_lock(&w->mu);
-		struct job **pp = &w->head;
-		w->tail = NULL;
-		while (*pp != NULL) {
-			struct job *j = *pp;
-			if (j->kind == JOB_ADD) {
-				*pp = j->next;
-				j->next = NULL;
-				*rt = j;
-				rt = &j->next;
-			} else {
-				w->tail = j;
-				pp = &j->next;
-			}
-		}
+		rt = take_adds(&w->head, &w->tail, rt);
 		pthread_mutex_unlock(&w->mu);
 	}
 	/* Adds whose file still waits for a sync thread. */
 	pthread_mutex_lock(&st->syncmu);
-	struct job **sp = &st->sync_head;
-	st->sync_tail = NULL;
-	while (*sp != NULL) {
-		struct job *j = *sp;
-		if (j->kind == JOB_ADD) {
-			*sp = j->next;
-			j->next = NULL;
-			*rt = j;
-			rt = &j->next;
-		} else {
-			st->sync_tail = j;
-			sp = &j->next;
-		}
-	}
+	rt = take_adds(&st->sync_head, &st->sync_tail, rt);
 	pthread_mutex_unlock(&st->syncmu);
 	while (refused != NULL) {
 		struct job *j = refused;

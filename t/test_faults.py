@@ -22,6 +22,7 @@ import time
 import pytest
 
 from conftest import MOX, Server
+from test_smtp import domains_yaml
 
 USER = "mox@localhost"
 PASS = "moxmoxmox"
@@ -368,17 +369,24 @@ def test_log_sync_fault_falls_back_to_syncing_the_files(log_fault_server):
         assert len(bodies[t]) == 1 and want in bodies[t][0], f"{t}: {len(bodies[t])} copies or other bytes"
 
 
+def slow_disk_server(tmpdir, faultlib, pathpart, delay_ms):
+    """A started server whose syncs of files matching pathpart take delay_ms once on(), with
+    a 200 ms ShutdownTimeout (the refusal comes while such a sync runs)."""
+    s = FaultServer(tmpdir, faultlib, pathpart)
+    s.env["MOX_FAULT_SYNC_DELAY_MS"] = str(delay_ms)
+    s.init()
+    s.set_limits(ShutdownTimeout="200ms")
+    s.start()
+    return s
+
+
 def test_shutdown_waits_for_a_delivery_being_committed(tmpdir_short, faultlib):
     """A slow disk: the delivery log's fdatasync takes 4 s. A message whose add is already
     committing when ShutdownTimeout runs out is not refused (it may be stored already): the
     server waits for it and answers 250 before it exits, instead of leaving the loop with the
     message stored and unanswered (the client would send it again)."""
     import threading
-    s = FaultServer(tmpdir_short, faultlib, "index.wal")
-    s.env["MOX_FAULT_SYNC_DELAY_MS"] = "4000"
-    s.init()
-    s.set_limits(ShutdownTimeout="200ms")
-    s.start()
+    s = slow_disk_server(tmpdir_short, faultlib, "index.wal", 4000)
     try:
         code, text = deliver(s, "before-slow-disk")
         assert code == 250, (code, text)
@@ -442,8 +450,7 @@ def bob_fault_server(tmpdir_short, faultlib):
     s = FaultServer(tmpdir_short, faultlib, "/accounts/bob/")
     s.fault = "bob"
     s.init()
-    with open(os.path.join(s.dir, "domains.yaml"), "w") as f:
-        f.write(TWO_ACCOUNTS)
+    domains_yaml(s, TWO_ACCOUNTS)
     s.start()
     yield s
     s.off()
@@ -560,11 +567,7 @@ def test_shutdown_answers_add_whose_file_a_sync_thread_syncs(tmpdir_short, fault
     it used to be neither refused nor waited for at shutdown: the loop stopped and the client
     got no answer. Now the stop waits for it and it gets its 451 (refused, not stored)."""
     from test_review import Raw, busy_storage, stored_copies
-    s = FaultServer(tmpdir_short, faultlib, "/tmp/.pool/")
-    s.env["MOX_FAULT_SYNC_DELAY_MS"] = "3000"
-    s.init()
-    s.set_limits(ShutdownTimeout="200ms")
-    s.start()
+    s = slow_disk_server(tmpdir_short, faultlib, "/tmp/.pool/", 3000)
     try:
         newdir = busy_storage(s)
         s.on()
