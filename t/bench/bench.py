@@ -1151,9 +1151,24 @@ class Bench:
         else:
             skipped("postfix", "its private instance did not start")
         for sessions in a.smtp_conns:
+            # Each server runs smtp_rounds times, the order reversed every other round
+            # (mox, dovecot, postfix, postfix, dovecot, mox), and its best run counts. Whoever
+            # runs first after a burst of file removals (the previous part's, or an earlier
+            # bench's cleanup) pays for them: ext4 without a journal skips every inode freed in
+            # the last minutes when it allocates one. Alternating gives no server that place
+            # every time.
+            runs = {}
+            for r in range(a.smtp_rounds):
+                order = targets if r % 2 == 0 else list(reversed(targets))
+                for name, port, rcpt, md, lmtp in order:
+                    runs.setdefault(name, []).append(self.smtp_run(name, port, rcpt, md, a.smtp_n, sessions, lmtp))
             res = {}
-            for name, port, rcpt, md, lmtp in targets:
-                res[name] = self.smtp_run(name, port, rcpt, md, a.smtp_n, sessions, lmtp)
+            for name, rates in runs.items():
+                ok = [v for v in rates if v]
+                res[name] = max(ok) if len(ok) == len(rates) else None
+                if len(rates) > 1:
+                    say(f"    {name}, {sessions} conn: runs " + ", ".join(fmt(v) for v in rates) +
+                        (f"; best {fmt(res[name])}" if res[name] else "; a run failed, no figure"))
             self.delivery = getattr(self, "delivery", {})
             self.delivery[sessions] = res
             m = res.get("mox smtp")
@@ -1322,6 +1337,7 @@ def main():
     ap.add_argument("--dovecot-idle", type=int, help="idle IMAP connections to Dovecot (a process each)")
     ap.add_argument("--smtp-n", type=int)
     ap.add_argument("--smtp-conns", type=lambda s: [int(x) for x in s.split(",")])
+    ap.add_argument("--smtp-rounds", type=int, help="runs of each server per connection count (best counts)")
     ap.add_argument("--smtp-idle", type=int)
     ap.add_argument("--deliver-n", type=int, help="messages per deliverbench mode")
     ap.add_argument("--deliver-open", type=int, help="messages in deliverbench's open test (0: none)")
@@ -1331,11 +1347,11 @@ def main():
     ap.add_argument("--only", help="comma list of parts: disk,deliver,imap,big,smtp,idle")
     a = ap.parse_args()
     defaults = dict(disk_n=2000, prepop=1000, stress_seconds=10.0, stress_clients=[10, 100], big=100000,
-                    idle=10000, dovecot_idle=1000, smtp_n=5000, smtp_conns=[1, 10], smtp_idle=2000,
+                    idle=10000, dovecot_idle=1000, smtp_n=5000, smtp_conns=[1, 10], smtp_rounds=2, smtp_idle=2000,
                     deliver_n=10000, deliver_open=100000, deliver_senders=[8, 32])
     if a.quick:
         defaults.update(disk_n=500, prepop=200, stress_seconds=3.0, big=5000, idle=500, dovecot_idle=200,
-                        smtp_n=500, smtp_idle=200, deliver_n=1000, deliver_open=10000)
+                        smtp_n=500, smtp_rounds=1, smtp_idle=200, deliver_n=1000, deliver_open=10000)
     for k, v in defaults.items():
         if getattr(a, k) is None:
             setattr(a, k, v)
