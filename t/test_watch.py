@@ -6,10 +6,11 @@ whose own scan finds a change answers normally.
 """
 import os
 import smtplib
+import threading
 import time
 
-from test_imap import msg
-from test_imap_sync import maildir, session
+from test_imap import login, msg
+from test_imap_sync import append, idle_until, maildir, session
 
 
 def exists_after_select(server):
@@ -97,3 +98,46 @@ def test_offline_import_leaves_stamp(server_dir, tmp_path):
     out = subprocess.run(["tcbmgr", "list", "-px", index], capture_output=True, text=True, check=True).stdout
     stamps = [l for l in out.splitlines() if l.startswith("53 ")]  # 'S' mbid
     assert stamps, out[:2000]
+
+
+def test_changes_seen_while_deliveries_stream_and_after(localserve):
+    """The watch reads inotify by a timer while events keep coming (our deliveries queue one each)
+    and goes back to waiting in epoll once a read finds none: a change another program makes is
+    seen in both modes."""
+    c = login(localserve)
+    append(c, 1)
+    c.logout()
+    root = maildir(localserve)
+    (d, f), = [(d, f) for d in ("cur", "new") for f in os.listdir(os.path.join(root, d))]
+    a = session(localserve)
+    a.send("i IDLE\r\n")
+    assert a.line().startswith("+")
+    stop = threading.Event()
+    sent = []
+
+    def deliver():
+        s = smtplib.SMTP("127.0.0.1", localserve.ports["SMTP"], timeout=10)
+        while not stop.is_set():
+            s.sendmail("a@example.org", ["mox@localhost"], msg(f"burst{len(sent)}"))
+            sent.append(1)
+        s.quit()
+
+    t = threading.Thread(target=deliver)
+    t.start()
+    try:
+        while len(sent) < 20:  # the watch is reading by its timer now
+            time.sleep(0.01)
+        base = f.split(":2,")[0]
+        os.rename(os.path.join(root, d, f), os.path.join(root, "cur", base + ":2,F"))
+        seen = idle_until(a, lambda s: "* 1 FETCH" in s, timeout=5)
+        assert "\\Flagged" in seen, seen
+    finally:
+        stop.set()
+        t.join()
+    assert len(sent) > 20
+    time.sleep(0.5)  # quiet: the next change has to wake the loop through epoll
+    os.unlink(os.path.join(root, "cur", base + ":2,F"))
+    idle_until(a, lambda s: "* 1 EXPUNGE" in s, timeout=5)
+    a.send("DONE\r\n")
+    assert a.until_tag("i")[-1].startswith("i OK")
+    a.close()
