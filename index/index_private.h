@@ -326,6 +326,7 @@ struct wal_target {
 struct wal_msg {
 	const char *path;
 	uint64_t size;
+	const uint8_t *data; /* the file's size bytes, already read; NULL: read from path */
 	struct wal_target *t;
 	size_t nt;
 };

@@ -362,6 +362,8 @@ static int64_t kwtab_letters(struct kwtab *t, const char *folderdir, uint32_t fl
 	uint32_t bits = 0;
 	bool dirty = false;
 
+	if (n == 0 && !(flags & IDX_FORWARDED))
+		return 0; /* no letter needed: the table is not read (a delivery's common case) */
 	if (kwtab_load(t, folderdir, err, errlen) < 0)
 		return -1;
 	(void)msg_name_letters(&t->kw, flags, kws, n, true, &bits, &dirty);
@@ -391,6 +393,7 @@ struct add_parsed {
 	struct maildir_writer *w;
 	struct mime_msg *msg;
 	TCXSTR *cache;
+	uint8_t *data; /* the file's bytes when it may be logged (up to WAL_MSG_MAX), else NULL */
 };
 
 struct add_state {
@@ -447,9 +450,29 @@ static struct add_folder *add_folder_get(struct idx_account *a, struct add_state
 	return f;
 }
 
+/* Exactly len bytes of fd from its start into buf. 1, -1 (err set). */
+static int read_all(int fd, uint8_t *buf, size_t len, const char *path, char *err, size_t errlen)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = pread(fd, buf + got, len - got, (off_t)got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			idx_seterr(err, errlen, "read %s: %s", path, n < 0 ? strerror(errno) : "shorter than written");
+			return -1;
+		}
+		got += (size_t)n;
+	}
+	return 1;
+}
+
 static struct add_parsed *add_parse(struct add_state *s, struct maildir_writer *w, char *err, size_t errlen)
 {
 	struct add_parsed *p;
+	uint64_t size;
 	int fd;
 	size_t i;
 
@@ -464,7 +487,17 @@ static struct add_parsed *add_parse(struct add_state *s, struct maildir_writer *
 	s->p = idx_xrealloc(s->p, sizeof(*s->p) * (s->np + 1));
 	p = &s->p[s->np];
 	memset(p, 0, sizeof(*p));
-	if (msg_parse_fd(fd, maildir_writer_size(w), &p->msg, err, errlen) < 0) {
+	size = maildir_writer_size(w);
+	if (size > 0 && size <= WAL_MSG_MAX) {
+		/* Read once: parsed here and written to the delivery log from the same bytes. */
+		p->data = idx_xmalloc((size_t)size);
+		if (read_all(fd, p->data, (size_t)size, maildir_writer_path(w), err, errlen) < 0) {
+			free(p->data);
+			close(fd);
+			return NULL;
+		}
+		mime_parse((const char *)p->data, (size_t)size, NULL, &p->msg);
+	} else if (msg_parse_fd(fd, size, &p->msg, err, errlen) < 0) {
 		close(fd);
 		return NULL;
 	}
@@ -489,6 +522,7 @@ static void add_state_clear(struct add_state *s)
 	for (i = 0; i < s->np; i++) {
 		mime_msg_free(&s->p[i].msg);
 		tcxstrdel(s->p[i].cache);
+		free(s->p[i].data);
 	}
 	free(s->p);
 	free(s->linked);
@@ -781,6 +815,9 @@ static int add_log(struct idx_account *a, struct add_state *s, struct idx_add *i
 			msgs = idx_xrealloc(msgs, sizeof(*msgs) * (nm + 1));
 			m = &msgs[nm++];
 			*m = (struct wal_msg){.path = maildir_writer_path(it->w), .size = maildir_writer_size(it->w)};
+			for (size_t k = 0; k < s->np && m->data == NULL; k++)
+				if (s->p[k].w == it->w)
+					m->data = s->p[k].data;
 		}
 		m->t = idx_xrealloc(m->t, sizeof(*m->t) * (m->nt + 1));
 		m->t[m->nt++] = (struct wal_target){.mbid = it->mailbox_id, .uid = it->uid_r, .flags = it->flags,

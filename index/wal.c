@@ -601,7 +601,10 @@ int wal_append(struct idx_account *a, const struct wal_msg *msgs, size_t n, uint
 				tcxstrcat(x, t->keywords[q], (int)kl);
 			}
 		}
-		r = read_file_into(m->path, m->size, x, err, errlen);
+		if (m->data != NULL)
+			tcxstrcat(x, m->data, (int)m->size);
+		else
+			r = read_file_into(m->path, m->size, x, err, errlen);
 		if (r > 0)
 			ent_finish(x, start, w->salt);
 	}
