@@ -424,6 +424,133 @@ def test_shutdown_waits_for_a_delivery_being_committed(tmpdir_short, faultlib):
         s.stop(expect_rc=None)
 
 
+
+def hold_storage_thread(s):
+    """Keep the account's storage thread busy for seconds on a slow disk (slow_disk_server
+    on "index.wal"): an SMTP delivery "committing", on its own connection in a thread, whose
+    delivery log fdatasync is delayed (a one-message delivery syncs its log entry on the
+    storage thread itself, after the commit). Returns once that sync is under way, with the
+    thread and a dict that gets its result (code, text) as "r"."""
+    import threading
+    code, text = deliver(s, "before-slow-disk")
+    assert code == 250, (code, text)
+    # The idle checkpoint after it also syncs index.wal (its header): let it pass first,
+    # so the delayed sync below is the delivery's own.
+    time.sleep(2.5)
+    s.on()
+    result = {}
+
+    def send():
+        c = smtplib.SMTP("127.0.0.1", s.ports["SMTP"], timeout=60)
+        c.ehlo("client.faults.example")
+        try:
+            c.sendmail(FROM, [USER], message("committing")[0])
+            result["r"] = (250, "")
+        except smtplib.SMTPResponseException as e:
+            result["r"] = (e.smtp_code, e.smtp_error.decode(errors="replace"))
+        except smtplib.SMTPServerDisconnected as e:
+            result["r"] = (None, str(e))
+        c.close()  # no QUIT: the server says 421 after the answer, it is stopping
+    t = threading.Thread(target=send)
+    t.start()
+    s.wait_hit()  # its add is in the log's (slow) fdatasync now, on the storage thread
+    return t, result
+
+
+# The message under test, queued behind "committing"; its X-Token is "in-flight".
+IN_FLIGHT = (f"From: {FROM}\r\nTo: {USER}\r\nSubject: in flight\r\n"
+             "X-Token: in-flight\r\n\r\nhello\r\n").encode()
+
+
+def check_after_refusal(s, t, result):
+    """After a refused "in flight": the server logged the refusal; "committing", whose add was
+    already committing, got 250 (the server waited for it); after a restart it is in INBOX
+    once and "in flight" is not (neither as a message file nor in the index)."""
+    t.join(timeout=60)
+    assert not t.is_alive(), "no answer for the delivery being committed"
+    assert result.get("r") == (250, ""), result
+    s.off()
+    s.stop()
+    assert "refusing deliveries not yet stored" in open(s.logpath, errors="replace").read()
+    assert copies(s, "mox", "in-flight") == 0, "refused, yet its message file is in the Maildir"
+    s.start()
+    bodies = inbox_bodies(s)
+    assert len(bodies.get("committing", [])) == 1, sorted(bodies, key=str)
+    assert "in-flight" not in bodies, sorted(bodies, key=str)
+    c = imap_login(s)
+    try:
+        assert c.select("INBOX", readonly=True)[0] == "OK"
+        typ, data = c.search(None, "SUBJECT", '"in flight"')
+        assert typ == "OK" and data == [b""], data
+        c.logout()
+    finally:
+        try:
+            c.shutdown()
+        except OSError:
+            pass
+
+
+def test_shutdown_refuses_delivery_still_queued(tmpdir_short, faultlib):
+    """A delivery still waiting for its storage thread when ShutdownTimeout runs out is
+    refused with 451 and not stored. Here it waits behind another delivery whose delivery
+    log fdatasync takes 4 s (a slow disk). It used to run after the loop had stopped:
+    stored, but the client never got its 250 and would send the message again. The
+    delivery that was already committing is waited for: 250, and it is kept."""
+    from test_review import Raw
+    s = slow_disk_server(tmpdir_short, faultlib, "index.wal", 4000)
+    try:
+        t, result = hold_storage_thread(s)
+        r = Raw(s.ports["SMTP"], timeout=60)
+        assert r.reply()[0] == 220
+        assert r.cmd("EHLO x.example")[0] == 250
+        assert r.cmd("MAIL FROM:<s@example.org>")[0] == 250
+        assert r.cmd("RCPT TO:<mox@localhost>")[0] == 250
+        assert r.cmd("DATA")[0] == 354
+        r.send(IN_FLIGHT + b".\r\n")
+        time.sleep(0.3)  # queued behind "committing", whose sync takes 4 s from the hit
+        s.proc.send_signal(15)
+        try:
+            code, texts = r.reply()
+        except (EOFError, ConnectionResetError) as e:
+            code, texts = None, [str(e)]
+        assert code == 451, (code, texts)
+        assert "shutting down" in " ".join(texts), texts
+        r.close()
+        check_after_refusal(s, t, result)
+    finally:
+        s.off()
+        s.stop(expect_rc=None)
+
+
+def test_shutdown_refuses_append_still_queued(tmpdir_short, faultlib):
+    """The same for IMAP: an APPEND still waiting for storage (behind a delivery whose log
+    fdatasync is slow) at the end of ShutdownTimeout gets NO [UNAVAILABLE] and its message
+    is not stored; the delivery already committing gets its 250 and is kept."""
+    import socket
+    s = slow_disk_server(tmpdir_short, faultlib, "index.wal", 4000)
+    try:
+        # Logged in before the slow disk: the APPEND below only has to wait for storage.
+        sock = socket.create_connection(("127.0.0.1", s.ports["IMAP"]), timeout=60)
+        f = sock.makefile("rb")
+        assert f.readline().startswith(b"* OK")
+        sock.sendall(f"a LOGIN {USER} {PASS}\r\n".encode())
+        while not (line := f.readline()).startswith(b"a "):
+            assert line, "connection closed during LOGIN"
+        assert line.startswith(b"a OK"), line
+        t, result = hold_storage_thread(s)
+        sock.sendall(b"b APPEND INBOX {%d+}\r\n" % len(IN_FLIGHT) + IN_FLIGHT + b"\r\n")
+        time.sleep(0.3)  # queued behind "committing", whose sync takes 4 s from the hit
+        s.proc.send_signal(15)
+        while not (line := f.readline()).startswith(b"b "):
+            assert line, "connection closed without an answer to APPEND"
+        assert line.startswith(b"b NO [UNAVAILABLE]"), line
+        sock.close()
+        check_after_refusal(s, t, result)
+    finally:
+        s.off()
+        s.stop(expect_rc=None)
+
+
 # ---- several accounts, one of them failing ----
 
 TWO_ACCOUNTS = """Domains:

@@ -2,7 +2,6 @@
 
 Each test shows one bug: it failed before the fix that came with it.
 """
-import imaplib
 import os
 import socket
 import ssl
@@ -145,50 +144,3 @@ def test_shutdown_answers_delivery_in_progress(localserve):
     assert code in (250, 421, 451), (code, texts, len(stored))
     if code != 250:
         assert not stored, f"message stored but the client got {code} {texts}"
-
-
-def test_shutdown_refuses_delivery_still_queued(server_dir):
-    """A delivery still waiting for its storage thread when ShutdownTimeout runs out
-    is refused with 451 and not stored. It used to run after the loop had stopped:
-    stored, but the client never got its 250 and would send the message again."""
-    server_dir.set_limits(ShutdownTimeout="200ms")
-    server_dir.start()
-    code, texts, stored = stop_during_delivery(server_dir)
-    assert code == 451, (code, texts)
-    assert "shutting down" in " ".join(texts)
-    assert "refusing deliveries not yet stored" in open(server_dir.logpath).read()
-    assert not stored, "refused with 451, yet stored"
-    # The adoption that kept the thread busy was finished or is picked up again: nothing is lost.
-    server_dir.start()
-    c = imaplib.IMAP4("127.0.0.1", server_dir.ports["IMAP"])
-    c.login("mox@localhost", "moxmoxmox")
-    typ, data = c.select("INBOX")
-    assert typ == "OK" and int(data[0]) >= 20000
-    typ, data = c.search(None, "SUBJECT", '"in flight"')
-    assert data == [b""]
-    c.logout()
-
-
-def test_shutdown_refuses_append_still_queued(server_dir):
-    """The same for IMAP: an APPEND still waiting for storage at the end of
-    ShutdownTimeout gets NO [UNAVAILABLE] and its message is not stored."""
-    server_dir.set_limits(ShutdownTimeout="200ms")
-    server_dir.start()
-    wait_secrets(server_dir)
-    s = socket.create_connection(("127.0.0.1", server_dir.ports["IMAP"]), timeout=60)
-    f = s.makefile("rb")
-    assert f.readline().startswith(b"* OK")
-    s.sendall(b"a LOGIN mox@localhost moxmoxmox\r\n")
-    while not (line := f.readline()).startswith(b"a "):
-        pass
-    assert line.startswith(b"a OK"), line
-    newdir = busy_storage(server_dir)
-    msg = b"Subject: in flight\r\n\r\nhello\r\n"
-    s.sendall(b"b APPEND INBOX {%d+}\r\n" % len(msg) + msg + b"\r\n")
-    time.sleep(0.05)
-    server_dir.proc.send_signal(15)
-    while not (line := f.readline()).startswith(b"b "):
-        assert line, "connection closed without an answer to APPEND"
-    assert line.startswith(b"b NO [UNAVAILABLE]"), line
-    server_dir.stop()
-    assert not stored_copies(newdir), "refused, yet stored"
