@@ -516,7 +516,10 @@ add_done(void *arg)
 	if (deliver_dead(d))
 		return;
 	t = d->c->txn;
-	if (a->nitems == 0)
+	if (a->nitems == 0 && server_stopping(d->c->srv))
+		/* Refused at the end of ShutdownTimeout: expected, the client gets 451 4.3.2. */
+		log_info(SMTP_PKG, d->c->ci->cid, "message not stored", "account", a->account, "err", a->err);
+	else if (a->nitems == 0)
 		log_error(SMTP_PKG, d->c->ci->cid, "message not stored", "account", a->account, "err", a->err);
 	for (size_t i = 0; i < t->nrcpts; i++) {
 		if (d->racct[i] != d->cur || d->rres[i] != RR_PENDING)
