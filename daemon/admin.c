@@ -56,6 +56,7 @@ struct load {
 	size_t len;
 	char err[256];
 	int ok;
+	bool reload; /* after a failed open: not one of the loads the listeners wait for */
 };
 
 static void
@@ -91,9 +92,28 @@ load_done(void *arg)
 	free(l->blob);
 	store_account_put(&l->sa);
 	/* Logins work from the first connection on: accept once every account's secrets are in. */
-	if (--loads_pending == 0)
+	if (!l->reload && --loads_pending == 0)
 		server_accept_start(l->srv);
 	free(l);
+}
+
+/* The store opened an account whose first open failed: its logins need its secrets. */
+static void
+reopened(struct store_account *sa, void *arg)
+{
+	struct server *srv = arg;
+	const struct config *cfg = server_config(srv);
+	struct load *l = xcalloc(1, sizeof(*l));
+
+	l->srv = srv;
+	l->sa = store_account_get(server_store(srv), store_account_name(sa));
+	if (l->sa == NULL) {
+		free(l);
+		return;
+	}
+	l->reload = true;
+	l->local_default = cfg->st.local_serve && strcmp(store_account_name(sa), ADMIN_LOCALSERVE_ACCOUNT) == 0;
+	store_submit(l->sa, load_work, load_done, l);
 }
 
 static void
@@ -196,5 +216,7 @@ admin_init(struct server *srv)
 {
 	server_control_register(srv, "setaccountpassword", "account password", cmd_setaccountpassword);
 	admin_tools_init(srv);
+	if (server_store(srv) != NULL)
+		store_set_reopen_hook(server_store(srv), reopened, srv);
 	load_all(srv);
 }

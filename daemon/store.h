@@ -71,11 +71,19 @@ struct store_account *store_account_get(struct store *st, const char *name);
 void store_account_put(struct store_account **sap);
 const char *store_account_name(const struct store_account *sa);
 /*
- * Any thread: false once the account is known to fail every add (it could not
+ * Loop thread: false once the account is known to fail every add (it could not
  * be opened, or an fdatasync of its index failed: writes need a restart).
- * Lets SMTP refuse that recipient at RCPT instead of failing after DATA.
+ * Lets SMTP refuse that recipient at RCPT instead of failing after DATA. For an
+ * account that could not be opened, a call at least 10 s after the last
+ * attempt queues another (the answer stays false until it succeeded).
  */
-bool store_account_usable(const struct store_account *sa);
+bool store_account_usable(struct store_account *sa);
+/*
+ * fn (loop thread) is told when an account that could not be opened was opened
+ * by such a later attempt (made on new mail, and every 10 s): e.g. to load what
+ * the failed open left out (login secrets).
+ */
+void store_set_reopen_hook(struct store *st, void (*fn)(struct store_account *sa, void *arg), void *arg);
 /* Why the account could not be opened ("" when it is fine). Storage thread only. */
 const char *store_account_error(const struct store_account *sa);
 

@@ -722,3 +722,41 @@ def test_shutdown_answers_add_whose_file_a_sync_thread_syncs(tmpdir_short, fault
     finally:
         s.off()
         s.stop(expect_rc=None)
+
+
+def test_account_that_could_not_be_opened_is_tried_again(server_dir):
+    """An account whose index cannot be opened gets 451 at RCPT; once the administrator
+    repairs it, new mail reaches it after the retry interval (10 s) without a restart, and
+    nothing delivered before is lost."""
+    s = server_dir
+    s.start()
+    assert deliver(s, "before-damage") == (250, "")
+    s.stop()
+    acct = os.path.join(s.dir, "data", "accounts", "mox")
+    os.rename(os.path.join(acct, "index.tcb"), os.path.join(acct, "index.tcb.good"))
+    with open(os.path.join(acct, "index.tcb"), "wb") as f:
+        f.write(b"not a database\n" * 300)
+    s.start()
+    code, text = deliver(s, "while-damaged-1")  # the open fails after DATA
+    assert 400 <= code < 500, (code, text)
+    code, text = deliver(s, "while-damaged-2")  # known now: refused at RCPT
+    assert code == 451 and text.startswith("4.3.0"), (code, text)
+    log = open(s.logpath, errors="replace").read()
+    assert re.search(r'l=error m="cannot open account: .*account=mox', log), log[-2000:]
+    failed_at = time.monotonic()
+    os.replace(os.path.join(acct, "index.tcb.good"), os.path.join(acct, "index.tcb"))
+    # Before the interval the account stays refused, repaired or not.
+    assert deliver(s, "too-early")[0] == 451
+    time.sleep(max(0.0, failed_at + 10.5 - time.monotonic()))
+    deadline = time.monotonic() + 10
+    while True:
+        code, text = deliver(s, "after-repair")  # the first RCPT after the interval asks for a new open
+        if code == 250 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert code == 250, (code, text)
+    assert "account opened after an earlier failure" in open(s.logpath, errors="replace").read()
+    bodies = inbox_bodies(s)
+    assert len(bodies.get("before-damage", [])) == 1 and len(bodies.get("after-repair", [])) == 1, \
+        sorted(bodies, key=str)
+    assert not [t for t in bodies if t and t.startswith(("while-damaged", "too-early"))], sorted(bodies, key=str)
