@@ -47,14 +47,19 @@
 #define WATCH_NAMES_MAX 1024    /* changed names kept per directory; beyond, the folder is scanned */
 /*
  * After an event wakes the loop, the inotify descriptor leaves the epoll set
- * and is read every WATCH_POLL_MS until a read finds nothing. Every delivery
- * and every message read queues events (our own too): woken for each, the
- * loop thread took an extra wakeup per message (SMTP at one connection:
- * about 1,390 -> 1,520 msg/s without it). Changes are seen at most this
- * much later, well within WATCH_OPEN_GRACE_MS + WATCH_DEBOUNCE_MS; the
- * kernel queues up to max_queued_events (16,384) meanwhile.
+ * and is read every WATCH_POLL_MS while events come sparsely (a read finds
+ * some, fewer than WATCH_POLL_DENSE). Every delivery queues an event (ours
+ * too): woken for each, the loop thread took an extra wakeup per message
+ * (SMTP at one connection: about 1,390 -> 1,520 msg/s without it).
+ * The kernel queues at most max_queued_events (16,384 by default) between two
+ * reads, and an overflow costs a scan of every folder and loses the events
+ * that tell a half-written file (IN_CREATE + IN_OPEN) from a complete one:
+ * the interval is short enough that overflowing it takes over 3 million
+ * events a second, and a dense read (a backup or indexer opening files)
+ * goes back to epoll at once. Changes are seen at most this much later.
  */
-#define WATCH_POLL_MS 50
+#define WATCH_POLL_MS 5
+#define WATCH_POLL_DENSE 256
 #define WATCH_MASK \
 	(IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM | IN_CLOSE_WRITE | IN_OPEN | IN_CLOSE_NOWRITE | \
 	    IN_MOVE_SELF | IN_DELETE_SELF | IN_ONLYDIR | IN_EXCL_UNLINK)
@@ -520,21 +525,24 @@ file_event(struct watch *w, const struct inotify_event *ev, bool *arm_r)
 	return true;
 }
 
-/* Handle every queued event. Returns whether there was any. */
-static bool
+/* Handle every queued event. Returns how many there were. */
+static size_t
 drain(struct watch *w)
 {
 	char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
 	ssize_t n;
-	bool any = false, got = false;
+	bool any = false;
+	size_t got = 0;
 
 	while ((n = read(w->fd, buf, sizeof(buf))) > 0) {
-		got = true;
 		for (char *p = buf; p < buf + n;) {
 			struct inotify_event *ev = (struct inotify_event *)p;
 			p += sizeof(*ev) + ev->len;
+			got++;
 			if (ev->mask & IN_Q_OVERFLOW) {
 				/* Lost events: every watched folder is dirty. */
+				log_info("watch", 0, "inotify queue overflowed: every watched folder is scanned",
+				    "limit", "/proc/sys/fs/inotify/max_queued_events");
 				pthread_mutex_lock(&w->mu);
 				for (size_t i = 0; i < w->n; i++)
 					entry_dirty(&w->e[i], NULL);
@@ -619,14 +627,13 @@ poll_arm(struct watch *w)
 	evtimer_add(w->poll, &tv);
 }
 
-/* The descriptor became readable: read it, then poll it while events keep coming. */
+/* The descriptor became readable: read it, then poll it while events come sparsely. */
 static void
 read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct watch *w = arg;
 
-	drain(w);
-	if (w->stopping)
+	if (drain(w) >= WATCH_POLL_DENSE || w->stopping)
 		return;
 	event_del(w->ev);
 	poll_arm(w);
@@ -636,14 +643,14 @@ static void
 poll_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct watch *w = arg;
+	size_t n = drain(w);
 
-	if (drain(w)) {
-		if (!w->stopping)
-			poll_arm(w);
-	} else if (!w->stopping) {
-		/* Quiet: wait in epoll again (level-triggered, so an event queued since counts). */
+	if (w->stopping)
+		return;
+	if (n > 0 && n < WATCH_POLL_DENSE)
+		poll_arm(w);
+	else /* quiet, or dense: wait in epoll again (level-triggered: what is queued counts) */
 		event_add(w->ev, NULL);
-	}
 }
 
 void

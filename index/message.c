@@ -469,7 +469,8 @@ static int read_all(int fd, uint8_t *buf, size_t len, const char *path, char *er
 	return 1;
 }
 
-static struct add_parsed *add_parse(struct add_state *s, struct maildir_writer *w, char *err, size_t errlen)
+static struct add_parsed *add_parse(struct add_state *s, struct maildir_writer *w, bool keep, char *err,
+    size_t errlen)
 {
 	struct add_parsed *p;
 	uint64_t size;
@@ -488,8 +489,9 @@ static struct add_parsed *add_parse(struct add_state *s, struct maildir_writer *
 	p = &s->p[s->np];
 	memset(p, 0, sizeof(*p));
 	size = maildir_writer_size(w);
-	if (size > 0 && size <= WAL_MSG_MAX) {
-		/* Read once: parsed here and written to the delivery log from the same bytes. */
+	if (keep && size > 0 && size <= WAL_MSG_MAX) {
+		/* Read once: parsed here and written to the delivery log from the same bytes (a logged
+		 * batch fits in the log, so what is kept is bounded by its size). */
 		p->data = idx_xmalloc((size_t)size);
 		if (read_all(fd, p->data, (size_t)size, maildir_writer_path(w), err, errlen) < 0) {
 			free(p->data);
@@ -936,7 +938,7 @@ static int add_impl(struct idx_account *a, struct idx_add *items, size_t n, cons
 		if (it->result != 0)
 			continue;
 		f = add_folder_get(a, &s, it->mailbox_id, err, errlen, &fr);
-		p = add_parse(&s, it->w, perr, sizeof(perr));
+		p = add_parse(&s, it->w, use_log, perr, sizeof(perr));
 		if (p == NULL) {
 			item_fail(it, IDX_E_INTERNAL, perr);
 			continue;

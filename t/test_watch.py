@@ -5,6 +5,7 @@ these tests make sure that never hides a change another program made, and that a
 whose own scan finds a change answers normally.
 """
 import os
+import re
 import smtplib
 import threading
 import time
@@ -141,3 +142,48 @@ def test_changes_seen_while_deliveries_stream_and_after(localserve):
     a.send("DONE\r\n")
     assert a.until_tag("i")[-1].startswith("i OK")
     a.close()
+
+
+def test_half_written_file_not_adopted_during_read_flood(localserve, tmp_path):
+    """Another program reads thousands of files in cur/ as fast as it can (a backup, an indexer)
+    while a third writes new messages there slowly. The read flood must not overflow the
+    kernel's inotify queue (16,384 events) between two reads of the watch: an overflow loses
+    the IN_CREATE + IN_OPEN that mark the new files as still being written, and the scan after
+    it adopted them half-written, with the wrong size for good."""
+    import shutil
+    import subprocess
+    import pytest
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to build the read flood helper")
+    flood = str(tmp_path / "readflood")
+    p = subprocess.run(["gcc", "-O2", "-Wall", "-Werror", "-o", flood,
+                        os.path.join(os.path.dirname(__file__), "readflood.c")], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    cur = os.path.join(maildir(localserve), "cur")
+    for i in range(20000):  # dot-files: read, but never messages
+        with open(os.path.join(cur, f".f{i}"), "wb") as f:
+            f.write(b"x" * 100)
+    time.sleep(1.0)
+    fl = subprocess.Popen([flood, cur, "20000", "600"], stdout=subprocess.PIPE, text=True)
+    head = b"From: a@example.org\r\nSubject: slow\r\nMessage-ID: <x@y>\r\n\r\n"
+    body = b"y" * 22000
+    files = []
+    time.sleep(0.05)
+    for i in range(10):  # created and left open, their body written after the flood
+        f = open(os.path.join(cur, f"1700000000.M{i}P1Q1.otherhost:2,S"), "wb")
+        f.write(head)
+        f.flush()
+        files.append(f)
+        time.sleep(0.03)
+    out, _ = fl.communicate(timeout=30)
+    assert int(out) > 20000, out  # the flood did read files over and over
+    time.sleep(1.0)
+    for f in files:
+        f.write(body)
+        f.close()
+    time.sleep(1.5)  # the close, the debounce and the names job
+    r = session(localserve)
+    res = r.cmd("f", "FETCH 1:* RFC822.SIZE")
+    r.close()
+    sizes = [int(x) for x in re.findall(r"RFC822\.SIZE (\d+)", " ".join(res))]
+    assert sizes == [len(head) + len(body)] * 10, sizes
