@@ -850,7 +850,8 @@ retry_done(void *arg)
 	struct store_account *sa = arg; /* the job's reference holds it until now */
 
 	atomic_store(&sa->retry_open, false);
-	if (!atomic_load(&sa->unusable) && sa->st->reopened != NULL)
+	/* Not while stopping: store_free's drain runs this after the loop, when no new work may start. */
+	if (!atomic_load(&sa->unusable) && sa->st->reopened != NULL && !atomic_load(&sa->st->refusing))
 		sa->st->reopened(sa, sa->st->reopened_arg);
 }
 
