@@ -82,5 +82,6 @@ int cmd_reassignuids(int argc, char **argv);
 int cmd_bumpuidvalidity(int argc, char **argv);
 int cmd_recalculatemailboxcounts(int argc, char **argv);
 int cmd_setaccountpassword(int argc, char **argv);
+int cmd_reopenaccount(int argc, char **argv);
 
 #endif

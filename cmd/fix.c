@@ -185,3 +185,23 @@ out:
 	config_free(&cfg);
 	return rc;
 }
+
+int
+cmd_reopenaccount(int argc, char **argv)
+{
+	struct config *cfg;
+	int rc = 1;
+
+	if (argc != 1)
+		return cmd_usage("reopenaccount");
+	if (cmd_load_config(&cfg) < 0)
+		return 1;
+	if (cmd_server_running(cfg)) {
+		const char *args[] = {"reopenaccount", argv[0]};
+		rc = cmd_control(cfg, 2, args);
+	} else {
+		fprintf(stderr, "mox reopenaccount: no server is running; the next start opens the account\n");
+	}
+	config_free(&cfg);
+	return rc;
+}

@@ -61,6 +61,9 @@ static const struct subcmd subcmds[] = {
 	    "and the account's quota use from the messages; print what changed.", cmd_recalculatemailboxcounts},
 	{"setaccountpassword", "account", "Set the account's password, read from stdin (twice with a prompt on a\n"
 	    "terminal); stores SCRAM-SHA-1/256 and CRAM-MD5 secrets.", cmd_setaccountpassword},
+	{"reopenaccount", "account", "Open again an account the running server could not open (its index\n"
+	    "damaged or unreadable) once it is repaired; until then its mail and logins are refused.",
+	    cmd_reopenaccount},
 	{"version", "", "Print the version.", cmd_version},
 	{"help", "[command]", "Show the usage of all commands or of one.", cmd_help},
 };

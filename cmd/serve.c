@@ -62,6 +62,13 @@ clean_spool(const struct config *cfg)
  * from the pool stays in .pool until it is delivered. Without the pool (it
  * could not start) each message creates its own spool file, as before.
  */
+/* An account reopened after its open failed: watch its folders (the setup at start found none). */
+static void
+reopened_watch(struct store_account *sa, void *arg)
+{
+	watch_account(arg, sa);
+}
+
 static struct spool *
 start_spool(const struct config *cfg)
 {
@@ -157,6 +164,8 @@ serve_run(struct config *cfg, bool drop)
 	admin_init(srv);
 	/* Changes other programs make in the Maildirs reach IDLE clients. */
 	w = watch_new(srv);
+	if (w != NULL)
+		store_add_reopen_hook(st, reopened_watch, w); /* its first setup found no folders */
 	for (size_t i = 0; i < cfg->dom.accounts.n; i++) {
 		struct store_account *sa = store_account_get(st, ((struct config_account *)cfg->dom.accounts.v)[i].name);
 		watch_account(w, sa);

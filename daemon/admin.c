@@ -97,7 +97,7 @@ load_done(void *arg)
 	free(l);
 }
 
-/* The store opened an account whose first open failed: its logins need its secrets. */
+/* An account whose first open failed was reopened (reopenaccount): its logins need its secrets. */
 static void
 reopened(struct store_account *sa, void *arg)
 {
@@ -211,12 +211,52 @@ cmd_setaccountpassword(struct server *srv, struct control_conn *cc, int argc, ch
 	return 0;
 }
 
+/* reopenaccount <account>: open again an account that could not be opened (repaired since). */
+static void
+reopen_done(struct store_account *sa, int r, const char *err, void *arg)
+{
+	struct control_conn *cc = arg;
+	const char *name = store_account_name(sa);
+
+	if (r > 0) {
+		log_info("admin", control_cid(cc), "account reopened", "account", name);
+		control_finish(cc, NULL);
+	} else if (r == 0) {
+		if (err == NULL)
+			control_reply_line(cc, "account %s is open already", name);
+		control_finish(cc, err);
+	} else {
+		log_error("admin", control_cid(cc), "reopening account failed", "account", name, "err", err ? err : "");
+		control_finish(cc, err ? err : "cannot open the account");
+	}
+}
+
+static int
+cmd_reopenaccount(struct server *srv, struct control_conn *cc, int argc, char **argv)
+{
+	struct store_account *sa;
+
+	if (argc != 2) {
+		control_finish(cc, "usage: reopenaccount account");
+		return 0;
+	}
+	sa = store_account_get(server_store(srv), argv[1]);
+	if (sa == NULL) {
+		control_finish(cc, "no such account");
+		return 0;
+	}
+	store_account_reopen(sa, reopen_done, cc);
+	store_account_put(&sa); /* the reopen job holds its own reference */
+	return 0;
+}
+
 void
 admin_init(struct server *srv)
 {
 	server_control_register(srv, "setaccountpassword", "account password", cmd_setaccountpassword);
+	server_control_register(srv, "reopenaccount", "account", cmd_reopenaccount);
 	admin_tools_init(srv);
 	if (server_store(srv) != NULL)
-		store_set_reopen_hook(server_store(srv), reopened, srv);
+		store_add_reopen_hook(server_store(srv), reopened, srv);
 	load_all(srv);
 }

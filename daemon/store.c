@@ -32,12 +32,8 @@
 /* A storage thread idle this long checkpoints the delivery logs of its accounts
  * (idx_checkpoint): their files reach the disk soon, not at the next full log. */
 #define STORE_CHECKPOINT_IDLE_MS 1000
-/*
- * An account that could not be opened is tried again when mail or a login
- * asks for it at least this long after the last attempt (store_account_usable):
- * an administrator who repairs it does not have to restart the server.
- */
-#define STORE_OPEN_RETRY_MS 10000
+/* Functions told when an account that could not be opened was reopened. */
+#define STORE_REOPEN_HOOKS 4
 
 enum job_kind { JOB_WORK, JOB_ADD, JOB_DURABLE };
 
@@ -91,8 +87,6 @@ struct store_account {
 	bool log_dirty;          /* storage thread only: in its worker's dirty list */
 	atomic_bool unusable;    /* cannot be opened, or its index takes no writes (set by a storage or sync thread) */
 	atomic_bool open_failed; /* unusable because the last open failed (storage thread sets it) */
-	atomic_llong open_failed_ms; /* mono_ms of that attempt */
-	atomic_bool retry_open;  /* a new attempt is queued (store_account_usable) */
 	int refs;                /* loop thread only */
 	struct store_account *next;
 };
@@ -125,9 +119,11 @@ struct store {
 	pthread_mutex_t donemu;
 	struct job *done_head, *done_tail;
 	struct event *done_ev;
-	struct event *retry_ev; /* every STORE_OPEN_RETRY_MS / 2: accounts that could not be opened */
-	void (*reopened)(struct store_account *sa, void *arg);
-	void *reopened_arg;
+	struct {
+		void (*fn)(struct store_account *sa, void *arg);
+		void *arg;
+	} reopened[STORE_REOPEN_HOOKS]; /* loop thread */
+	int nreopened;
 };
 
 char *
@@ -154,13 +150,6 @@ store_account_options(const struct config *cfg, const char *name, struct idx_opt
 	o->quota = acc != NULL && acc->quota_message_size > 0 ? (uint64_t)acc->quota_message_size : 0;
 }
 
-/* The account could not be opened, and the last attempt is STORE_OPEN_RETRY_MS old. Any thread. */
-static bool
-open_retry_due(const struct store_account *sa)
-{
-	return atomic_load(&sa->open_failed) && mono_ms() - atomic_load(&sa->open_failed_ms) >= STORE_OPEN_RETRY_MS;
-}
-
 static void
 account_open(struct store_account *sa)
 {
@@ -179,12 +168,12 @@ account_open(struct store_account *sa)
 	}
 	pthread_mutex_unlock(&st->cfgmu);
 	if (sa->idx == NULL) {
-		atomic_store(&sa->open_failed_ms, mono_ms());
 		atomic_store(&sa->open_failed, true);
 		atomic_store(&sa->unusable, true);
-		atomic_store(&sa->retry_open, false);
-		log_error("store", 0, "cannot open account: its mail is refused for now, tried again after 10 s", "account",
-		    sa->name, "err", sa->error);
+		log_error("store", 0,
+		    "cannot open account: its mail is refused until it is repaired and reopened (mox reopenaccount) "
+		    "or the server restarts",
+		    "account", sa->name, "err", sa->error);
 	} else {
 		if (atomic_load(&sa->open_failed)) {
 			sa->error[0] = '\0';
@@ -594,8 +583,6 @@ store_adds_running(struct store *st)
 	return atomic_load(&st->adds_running) > 0;
 }
 
-static void retry_cb(evutil_socket_t fd, short what, void *arg);
-
 struct store *
 store_new(struct event_base *base, const struct config *cfg, int nthreads)
 {
@@ -606,16 +593,10 @@ store_new(struct event_base *base, const struct config *cfg, int nthreads)
 	pthread_mutex_init(&st->cfgmu, NULL);
 	pthread_mutex_init(&st->donemu, NULL);
 	st->done_ev = event_new(base, -1, 0, done_cb, st);
-	st->retry_ev = event_new(base, -1, EV_PERSIST, retry_cb, st);
-	if (st->done_ev == NULL || st->retry_ev == NULL) {
-		if (st->done_ev != NULL)
-			event_free(st->done_ev);
+	if (st->done_ev == NULL) {
 		free(st);
 		return NULL;
 	}
-	/* Twice per interval: an attempt is due at most half an interval before the timer sees it. */
-	struct timeval retry_tv = {STORE_OPEN_RETRY_MS / 2000, (STORE_OPEN_RETRY_MS / 2 % 1000) * 1000};
-	event_add(st->retry_ev, &retry_tv);
 	pthread_mutex_init(&st->syncmu, NULL);
 	pthread_cond_init(&st->synccond, NULL);
 	for (int i = 0; i < STORE_SYNC_THREADS; i++) {
@@ -778,7 +759,6 @@ store_free(struct store **stp)
 	}
 	free(st->workers);
 	event_free(st->done_ev);
-	event_free(st->retry_ev);
 	pthread_mutex_destroy(&st->cfgmu);
 	pthread_mutex_destroy(&st->donemu);
 	pthread_mutex_destroy(&st->syncmu);
@@ -837,50 +817,75 @@ store_account_name(const struct store_account *sa)
 	return sa->name;
 }
 
+/* A reopen: the work on the account's thread, its result for the loop thread. */
+struct reopen {
+	struct store_account *sa;
+	store_reopen_fn done;
+	void *arg;
+	int r;
+	char err[512];
+};
+
 static void
-retry_work(struct store_account *sa, struct idx_account *a, void *arg)
+reopen_work(struct store_account *sa, struct idx_account *a, void *arg)
 {
-	if (sa->idx == NULL)
+	struct reopen *ro = arg;
+
+	if (atomic_load(&sa->st->refusing)) {
+		ro->r = -1;
+		snprintf(ro->err, sizeof(ro->err), "server shutting down");
+	} else if (sa->idx != NULL) {
+		ro->r = 0;
+		if (atomic_load(&sa->unusable))
+			snprintf(ro->err, sizeof(ro->err), "the account's index takes no writes: restart the server");
+	} else {
 		account_open(sa);
+		ro->r = sa->idx != NULL ? 1 : -1;
+		if (ro->r < 0)
+			snprintf(ro->err, sizeof(ro->err), "%s", sa->error);
+	}
 }
 
 static void
-retry_done(void *arg)
+reopen_done(void *arg)
 {
-	struct store_account *sa = arg; /* the job's reference holds it until now */
+	struct reopen *ro = arg;
+	struct store *st = ro->sa->st;
 
-	atomic_store(&sa->retry_open, false);
 	/* Not while stopping: store_free's drain runs this after the loop, when no new work may start. */
-	if (!atomic_load(&sa->unusable) && sa->st->reopened != NULL && !atomic_load(&sa->st->refusing))
-		sa->st->reopened(sa, sa->st->reopened_arg);
-}
-
-static void
-retry_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct store *st = arg;
-
-	if (atomic_load(&st->refusing))
-		return;
-	for (struct store_account *sa = st->accounts; sa != NULL; sa = sa->next)
-		(void)store_account_usable(sa);
+	if (ro->r > 0 && !atomic_load(&st->refusing))
+		for (int i = 0; i < st->nreopened; i++)
+			st->reopened[i].fn(ro->sa, st->reopened[i].arg);
+	if (ro->done != NULL)
+		ro->done(ro->sa, ro->r, ro->err[0] ? ro->err : NULL, ro->arg);
+	free(ro);
 }
 
 void
-store_set_reopen_hook(struct store *st, void (*fn)(struct store_account *sa, void *arg), void *arg)
+store_account_reopen(struct store_account *sa, store_reopen_fn done, void *arg)
 {
-	st->reopened = fn;
-	st->reopened_arg = arg;
+	struct reopen *ro = xcalloc(1, sizeof(*ro));
+
+	ro->sa = sa;
+	ro->done = done;
+	ro->arg = arg;
+	store_submit(sa, reopen_work, reopen_done, ro); /* the job's reference keeps sa until reopen_done */
+}
+
+void
+store_add_reopen_hook(struct store *st, void (*fn)(struct store_account *sa, void *arg), void *arg)
+{
+	if (st->nreopened == STORE_REOPEN_HOOKS)
+		abort(); /* a fixed set of callers */
+	st->reopened[st->nreopened].fn = fn;
+	st->reopened[st->nreopened].arg = arg;
+	st->nreopened++;
 }
 
 bool
-store_account_usable(struct store_account *sa)
+store_account_usable(const struct store_account *sa)
 {
-	if (!atomic_load(&sa->unusable))
-		return true;
-	if (open_retry_due(sa) && !atomic_exchange(&sa->retry_open, true))
-		store_submit(sa, retry_work, retry_done, sa);
-	return false;
+	return !atomic_load(&sa->unusable);
 }
 
 const char *

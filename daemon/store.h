@@ -71,19 +71,26 @@ struct store_account *store_account_get(struct store *st, const char *name);
 void store_account_put(struct store_account **sap);
 const char *store_account_name(const struct store_account *sa);
 /*
- * Loop thread: false once the account is known to fail every add (it could not
+ * Any thread: false once the account is known to fail every add (it could not
  * be opened, or an fdatasync of its index failed: writes need a restart).
- * Lets SMTP refuse that recipient at RCPT instead of failing after DATA. For an
- * account that could not be opened, a call at least 10 s after the last
- * attempt queues another (the answer stays false until it succeeded).
+ * Lets SMTP refuse that recipient at RCPT instead of failing after DATA.
  */
-bool store_account_usable(struct store_account *sa);
+bool store_account_usable(const struct store_account *sa);
 /*
- * fn (loop thread) is told when an account that could not be opened was opened
- * by such a later attempt (made on new mail, and every 10 s): e.g. to load what
- * the failed open left out (login secrets).
+ * Loop thread: open an account that could not be opened again, on its thread
+ * (an administrator repaired it: mox reopenaccount). done (may be NULL) follows
+ * on the loop thread with r = 1 opened now (the reopen hooks ran first), 0 it
+ * was open already (err set when its index takes no writes: that needs a
+ * restart), -1 err says why it still cannot be opened.
  */
-void store_set_reopen_hook(struct store *st, void (*fn)(struct store_account *sa, void *arg), void *arg);
+typedef void (*store_reopen_fn)(struct store_account *sa, int r, const char *err, void *arg);
+void store_account_reopen(struct store_account *sa, store_reopen_fn done, void *arg);
+/*
+ * fn (loop thread) is told when store_account_reopen opened an account: to set
+ * up what its failed open left out (login secrets, the Maildir watch). At most
+ * 4 hooks.
+ */
+void store_add_reopen_hook(struct store *st, void (*fn)(struct store_account *sa, void *arg), void *arg);
 /* Why the account could not be opened ("" when it is fine). Storage thread only. */
 const char *store_account_error(const struct store_account *sa);
 

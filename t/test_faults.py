@@ -724,10 +724,13 @@ def test_shutdown_answers_add_whose_file_a_sync_thread_syncs(tmpdir_short, fault
         s.stop(expect_rc=None)
 
 
-def test_account_that_could_not_be_opened_is_tried_again(server_dir):
-    """An account whose index cannot be opened gets 451 at RCPT; once the administrator
-    repairs it, new mail reaches it after the retry interval (10 s) without a restart, and
-    nothing delivered before is lost."""
+def test_account_that_could_not_be_opened_is_reopened_after_repair(server_dir):
+    """An account whose index cannot be opened gets 451 at RCPT, and nothing creates a new
+    index behind the administrator's back. Once repaired, `mox reopenaccount` opens it in the
+    running server: its mail gets 250, its logins work, changes other programs make in its
+    Maildir reach IDLE again, and nothing delivered before is lost."""
+    from conftest import mox
+    from test_imap_sync import idle_until, session
     s = server_dir
     s.start()
     assert deliver(s, "before-damage") == (250, "")
@@ -737,26 +740,34 @@ def test_account_that_could_not_be_opened_is_tried_again(server_dir):
     with open(os.path.join(acct, "index.tcb"), "wb") as f:
         f.write(b"not a database\n" * 300)
     s.start()
-    code, text = deliver(s, "while-damaged-1")  # the open fails after DATA
-    assert 400 <= code < 500, (code, text)
-    code, text = deliver(s, "while-damaged-2")  # known now: refused at RCPT
+    code, text = deliver(s, "while-damaged")
     assert code == 451 and text.startswith("4.3.0"), (code, text)
     log = open(s.logpath, errors="replace").read()
-    assert re.search(r'l=error m="cannot open account: .*account=mox', log), log[-2000:]
-    failed_at = time.monotonic()
+    assert re.search(r'l=error m="cannot open account: .*mox reopenaccount.*account=mox', log), log[-2000:]
+    p = mox("-config", s.config, "reopenaccount", "mox", check=False)
+    assert p.returncode != 0 and "invalid meta data" in p.stdout + p.stderr, (p.returncode, p.stdout, p.stderr)
+    assert deliver(s, "still-damaged")[0] == 451
     os.replace(os.path.join(acct, "index.tcb.good"), os.path.join(acct, "index.tcb"))
-    # Before the interval the account stays refused, repaired or not.
-    assert deliver(s, "too-early")[0] == 451
-    time.sleep(max(0.0, failed_at + 10.5 - time.monotonic()))
-    deadline = time.monotonic() + 10
-    while True:
-        code, text = deliver(s, "after-repair")  # the first RCPT after the interval asks for a new open
-        if code == 250 or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert code == 250, (code, text)
-    assert "account opened after an earlier failure" in open(s.logpath, errors="replace").read()
-    bodies = inbox_bodies(s)
-    assert len(bodies.get("before-damage", [])) == 1 and len(bodies.get("after-repair", [])) == 1, \
+    assert deliver(s, "repaired-not-reopened")[0] == 451  # only the administrator says when it is done
+    p = mox("-config", s.config, "reopenaccount", "mox", check=False)
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    assert deliver(s, "after-reopen") == (250, "")
+    p = mox("-config", s.config, "reopenaccount", "mox", check=False)
+    assert p.returncode == 0 and "open already" in p.stdout + p.stderr, (p.stdout, p.stderr)
+    bodies = inbox_bodies(s)  # logs in: the secrets were loaded
+    assert len(bodies.get("before-damage", [])) == 1 and len(bodies.get("after-reopen", [])) == 1, \
         sorted(bodies, key=str)
-    assert not [t for t in bodies if t and t.startswith(("while-damaged", "too-early"))], sorted(bodies, key=str)
+    assert not [t for t in bodies if t and ("damaged" in t or "reopened" in t)], sorted(bodies, key=str)
+    # The Maildir watch was set up for the reopened account.
+    a = session(s)
+    a.send("i IDLE\r\n")
+    assert a.line().startswith("+")
+    cur = os.path.join(acct, "Maildir", "cur")
+    new = os.path.join(acct, "Maildir", "new")
+    name = sorted(os.listdir(new) + os.listdir(cur))[0]
+    src = os.path.join(new if os.path.exists(os.path.join(new, name)) else cur, name)
+    os.rename(src, os.path.join(cur, name.split(":2,")[0] + ":2,F"))
+    seen = idle_until(a, lambda t: "FETCH" in t and "\\Flagged" in t, timeout=5)
+    assert "\\Flagged" in seen, seen
+    a.send("DONE\r\n")
+    a.close()
