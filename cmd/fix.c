@@ -2,7 +2,8 @@
  * The repair commands named as in the Go mox (fixuidmeta, fixmsgsize,
  * reassignuids, bumpuidvalidity, recalculatemailboxcounts) and
  * setaccountpassword: through the running server's control socket, or on
- * the account opened directly when no server runs.
+ * the account opened directly when no server runs. reopenaccount only talks
+ * to a running server (a start opens every account anyway).
  */
 #define _GNU_SOURCE 1
 #include <errno.h>
@@ -199,6 +200,8 @@ cmd_reopenaccount(int argc, char **argv)
 	if (cmd_server_running(cfg)) {
 		const char *args[] = {"reopenaccount", argv[0]};
 		rc = cmd_control(cfg, 2, args);
+	} else if (config_account_find(cfg, argv[0]) == NULL) {
+		fprintf(stderr, "mox reopenaccount: no account %s in the configuration\n", argv[0]);
 	} else {
 		fprintf(stderr, "mox reopenaccount: no server is running; the next start opens the account\n");
 	}

@@ -54,6 +54,13 @@ clean_spool(const struct config *cfg)
 	free(dir);
 }
 
+/* An account reopened after its open failed: watch its folders (the setup at start found none). */
+static void
+reopened_watch(struct store_account *sa, void *arg)
+{
+	watch_account(arg, sa);
+}
+
 /*
  * The pool of spool files made ahead of time, for the host names the SMTP
  * listeners and IMAP APPEND put into spool file names. It keeps them in its
@@ -62,13 +69,6 @@ clean_spool(const struct config *cfg)
  * from the pool stays in .pool until it is delivered. Without the pool (it
  * could not start) each message creates its own spool file, as before.
  */
-/* An account reopened after its open failed: watch its folders (the setup at start found none). */
-static void
-reopened_watch(struct store_account *sa, void *arg)
-{
-	watch_account(arg, sa);
-}
-
 static struct spool *
 start_spool(const struct config *cfg)
 {

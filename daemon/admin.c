@@ -212,21 +212,52 @@ cmd_setaccountpassword(struct server *srv, struct control_conn *cc, int argc, ch
 }
 
 /* reopenaccount <account>: open again an account that could not be opened (repaired since). */
+struct reopen_req {
+	struct server *srv;
+	struct control_conn *cc;
+	struct store_account *sa; /* for the answer's job */
+};
+
+static void
+noop_work(struct store_account *sa, struct idx_account *a, void *arg)
+{
+}
+
+/*
+ * Behind the reopen hooks' work on the same account (its jobs run and complete
+ * in order): the secrets are loaded and the watch set up when the client hears ok.
+ */
+static void
+reopen_answer(void *arg)
+{
+	struct reopen_req *rq = arg;
+
+	log_info("admin", control_cid(rq->cc), "account reopened", "account", store_account_name(rq->sa));
+	control_finish(rq->cc, NULL);
+	store_account_put(&rq->sa);
+	free(rq);
+}
+
 static void
 reopen_done(struct store_account *sa, int r, const char *err, void *arg)
 {
-	struct control_conn *cc = arg;
+	struct reopen_req *rq = arg;
+	struct control_conn *cc = rq->cc;
 	const char *name = store_account_name(sa);
 
 	if (r > 0) {
-		log_info("admin", control_cid(cc), "account reopened", "account", name);
-		control_finish(cc, NULL);
-	} else if (r == 0) {
+		rq->sa = store_account_get(server_store(rq->srv), name);
+		store_submit(rq->sa, noop_work, reopen_answer, rq);
+		return;
+	}
+	free(rq);
+	if (r == 0) {
 		if (err == NULL)
 			control_reply_line(cc, "account %s is open already", name);
 		control_finish(cc, err);
 	} else {
-		log_error("admin", control_cid(cc), "reopening account failed", "account", name, "err", err ? err : "");
+		/* The store logged the failed open; this is the administrator's answer. */
+		log_info("admin", control_cid(cc), "reopening account failed", "account", name, "err", err ? err : "");
 		control_finish(cc, err ? err : "cannot open the account");
 	}
 }
@@ -245,7 +276,10 @@ cmd_reopenaccount(struct server *srv, struct control_conn *cc, int argc, char **
 		control_finish(cc, "no such account");
 		return 0;
 	}
-	store_account_reopen(sa, reopen_done, cc);
+	struct reopen_req *rq = xcalloc(1, sizeof(*rq));
+	rq->srv = srv;
+	rq->cc = cc;
+	store_account_reopen(sa, reopen_done, rq);
 	store_account_put(&sa); /* the reopen job holds its own reference */
 	return 0;
 }

@@ -79,7 +79,8 @@ bool store_account_usable(const struct store_account *sa);
 /*
  * Loop thread: open an account that could not be opened again, on its thread
  * (an administrator repaired it: mox reopenaccount). done (may be NULL) follows
- * on the loop thread with r = 1 opened now (the reopen hooks ran first), 0 it
+ * on the loop thread with r = 1 opened now (the reopen hooks were called first;
+ * work they queued on the account runs before any queued after), 0 it
  * was open already (err set when its index takes no writes: that needs a
  * restart), -1 err says why it still cannot be opened.
  */

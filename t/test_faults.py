@@ -725,10 +725,10 @@ def test_shutdown_answers_add_whose_file_a_sync_thread_syncs(tmpdir_short, fault
 
 
 def test_account_that_could_not_be_opened_is_reopened_after_repair(server_dir):
-    """An account whose index cannot be opened gets 451 at RCPT, and nothing creates a new
-    index behind the administrator's back. Once repaired, `mox reopenaccount` opens it in the
-    running server: its mail gets 250, its logins work, changes other programs make in its
-    Maildir reach IDLE again, and nothing delivered before is lost."""
+    """An account whose index cannot be opened gets 451 at RCPT until the administrator says
+    the repair is done: `mox reopenaccount` then opens it in the running server. Its logins work
+    as soon as the command returns, its mail gets 250, changes other programs make in its
+    Maildir reach IDLE again, nothing delivered before is lost, and the server stops cleanly."""
     from conftest import mox
     from test_imap_sync import idle_until, session
     s = server_dir
@@ -749,8 +749,11 @@ def test_account_that_could_not_be_opened_is_reopened_after_repair(server_dir):
     assert deliver(s, "still-damaged")[0] == 451
     os.replace(os.path.join(acct, "index.tcb.good"), os.path.join(acct, "index.tcb"))
     assert deliver(s, "repaired-not-reopened")[0] == 451  # only the administrator says when it is done
+    p = mox("-config", s.config, "reopenaccount", "nosuch", check=False)
+    assert p.returncode != 0 and "no such account" in p.stdout + p.stderr, (p.stdout, p.stderr)
     p = mox("-config", s.config, "reopenaccount", "mox", check=False)
     assert p.returncode == 0, (p.stdout, p.stderr)
+    imap_login(s).logout()  # the secrets are in when the command returns
     assert deliver(s, "after-reopen") == (250, "")
     p = mox("-config", s.config, "reopenaccount", "mox", check=False)
     assert p.returncode == 0 and "open already" in p.stdout + p.stderr, (p.stdout, p.stderr)
@@ -767,7 +770,9 @@ def test_account_that_could_not_be_opened_is_reopened_after_repair(server_dir):
     name = sorted(os.listdir(new) + os.listdir(cur))[0]
     src = os.path.join(new if os.path.exists(os.path.join(new, name)) else cur, name)
     os.rename(src, os.path.join(cur, name.split(":2,")[0] + ":2,F"))
-    seen = idle_until(a, lambda t: "FETCH" in t and "\\Flagged" in t, timeout=5)
-    assert "\\Flagged" in seen, seen
+    idle_until(a, lambda t: "FETCH" in t and "\\Flagged" in t, timeout=5)  # raises when it never comes
     a.send("DONE\r\n")
     a.close()
+    s.stop()  # a clean exit, the reopened index closed with the rest
+    p = mox("-config", s.config, "reopenaccount", "mox", check=False)
+    assert p.returncode != 0 and "no server is running" in p.stderr, (p.stdout, p.stderr)
