@@ -125,6 +125,25 @@ control_finish(struct control_conn *cc, const char *err)
 		evbuffer_add_printf(out, "ok\n");
 	else
 		evbuffer_add_printf(out, "error: %s\n", err);
+	if (cc->srv->loop_ended) {
+		/*
+		 * Its work ran in the store's last drain, after the loop (a command
+		 * queued behind a long job at shutdown): answer now, as far as the
+		 * socket takes it, and free the connection the loop no longer serves.
+		 * (The bufferevent keeps its output's start frozen: send a copy.)
+		 */
+		evutil_socket_t fd = bufferevent_getfd(cc->bev);
+		size_t len = evbuffer_get_length(out), off = 0;
+		const char *p = (const char *)evbuffer_pullup(out, -1);
+		while (p != NULL && off < len) {
+			ssize_t n = send(fd, p + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+			if (n <= 0)
+				break;
+			off += (size_t)n;
+		}
+		cc_free(cc);
+		return;
+	}
 	cc->done = true;
 	bufferevent_setcb(cc->bev, NULL, cc_write, cc_event, cc);
 	bufferevent_enable(cc->bev, EV_WRITE);

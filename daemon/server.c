@@ -302,6 +302,7 @@ server_run(struct server *srv)
 	if (server_early_stop_requested())
 		server_stop(srv);
 	event_base_dispatch(srv->base);
+	srv->loop_ended = true;
 	log_info("server", 0, "stopped");
 	return 0;
 }

@@ -36,6 +36,7 @@ struct server {
 	struct event *sigterm, *sigint, *sigpipe;
 	struct event *stop_ev;
 	bool stopping;
+	bool loop_ended; /* server_run returned: nothing is written by the loop any more */
 	bool accepting;
 	struct store *store;
 	struct auth *auth;

@@ -555,6 +555,39 @@ def test_shutdown_refuses_append_still_queued(tmpdir_short, faultlib):
         s.stop(expect_rc=None)
 
 
+def test_control_command_answered_when_its_work_ends_after_the_loop(tmpdir_short, faultlib):
+    """A control command whose storage work waits behind a long job (here the idle
+    checkpoint's delivery-log fdatasync, 4 s on a slow disk) when the server stops: its work
+    runs in the store's last drain, after the event loop. It used to get no answer (the CLI
+    said the connection closed and exited 1, though the password was set) and its
+    connection leaked; now it is answered and freed, and the server exits cleanly."""
+    s = slow_disk_server(tmpdir_short, faultlib, "index.wal", 4000)
+    try:
+        assert deliver(s, "before-slow-disk") == (250, "")
+        s.on()
+        s.wait_hit()  # the idle checkpoint's header sync, on the account's storage thread
+        cli = subprocess.Popen([MOX, "-config", s.config, "setaccountpassword", "mox"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cli.stdin.write("changed-in-the-drain\n")
+        cli.stdin.close()
+        time.sleep(0.5)  # the command is queued behind the checkpoint
+        assert cli.poll() is None, (cli.returncode, cli.stderr.read())
+        s.proc.send_signal(15)
+        cli.wait(timeout=60)
+        out, err = cli.stdout.read(), cli.stderr.read()
+        s.proc.wait(timeout=60)
+        assert cli.returncode == 0, (cli.returncode, out, err, open(s.logpath).read()[-3000:])
+        s.off()
+        s.stop()  # a clean exit (under ASan: nothing leaked)
+        s.start()
+        c = imaplib.IMAP4("127.0.0.1", s.ports["IMAP"], timeout=30)
+        assert c.login(USER, "changed-in-the-drain")[0] == "OK"
+        c.logout()
+    finally:
+        s.off()
+        s.stop(expect_rc=None)
+
+
 # ---- several accounts, one of them failing ----
 
 TWO_ACCOUNTS = """Domains:
