@@ -245,13 +245,17 @@ reopen_done(struct store_account *sa, int r, const char *err, void *arg)
 	struct control_conn *cc = rq->cc;
 	const char *name = store_account_name(sa);
 
-	if (r > 0) {
+	if (r > 0 && !server_loop_ended(rq->srv)) {
 		rq->sa = store_account_get(server_store(rq->srv), name);
 		store_submit(rq->sa, noop_work, reopen_answer, rq);
 		return;
 	}
 	free(rq);
-	if (r == 0) {
+	if (r > 0) {
+		/* Drained after the loop: the hooks' work will not run, the answer is still true. */
+		log_info("admin", control_cid(cc), "account reopened", "account", name);
+		control_finish(cc, NULL);
+	} else if (r == 0) {
 		if (err == NULL)
 			control_reply_line(cc, "account %s is open already", name);
 		control_finish(cc, err);

@@ -163,6 +163,12 @@ server_new_cid(struct server *srv)
 }
 
 bool
+server_loop_ended(const struct server *srv)
+{
+	return srv->loop_ended;
+}
+
+bool
 server_stopping(struct server *srv)
 {
 	return srv->stopping;

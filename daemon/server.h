@@ -127,6 +127,8 @@ int server_run(struct server *srv);
 /* Begin a clean shutdown (safe from any callback on the loop thread). */
 void server_stop(struct server *srv);
 bool server_stopping(struct server *srv);
+/* The event loop has ended (server_run returned): work queued now never runs. */
+bool server_loop_ended(const struct server *srv);
 
 /* A handler releases a connection's slot in the limits. Frees ci. */
 void server_conn_done(struct server *srv, struct conn_info *ci);
