@@ -186,21 +186,33 @@ setpw_done(void *arg)
 	free(p);
 }
 
+/*
+ * A command's account argument (argv[1], with argc as want): a reference, or
+ * NULL with the client answered (usage, or no such account).
+ */
+static struct store_account *
+account_arg(struct server *srv, struct control_conn *cc, int argc, char **argv, int want, const char *usage)
+{
+	struct store_account *sa;
+
+	if (argc != want) {
+		control_finish(cc, usage);
+		return NULL;
+	}
+	sa = store_account_get(server_store(srv), argv[1]);
+	if (sa == NULL)
+		control_finish(cc, "no such account");
+	return sa;
+}
+
 static int
 cmd_setaccountpassword(struct server *srv, struct control_conn *cc, int argc, char **argv)
 {
 	struct setpw *p;
-	struct store_account *sa;
+	struct store_account *sa = account_arg(srv, cc, argc, argv, 3, "usage: setaccountpassword account password");
 
-	if (argc != 3) {
-		control_finish(cc, "usage: setaccountpassword account password");
+	if (sa == NULL)
 		return 0;
-	}
-	sa = store_account_get(server_store(srv), argv[1]);
-	if (sa == NULL) {
-		control_finish(cc, "no such account");
-		return 0;
-	}
 	p = xcalloc(1, sizeof(*p));
 	p->srv = srv;
 	p->cc = cc;
@@ -269,17 +281,10 @@ reopen_done(struct store_account *sa, int r, const char *err, void *arg)
 static int
 cmd_reopenaccount(struct server *srv, struct control_conn *cc, int argc, char **argv)
 {
-	struct store_account *sa;
+	struct store_account *sa = account_arg(srv, cc, argc, argv, 2, "usage: reopenaccount account");
 
-	if (argc != 2) {
-		control_finish(cc, "usage: reopenaccount account");
+	if (sa == NULL)
 		return 0;
-	}
-	sa = store_account_get(server_store(srv), argv[1]);
-	if (sa == NULL) {
-		control_finish(cc, "no such account");
-		return 0;
-	}
 	struct reopen_req *rq = xcalloc(1, sizeof(*rq));
 	rq->srv = srv;
 	rq->cc = cc;

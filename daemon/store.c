@@ -86,7 +86,7 @@ struct store_account {
 	bool open_tried;         /* storage thread only */
 	bool log_dirty;          /* storage thread only: in its worker's dirty list */
 	atomic_bool unusable;    /* cannot be opened, or its index takes no writes (set by a storage or sync thread) */
-	atomic_bool open_failed; /* unusable because the last open failed (storage thread sets it) */
+	bool open_failed;        /* storage thread only: the last open failed (so unusable is set) */
 	int refs;                /* loop thread only */
 	struct store_account *next;
 };
@@ -168,16 +168,16 @@ account_open(struct store_account *sa)
 	}
 	pthread_mutex_unlock(&st->cfgmu);
 	if (sa->idx == NULL) {
-		atomic_store(&sa->open_failed, true);
+		sa->open_failed = true;
 		atomic_store(&sa->unusable, true);
 		log_error("store", 0,
 		    "cannot open account: its mail is refused until it is repaired and reopened (mox reopenaccount) "
 		    "or the server restarts",
 		    "account", sa->name, "err", sa->error);
 	} else {
-		if (atomic_load(&sa->open_failed)) {
+		if (sa->open_failed) {
 			sa->error[0] = '\0';
-			atomic_store(&sa->open_failed, false);
+			sa->open_failed = false;
 			atomic_store(&sa->unusable, false);
 			log_info("store", 0, "account opened after an earlier failure: its mail is accepted again", "account",
 			    sa->name);

@@ -368,6 +368,8 @@ bool wal_empty(struct idx_account *a);
  * (*ss_r: the caller waits for it, and calls wal_failed when it failed).
  * 1 with the entries' sequence numbers, 0 no room, -1 (the log is failed).
  */
+/* pread until n bytes or end of file (*got_r says how many); -1 with errno on a read error. */
+int full_pread(int fd, void *p, size_t n, off_t off, size_t *got_r);
 int wal_append(struct idx_account *a, const struct wal_msg *msgs, size_t n, uint64_t *first_r, uint64_t *last_r,
     struct maildir_syncset **ss_r, char *err, size_t errlen);
 /* A write or sync of the log failed: no more entries until the account is reopened. */

@@ -450,25 +450,6 @@ static struct add_folder *add_folder_get(struct idx_account *a, struct add_state
 	return f;
 }
 
-/* Exactly len bytes of fd from its start into buf. 1, -1 (err set). */
-static int read_all(int fd, uint8_t *buf, size_t len, const char *path, char *err, size_t errlen)
-{
-	size_t got = 0;
-
-	while (got < len) {
-		ssize_t n = pread(fd, buf + got, len - got, (off_t)got);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			idx_seterr(err, errlen, "read %s: %s", path, n < 0 ? strerror(errno) : "shorter than written");
-			return -1;
-		}
-		got += (size_t)n;
-	}
-	return 1;
-}
-
 static struct add_parsed *add_parse(struct add_state *s, struct maildir_writer *w, bool keep, char *err,
     size_t errlen)
 {
@@ -492,8 +473,12 @@ static struct add_parsed *add_parse(struct add_state *s, struct maildir_writer *
 	if (keep && size > 0 && size <= WAL_MSG_MAX) {
 		/* Read once: parsed here and written to the delivery log from the same bytes (a logged
 		 * batch fits in the log, so what is kept is bounded by its size). */
+		size_t got = 0;
+		int rr;
 		p->data = idx_xmalloc((size_t)size);
-		if (read_all(fd, p->data, (size_t)size, maildir_writer_path(w), err, errlen) < 0) {
+		if ((rr = full_pread(fd, p->data, (size_t)size, 0, &got)) < 0 || got != size) {
+			idx_seterr(err, errlen, "read %s: %s", maildir_writer_path(w),
+			    rr < 0 ? strerror(errno) : "shorter than written");
 			free(p->data);
 			close(fd);
 			return NULL;

@@ -353,7 +353,7 @@ static int full_pwrite(int fd, const void *p, size_t n, off_t off)
 	return 0;
 }
 
-static int full_pread(int fd, void *p, size_t n, off_t off, size_t *got_r)
+int full_pread(int fd, void *p, size_t n, off_t off, size_t *got_r)
 {
 	uint8_t *b = p;
 	size_t got = 0;

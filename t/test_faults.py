@@ -385,31 +385,9 @@ def test_shutdown_waits_for_a_delivery_being_committed(tmpdir_short, faultlib):
     committing when ShutdownTimeout runs out is not refused (it may be stored already): the
     server waits for it and answers 250 before it exits, instead of leaving the loop with the
     message stored and unanswered (the client would send it again)."""
-    import threading
     s = slow_disk_server(tmpdir_short, faultlib, "index.wal", 4000)
     try:
-        code, text = deliver(s, "before-slow-disk")
-        assert code == 250, (code, text)
-        # The idle checkpoint after it also syncs index.wal (its header): let it pass first,
-        # so the delayed sync below is the delivery's own.
-        time.sleep(2.5)
-        s.on()
-        result = {}
-
-        def send():
-            c = smtplib.SMTP("127.0.0.1", s.ports["SMTP"], timeout=60)
-            c.ehlo("client.faults.example")
-            try:
-                c.sendmail(FROM, [USER], message("committing")[0])
-                result["r"] = (250, "")
-            except smtplib.SMTPResponseException as e:
-                result["r"] = (e.smtp_code, e.smtp_error.decode(errors="replace"))
-            except smtplib.SMTPServerDisconnected as e:
-                result["r"] = (None, str(e))
-            c.close()  # no QUIT: the server says 421 after the answer, it is stopping
-        t = threading.Thread(target=send)
-        t.start()
-        s.wait_hit()  # its add is in the log's (slow) fdatasync now
+        t, result = hold_storage_thread(s)  # "committing" is in the log's (slow) fdatasync now
         s.proc.send_signal(15)
         t.join(timeout=60)
         assert result.get("r") == (250, ""), result
@@ -422,7 +400,6 @@ def test_shutdown_waits_for_a_delivery_being_committed(tmpdir_short, faultlib):
     finally:
         s.off()
         s.stop(expect_rc=None)
-
 
 
 def hold_storage_thread(s):
@@ -500,16 +477,11 @@ def test_shutdown_refuses_delivery_still_queued(tmpdir_short, faultlib):
     log fdatasync takes 4 s (a slow disk). It used to run after the loop had stopped:
     stored, but the client never got its 250 and would send the message again. The
     delivery that was already committing is waited for: 250, and it is kept."""
-    from test_review import Raw
+    from test_review import smtp_at_data
     s = slow_disk_server(tmpdir_short, faultlib, "index.wal", 4000)
     try:
         t, result = hold_storage_thread(s)
-        r = Raw(s.ports["SMTP"], timeout=60)
-        assert r.reply()[0] == 220
-        assert r.cmd("EHLO x.example")[0] == 250
-        assert r.cmd("MAIL FROM:<s@example.org>")[0] == 250
-        assert r.cmd("RCPT TO:<mox@localhost>")[0] == 250
-        assert r.cmd("DATA")[0] == 354
+        r = smtp_at_data(s.ports["SMTP"])
         r.send(IN_FLIGHT + b".\r\n")
         time.sleep(0.3)  # queued behind "committing", whose sync takes 4 s from the hit
         s.proc.send_signal(15)
@@ -730,17 +702,12 @@ def test_shutdown_answers_add_whose_file_a_sync_thread_syncs(tmpdir_short, fault
     file synced on a sync thread before its add reaches that thread. Out of every queue then,
     it used to be neither refused nor waited for at shutdown: the loop stopped and the client
     got no answer. Now the stop waits for it and it gets its 451 (refused, not stored)."""
-    from test_review import Raw, busy_storage, stored_copies
+    from test_review import busy_storage, smtp_at_data, stored_copies
     s = slow_disk_server(tmpdir_short, faultlib, "/tmp/.pool/", 3000)
     try:
         newdir = busy_storage(s)
         s.on()
-        r = Raw(s.ports["SMTP"], timeout=60)
-        assert r.reply()[0] == 220
-        assert r.cmd("EHLO x.example")[0] == 250
-        assert r.cmd("MAIL FROM:<s@example.org>")[0] == 250
-        assert r.cmd("RCPT TO:<mox@localhost>")[0] == 250
-        assert r.cmd("DATA")[0] == 354
+        r = smtp_at_data(s.ports["SMTP"])
         r.send(b"Subject: in flight\r\n\r\n" + (b"x" * 998 + b"\r\n") * 200 + b".\r\n")
         s.wait_hit()  # its spool file is in the (slow) fdatasync of a sync thread
         s.proc.send_signal(15)

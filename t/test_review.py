@@ -114,17 +114,23 @@ def stored_copies(newdir):
     return [p for p in glob.glob(os.path.join(newdir, "*")) if b"in flight" in open(p, "rb").read(200)]
 
 
-def stop_during_delivery(server):
-    """Send a message while the storage thread is busy (busy_storage) and SIGTERM
-    while it waits for storage. Returns (code, texts) of the DATA reply (None
-    when the connection closed without one) and the stored copies of it."""
-    newdir = busy_storage(server)
-    r = Raw(server.ports["SMTP"], timeout=60)
+def smtp_at_data(port):
+    """A raw SMTP session to mox@localhost, DATA accepted (354): the caller sends the message."""
+    r = Raw(port, timeout=60)
     assert r.reply()[0] == 220
     assert r.cmd("EHLO x.example")[0] == 250
     assert r.cmd("MAIL FROM:<s@example.org>")[0] == 250
     assert r.cmd("RCPT TO:<mox@localhost>")[0] == 250
     assert r.cmd("DATA")[0] == 354
+    return r
+
+
+def stop_during_delivery(server):
+    """Send a message while the storage thread is busy (busy_storage) and SIGTERM
+    while it waits for storage. Returns (code, texts) of the DATA reply (None
+    when the connection closed without one) and the stored copies of it."""
+    newdir = busy_storage(server)
+    r = smtp_at_data(server.ports["SMTP"])
     r.send(b"Subject: in flight\r\n\r\nhello\r\n.\r\n")
     time.sleep(0.05)
     server.proc.send_signal(15)
